@@ -1,0 +1,233 @@
+"""Output naming and atomic writing for the derivative dataset (one place).
+
+Every file the app writes goes through :func:`atomic_write_bytes` (directly or via
+:func:`write_tsv`, :func:`write_json`, :func:`write_nifti`): data are written to a
+temporary file in the destination folder and moved into place with
+:func:`os.replace`, so a killed run never leaves a half-written file that a rerun
+would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+#: Order of BIDS entities in derivative file names (BIDS 1.11 entity table).
+ENTITY_ORDER = (
+    "sub",
+    "ses",
+    "task",
+    "acq",
+    "ce",
+    "rec",
+    "dir",
+    "run",
+    "echo",
+    "space",
+    "res",
+    "den",
+    "atlas",
+    "roi",
+    "seg",
+    "hemi",
+    "label",
+    "model",
+    "desc",
+)
+
+#: Long pybids entity names -> short file-name keys.
+ENTITY_KEYS = {
+    "subject": "sub",
+    "session": "ses",
+    "task": "task",
+    "acquisition": "acq",
+    "ceagent": "ce",
+    "reconstruction": "rec",
+    "direction": "dir",
+    "run": "run",
+    "echo": "echo",
+    "space": "space",
+    "resolution": "res",
+    "density": "den",
+    "atlas": "atlas",
+    "hemisphere": "hemi",
+    "model": "model",
+    "description": "desc",
+    "desc": "desc",
+}
+
+
+def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> str:
+    """Build a BIDS file name from entities.
+
+    Parameters
+    ----------
+    entities : mapping
+        Entity values keyed by short (``sub``) or pybids long (``subject``) names.
+        ``None`` values are skipped.
+    suffix : str
+        BIDS suffix, e.g. ``"timeseries"``.
+    extension : str
+        Extension with leading dot, e.g. ``".tsv"``.
+
+    Returns
+    -------
+    str
+        e.g. ``sub-01_ses-pre_task-faces_atlas-ptsdcircuit_timeseries.tsv``.
+    """
+    short = {}
+    for key, value in entities.items():
+        if value is None:
+            continue
+        short_key = ENTITY_KEYS.get(key, key)
+        if short_key not in ENTITY_ORDER:
+            raise ValueError(f"unknown BIDS entity {key!r}")
+        short[short_key] = value
+    parts = [f"{k}-{short[k]}" for k in ENTITY_ORDER if k in short]
+    return "_".join(parts + [suffix]) + extension
+
+
+def derivative_path(
+    out_dir: os.PathLike | str,
+    entities: Mapping[str, Any],
+    suffix: str,
+    extension: str,
+    datatype: str | None = "func",
+) -> Path:
+    """Full path of a participant-level derivative file.
+
+    ``out_dir/sub-<label>[/ses-<label>][/<datatype>]/<bids_filename>``.
+    """
+    ents = {ENTITY_KEYS.get(k, k): v for k, v in entities.items() if v is not None}
+    path = Path(out_dir) / f"sub-{ents['sub']}"
+    if "ses" in ents:
+        path = path / f"ses-{ents['ses']}"
+    if datatype:
+        path = path / datatype
+    return path / bids_filename(ents, suffix, extension)
+
+
+def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; parent folders are created.
+    data : bytes
+        File content.
+
+    Returns
+    -------
+    Path
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
+    """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    """Serialise to deterministic JSON (sorted keys, NaN -> null)."""
+    return json.dumps(_nan_to_none(obj), indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.floating) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _nan_to_none(obj.tolist())
+    return obj
+
+
+def write_json(path: os.PathLike | str, obj: Any) -> Path:
+    """Write a JSON file atomically with sorted keys; NaN/inf become ``null``."""
+    return atomic_write_text(path, to_json(obj))
+
+
+def write_tsv(
+    path: os.PathLike | str,
+    table: pd.DataFrame,
+    sidecar: Mapping[str, Any] | None = None,
+    index: bool = False,
+    float_format: str = "%.8g",
+) -> Path:
+    """Write a BIDS TSV atomically; missing values as ``n/a``.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.tsv``.
+    table : DataFrame
+        Table to write.
+    sidecar : mapping, optional
+        If given, written as JSON next to the TSV (same stem, ``.json``).
+    index : bool
+        Write the DataFrame index as first column.
+    float_format : str
+        printf format for floats (deterministic text output).
+    """
+    text = table.to_csv(sep="\t", na_rep="n/a", index=index, float_format=float_format, lineterminator="\n")
+    out = atomic_write_text(path, text)
+    if sidecar is not None:
+        write_json(Path(str(out)[: -len(".tsv")] + ".json"), dict(sidecar))
+    return out
+
+
+def write_nifti(path: os.PathLike | str, img) -> Path:
+    """Write a nibabel image atomically (``.nii`` or ``.nii.gz`` by extension)."""
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,1 @@
+"""ptsd_bidsapp.cli"""
