@@ -1,0 +1,379 @@
+"""Input discovery with pybids (SPEC §2).
+
+One table of queries (:data:`QUERIES`) describes every input; :func:`collect_runs`
+turns it into one :class:`RunInputs` per subject/session/task/run, checking that
+every file exists and that the repetition time in the JSON sidecar agrees with
+the NIfTI header. Problems raise :class:`InputError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import nibabel as nib
+import pandas as pd
+
+from ptsd_bidsapp.cli import exitcodes
+
+LOGGER = logging.getLogger("ptsd_bidsapp.inputs")
+
+#: pybids queries for each input; ``{space}`` is filled from the config.
+QUERIES: dict[str, dict[str, Any]] = {
+    "bold": {"desc": "preproc", "suffix": "bold", "extension": [".nii.gz", ".nii"], "scope": "derivatives"},
+    "mask": {"desc": "brain", "suffix": "mask", "extension": [".nii.gz", ".nii"], "scope": "derivatives"},
+    # fMRIPrep >= 20.2 names it desc-confounds_timeseries; older releases desc-confounds_regressors.
+    "confounds": {"desc": "confounds", "suffix": ["timeseries", "regressors"], "extension": ".tsv", "scope": "derivatives"},
+    "events": {"suffix": "events", "extension": ".tsv", "scope": "raw"},
+}
+
+#: Relative tolerance when comparing RepetitionTime in JSON and the NIfTI header.
+TR_TOLERANCE = 1e-3
+
+
+class InputError(Exception):
+    """A missing or inconsistent input; ``path`` names the file, ``exit_code`` the BIDS App code."""
+
+    def __init__(self, message: str, path: Path | str | None = None, exit_code: int = exitcodes.NOINPUT):
+        self.path = Path(path) if path is not None else None
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+@dataclass
+class RunInputs:
+    """Everything the participant level needs for one BOLD run.
+
+    Attributes
+    ----------
+    subject, session, task : str
+        BIDS labels.
+    run : int or None
+        Run index if the dataset has several runs per task.
+    bold, mask, confounds : Path
+        fMRIPrep preprocessed BOLD, brain mask and confounds TSV.
+    events : Path or None
+        Raw ``events.tsv`` (None for task-free runs).
+    tr : float
+        Repetition time in seconds (JSON, cross-checked with the header).
+    slice_time_ref : float
+        Slice-timing reference as a fraction of TR (``StartTime / TR``; 0 without slice timing).
+    n_volumes : int
+        Number of volumes in the BOLD series.
+    entities : dict
+        Source entities kept for the output names (sub, ses, task, run, space, res).
+    """
+
+    subject: str
+    session: str
+    task: str
+    bold: Path
+    mask: Path
+    confounds: Path
+    events: Path | None
+    tr: float
+    slice_time_ref: float
+    n_volumes: int
+    run: int | None = None
+    entities: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+
+def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_database: bool = False):
+    """Index ``bids_dir`` with the fMRIPrep ``derivatives`` (pybids), database cached in ``work_dir``.
+
+    Raises
+    ------
+    InputError
+        If a folder is missing (exit 66) or the derivatives lack a valid ``dataset_description.json``.
+    """
+    from bids import BIDSLayout
+
+    bids_dir, derivatives = Path(bids_dir), Path(derivatives)
+    if not bids_dir.is_dir():
+        raise InputError(f"bids_dir {bids_dir} does not exist or is not a folder", bids_dir)
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise InputError(
+            f"{bids_dir / 'dataset_description.json'} is missing: bids_dir must be the root of a BIDS dataset",
+            bids_dir / "dataset_description.json",
+        )
+    if not derivatives.is_dir():
+        raise InputError(
+            f"fMRIPrep derivatives folder {derivatives} does not exist; run fMRIPrep first or pass --derivatives PATH",
+            derivatives,
+        )
+    description = derivatives / "dataset_description.json"
+    if not description.is_file():
+        raise InputError(
+            f"{description} is missing: the fMRIPrep output folder must be a BIDS derivative dataset", description
+        )
+    try:
+        desc = json.loads(description.read_text())
+    except ValueError as err:
+        raise InputError(f"{description} is not valid JSON: {err}", description, exitcodes.DATAERR) from err
+    if "GeneratedBy" not in desc and "PipelineDescription" not in desc:
+        raise InputError(
+            f"{description} has neither 'GeneratedBy' nor 'PipelineDescription'; pybids needs one to index the derivatives",
+            description,
+            exitcodes.DATAERR,
+        )
+    database = Path(work_dir) / "bids_db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return BIDSLayout(
+        str(bids_dir),
+        validate=False,
+        derivatives=[str(derivatives)],
+        database_path=str(database),
+        reset_database=reset_database,
+    )
+
+
+def select_participants(layout, labels: list[str] | None) -> list[str]:
+    """Subjects to process: all with preprocessed BOLD, or the requested ``labels``.
+
+    Raises
+    ------
+    InputError
+        Exit 18 when a requested label is unknown or nothing matches.
+    """
+    available = sorted(set(layout.get_subjects(scope="derivatives", suffix="bold", desc="preproc")))
+    if labels:
+        missing = [lab for lab in labels if lab not in available]
+        if missing:
+            raise InputError(
+                "participant label(s) not found with fMRIPrep outputs: "
+                + ", ".join(f"sub-{m}" for m in missing)
+                + (f" (available: {', '.join('sub-' + a for a in available)})" if available else ""),
+                exit_code=exitcodes.NO_MATCH,
+            )
+        return sorted(labels)
+    if not available:
+        raise InputError("no subject with fMRIPrep preprocessed BOLD was found", exit_code=exitcodes.NO_MATCH)
+    return available
+
+
+def _query(layout, name: str, entities: Mapping[str, Any], filters: Mapping[str, Any]) -> list:
+    query = dict(QUERIES[name])
+    query.update(entities)
+    query.update(filters.get(name, {}))
+    return layout.get(return_type="object", **query)
+
+
+def _repetition_time(bold: Path, metadata: Mapping[str, Any]) -> tuple[float, int]:
+    """RepetitionTime (s) from JSON, cross-checked with the NIfTI header; returns (TR, n_volumes)."""
+    sidecar = Path(str(bold).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    try:
+        img = nib.load(str(bold))
+        shape = img.shape
+    except Exception as err:  # nibabel raises several types on corrupt files
+        raise InputError(f"cannot read BOLD image {bold}: {err}", bold, exitcodes.DATAERR) from err
+    if len(shape) != 4:
+        raise InputError(f"BOLD image {bold} is not 4D (shape {shape})", bold, exitcodes.DATAERR)
+    if "RepetitionTime" not in metadata:
+        raise InputError(f"RepetitionTime missing from {sidecar}", sidecar, exitcodes.DATAERR)
+    tr = float(metadata["RepetitionTime"])
+    header_tr = float(img.header.get_zooms()[3])
+    unit = img.header.get_xyzt_units()[1]
+    if unit == "msec":
+        header_tr /= 1000.0
+    elif unit == "usec":
+        header_tr /= 1e6
+    if header_tr > 0 and abs(header_tr - tr) > TR_TOLERANCE * tr:
+        raise InputError(
+            f"RepetitionTime {tr} s in {sidecar} disagrees with the NIfTI header of {bold} ({header_tr} s); "
+            "fix the sidecar or the header",
+            sidecar,
+            exitcodes.DATAERR,
+        )
+    return tr, int(shape[3])
+
+
+def collect_runs(
+    layout,
+    subject: str,
+    sessions: list[str],
+    tasks: Mapping[str, Mapping[str, Any]],
+    space: str = "MNI152NLin2009cAsym",
+    filters: Mapping[str, Any] | None = None,
+) -> list[RunInputs]:
+    """Collect every run of one subject.
+
+    Parameters
+    ----------
+    layout : bids.BIDSLayout
+        From :func:`make_layout`.
+    subject : str
+        Subject label without ``sub-``.
+    sessions : list of str
+        Session labels to collect.
+    tasks : mapping
+        The config ``tasks`` section (labels and designs).
+    space : str
+        Template space of the preprocessed BOLD.
+    filters : mapping, optional
+        ``--bids-filter-file`` content: per-query extra pybids filters.
+
+    Returns
+    -------
+    list of RunInputs
+
+    Raises
+    ------
+    InputError
+        Naming the missing or inconsistent file (mask, confounds, events, TR).
+    """
+    filters = dict(filters or {})
+    runs: list[RunInputs] = []
+    for session in sessions:
+        for task, spec in tasks.items():
+            bolds = _query(layout, "bold", {"subject": subject, "session": session, "task": task, "space": space}, filters)
+            if not bolds:
+                raise InputError(
+                    f"no preprocessed BOLD for sub-{subject} ses-{session} task-{task} in space {space} "
+                    f"(expected sub-{subject}/ses-{session}/func/sub-{subject}_ses-{session}_task-{task}_space-{space}"
+                    "[_res-*]_desc-preproc_bold.nii.gz in the fMRIPrep derivatives)"
+                )
+            by_run: dict[Any, list] = {}
+            for bold in bolds:
+                by_run.setdefault(bold.get_entities().get("run"), []).append(bold)
+            for run, candidates in sorted(by_run.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
+                if len(candidates) > 1:
+                    names = ", ".join(Path(c.path).name for c in candidates)
+                    raise InputError(
+                        f"several preprocessed BOLD files match sub-{subject} ses-{session} task-{task}: {names}; "
+                        "select one with --bids-filter-file (e.g. {\"bold\": {\"resolution\": \"2\"}})",
+                        Path(candidates[0].path),
+                        exitcodes.DATAERR,
+                    )
+                runs.append(_run_inputs(layout, candidates[0], task, spec, filters))
+    return runs
+
+
+def _run_inputs(layout, bold_file, task: str, spec: Mapping[str, Any], filters: Mapping[str, Any]) -> RunInputs:
+    ents = bold_file.get_entities()
+    bold = Path(bold_file.path)
+    base = {k: ents[k] for k in ("subject", "session", "task", "run") if k in ents}
+    if "run" not in ents:
+        base["run"] = None
+    mask_ents = dict(base, space=ents.get("space"))
+    if "resolution" in ents:
+        mask_ents["resolution"] = ents["resolution"]
+    masks = _query(layout, "mask", mask_ents, filters)
+    if not masks:
+        expected = bold.name.replace("desc-preproc_bold", "desc-brain_mask")
+        raise InputError(f"brain mask {bold.parent / expected} is missing (needed for {bold.name})", bold.parent / expected)
+    confounds = [c for c in _query(layout, "confounds", base, filters) if "space" not in c.get_entities()]
+    if not confounds:
+        stem = bold.name.split("_space-")[0]
+        expected = bold.parent / f"{stem}_desc-confounds_timeseries.tsv"
+        raise InputError(f"confounds file {expected} is missing (needed for {bold.name})", expected)
+    events = None
+    if spec.get("design") != "rest":
+        found = _query(layout, "events", base, filters)
+        if not found:
+            stem = bold.name.split("_space-")[0]
+            sub_dir = layout.root
+            parts = [f"sub-{ents['subject']}"] + ([f"ses-{ents['session']}"] if "session" in ents else [])
+            expected = Path(sub_dir, *parts, "func", f"{stem}_events.tsv")
+            raise InputError(f"events file {expected} is missing (task '{task}' needs its trial_type onsets)", expected)
+        events = Path(found[0].path)
+        _check_events(events, spec)
+    metadata = bold_file.get_metadata()
+    tr, n_volumes = _repetition_time(bold, metadata)
+    start_time = float(metadata.get("StartTime", 0.0) or 0.0)
+    keep = {k: ents[k] for k in ("subject", "session", "task", "run", "space", "resolution") if k in ents}
+    return RunInputs(
+        subject=ents["subject"],
+        session=ents.get("session"),
+        task=task,
+        run=ents.get("run"),
+        bold=bold,
+        mask=Path(masks[0].path),
+        confounds=Path(confounds[0].path),
+        events=events,
+        tr=tr,
+        slice_time_ref=min(max(start_time / tr, 0.0), 1.0),
+        n_volumes=n_volumes,
+        entities=keep,
+        metadata=dict(metadata),
+    )
+
+
+def _check_events(events: Path, spec: Mapping[str, Any]) -> None:
+    try:
+        table = pd.read_csv(events, sep="\t", na_values="n/a")
+    except Exception as err:
+        raise InputError(f"cannot read events file {events}: {err}", events, exitcodes.DATAERR) from err
+    missing = [c for c in ("onset", "duration", "trial_type") if c not in table.columns]
+    if missing:
+        raise InputError(f"events file {events} lacks column(s) {', '.join(missing)}", events, exitcodes.DATAERR)
+    absent = [c for c in spec.get("conditions") or [] if c not in set(table["trial_type"].astype(str))]
+    if absent:
+        raise InputError(
+            f"events file {events} has no trial_type {', '.join(absent)} (configured conditions: {spec.get('conditions')})",
+            events,
+            exitcodes.DATAERR,
+        )
+
+
+def read_arms(bids_dir: Path, group_column: str = "group") -> pd.Series:
+    """Treatment arm per subject label from ``participants.tsv``.
+
+    Raises
+    ------
+    InputError
+        If the file or the column is missing.
+    """
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.is_file():
+        raise InputError(f"{path} is missing: it must list each participant's treatment arm", path)
+    table = pd.read_csv(path, sep="\t", dtype=str, na_values="n/a")
+    if group_column not in table.columns:
+        raise InputError(
+            f"{path} has no '{group_column}' column (treatment arm); set clinical.group_column in the config",
+            path,
+            exitcodes.DATAERR,
+        )
+    labels = table["participant_id"].str.replace("^sub-", "", regex=True)
+    return pd.Series(table[group_column].values, index=labels.values, name=group_column)
+
+
+def read_clinical(bids_dir: Path, clinical: Mapping[str, Any], subjects: list[str] | None = None) -> pd.DataFrame:
+    """Per-session clinical scores in long format (subject, session, <score columns>).
+
+    Reads ``sub-<label>/sub-<label>_sessions.tsv`` files (``clinical.source: sessions``) or
+    ``phenotype/<table>.tsv`` with ``participant_id`` and ``session_id`` columns.
+    """
+    bids_dir = Path(bids_dir)
+    columns = [c for c in (clinical.get("outcome"), clinical.get("covariate")) if c]
+    frames = []
+    if clinical.get("source", "sessions") == "phenotype":
+        table_name = clinical["phenotype_table"]
+        path = bids_dir / "phenotype" / (table_name if table_name.endswith(".tsv") else f"{table_name}.tsv")
+        if not path.is_file():
+            raise InputError(f"phenotype table {path} is missing", path)
+        frames.append((path, pd.read_csv(path, sep="\t", na_values="n/a")))
+    else:
+        for path in sorted(bids_dir.glob("sub-*/sub-*_sessions.tsv")):
+            table = pd.read_csv(path, sep="\t", na_values="n/a")
+            table["participant_id"] = path.parent.name
+            frames.append((path, table))
+    rows = []
+    for path, table in frames:
+        for needed in ["session_id", *columns]:
+            if needed not in table.columns:
+                raise InputError(f"{path} has no '{needed}' column", path, exitcodes.DATAERR)
+        for _, row in table.iterrows():
+            rec = {
+                "subject": str(row["participant_id"]).removeprefix("sub-"),
+                "session": str(row["session_id"]).removeprefix("ses-"),
+            }
+            rec.update({c: row[c] for c in columns})
+            rows.append(rec)
+    result = pd.DataFrame(rows, columns=["subject", "session", *columns])
+    if subjects is not None:
+        result = result[result["subject"].isin(subjects)]
+    return result.reset_index(drop=True)

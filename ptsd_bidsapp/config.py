@@ -1,0 +1,360 @@
+"""Analysis configuration: load the packaged default, merge a user YAML, validate.
+
+One YAML file holds every analysis choice (SPEC §3). The packaged default
+(``ptsd_bidsapp/data/default_config.yml``) reproduces the reference study's design;
+a user file passed with ``--config`` is merged over it key by key. Validation
+collects *all* problems and raises a single :class:`ConfigError` listing them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: Keys whose children are user-named (a new task, strategy, model, ...).
+#: Each entry maps the dotted path of the open mapping to the dotted path of the
+#: default entry used as the template for validating new children (or None when
+#: children are free-form values validated semantically).
+OPEN_MAPPINGS = {
+    "tasks": "tasks.faces",
+    "tasks.*.contrasts": None,
+    "denoising": "denoising.rest_default",
+    "elastic_net.models": "elastic_net.models.all",
+    "dcm.b": None,
+    "dcm.c": None,
+    "dcm.inputs": None,
+}
+
+#: Keys whose value may be ``None`` or a value of any of the listed types.
+NULLABLE = {
+    "atlas.dseg": (str,),
+    "atlas.labels": (str,),
+    "clinical.phenotype_table": (str,),
+    "clinical.covariate": (str,),
+    "elastic_net.lambda_min_ratio": (float, int),
+    "glm.drift_model": (str,),
+    "denoising.*.std_dvars_threshold": (float, int),
+    "denoising.*.low_pass": (float, int),
+    "denoising.*.high_pass": (float, int),
+    "denoising.*.fd_threshold": (float, int),
+    "elastic_net.models.*.subset": (str,),
+}
+
+_TERM = re.compile(r"^\s*(?:(?P<coef>\d+(?:\.\d*)?|\.\d+)\s*\*?\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+class ConfigError(ValueError):
+    """Invalid analysis configuration; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid analysis configuration{where}:\n  - " + "\n  - ".join(self.problems))
+
+
+def default_config_path() -> Path:
+    """Path of the packaged default configuration YAML."""
+    return Path(str(resources.files("ptsd_bidsapp") / "data" / "default_config.yml"))
+
+
+def load_default_config() -> dict:
+    """Return the packaged default configuration as a dict (fresh copy)."""
+    with open(default_config_path(), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """Merge ``override`` into a copy of ``base`` recursively (mappings merge, other values replace)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_contrast(expression: str, conditions: list[str]) -> dict[str, float]:
+    """Parse a linear contrast such as ``"iI - cI"`` or ``"0.5*a + 0.5*b - c"``.
+
+    Parameters
+    ----------
+    expression : str
+        Sum of optionally weighted condition names.
+    conditions : list of str
+        Conditions defined for the task.
+
+    Returns
+    -------
+    dict
+        Condition name -> weight.
+
+    Raises
+    ------
+    ValueError
+        If the expression is malformed or names an undefined condition.
+    """
+    text = expression.strip()
+    if not text:
+        raise ValueError("empty contrast expression")
+    if text[0] not in "+-":
+        text = "+" + text
+    pieces = re.findall(r"([+-])([^+-]+)", text)
+    if "".join(sign + body for sign, body in pieces).replace(" ", "") != text.replace(" ", ""):
+        raise ValueError(f"cannot parse contrast {expression!r}")
+    weights: dict[str, float] = {}
+    for sign, body in pieces:
+        match = _TERM.match(body)
+        if not match:
+            raise ValueError(f"cannot parse term {body.strip()!r} of contrast {expression!r}")
+        name = match.group("name")
+        if name not in conditions:
+            raise ValueError(
+                f"contrast {expression!r} names condition {name!r}, which is not one of the task's conditions {conditions}"
+            )
+        coef = float(match.group("coef")) if match.group("coef") else 1.0
+        weights[name] = weights.get(name, 0.0) + (coef if sign == "+" else -coef)
+    return weights
+
+
+def _pattern_match(path: str, pattern: str) -> bool:
+    parts, pparts = path.split("."), pattern.split(".")
+    return len(parts) == len(pparts) and all(p == "*" or p == q for p, q in zip(pparts, parts))
+
+
+def _template_for(path: str, default: dict):
+    """Default sub-tree that describes the allowed keys/types at ``path`` (or None)."""
+    node: Any = default
+    for i, part in enumerate(path.split(".") if path else []):
+        prefix = ".".join(path.split(".")[: i + 1])
+        parent = ".".join(path.split(".")[:i])
+        open_rule = next((v for k, v in OPEN_MAPPINGS.items() if _pattern_match(parent, k)), "absent") if parent else "absent"
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif open_rule != "absent":
+            if open_rule is None:
+                return None
+            node = _template_for(open_rule, default)
+        else:
+            return None
+        del prefix
+    return node
+
+
+def _type_ok(value, template, path: str) -> bool:
+    nullable = next((types for k, types in NULLABLE.items() if _pattern_match(path, k)), None)
+    if value is None:
+        return template is None or nullable is not None
+    if nullable is not None and template is None:
+        return isinstance(value, nullable) and not isinstance(value, bool)
+    if template is None:
+        return True
+    if isinstance(template, bool):
+        return isinstance(value, bool)
+    if isinstance(template, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(template, str):
+        return isinstance(value, str)
+    if isinstance(template, list):
+        return isinstance(value, list)
+    if isinstance(template, Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _walk(user: Mapping, default: dict, path: str, problems: list[str]) -> None:
+    for key, value in user.items():
+        child = f"{path}.{key}" if path else str(key)
+        is_open = any(_pattern_match(path, k) for k in OPEN_MAPPINGS) if path else False
+        template = _template_for(child, default)
+        if template is None and not is_open and not any(_pattern_match(child, k) for k in NULLABLE):
+            parent_template = _template_for(path, default) if path else default
+            if isinstance(parent_template, Mapping) and key not in parent_template:
+                allowed = ", ".join(sorted(map(str, parent_template)))
+                problems.append(f"unknown key '{child}' (allowed here: {allowed})")
+                continue
+        if not _type_ok(value, template, child):
+            expected = type(template).__name__ if template is not None else "null"
+            problems.append(f"'{child}' should be of type {expected}, got {type(value).__name__} ({value!r})")
+            continue
+        if isinstance(value, Mapping) and (isinstance(template, Mapping) or is_open):
+            _walk(value, default, child, problems)
+
+
+def validate_config(config: Mapping, user: Mapping | None = None) -> list[str]:
+    """Return the list of problems of a merged configuration (empty when valid).
+
+    Parameters
+    ----------
+    config : mapping
+        The merged (default + user) configuration.
+    user : mapping, optional
+        The user's own YAML, checked for unknown keys and wrong types.
+    """
+    default = load_default_config()
+    problems: list[str] = []
+    if user is not None:
+        _walk(user, default, "", problems)
+    try:
+        problems.extend(_semantic_problems(config))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # A structural problem (already reported) made a semantic check impossible.
+        if not problems:
+            raise
+    return problems
+
+
+def _semantic_problems(config: Mapping) -> list[str]:
+    """Cross-field checks, each section guarded so one bad value cannot hide the others."""
+    problems: list[str] = []
+    for check in (_check_tasks, _check_sessions, _check_elastic_net, _check_measures, _check_dcm, _check_clinical):
+        try:
+            problems.extend(check(config))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # a structural problem in this section is already reported
+    return problems
+
+
+def _check_tasks(config: Mapping) -> list[str]:
+    problems = []
+    for task, spec in config["tasks"].items():
+        if not re.fullmatch(r"[A-Za-z0-9]+", str(task)):
+            problems.append(f"task label '{task}' must be alphanumeric (BIDS task label)")
+        conditions = list(spec.get("conditions") or [])
+        for name, expression in (spec.get("contrasts") or {}).items():
+            if not re.fullmatch(r"[A-Za-z0-9]+", str(name)):
+                problems.append(f"contrast name 'tasks.{task}.contrasts.{name}' must be alphanumeric (used as a BIDS desc label)")
+            try:
+                parse_contrast(str(expression), conditions)
+            except ValueError as err:
+                problems.append(f"tasks.{task}.contrasts.{name}: {err}")
+        if spec.get("denoising") not in config["denoising"]:
+            problems.append(
+                f"tasks.{task}.denoising names strategy '{spec.get('denoising')}', not defined under 'denoising' "
+                f"({', '.join(config['denoising'])})"
+            )
+        if spec.get("design") not in ("block", "event", "rest"):
+            problems.append(f"tasks.{task}.design must be one of block, event, rest (got {spec.get('design')!r})")
+    return problems
+
+
+def _check_sessions(config: Mapping) -> list[str]:
+    if config["sessions"]["pre"] == config["sessions"]["post"]:
+        return ["sessions.pre and sessions.post must differ"]
+    return []
+
+
+def _check_elastic_net(config: Mapping) -> list[str]:
+    problems = []
+    en = config["elastic_net"]
+    if not 0.0 <= float(en["alpha"]) <= 1.0:
+        problems.append(f"elastic_net.alpha must be within [0, 1] (got {en['alpha']})")
+    if int(en["min_subjects"]) < 3:
+        problems.append("elastic_net.min_subjects must be at least 3")
+    for name, model in en["models"].items():
+        for cov in model.get("covariates") or []:
+            if cov != config["clinical"]["covariate"]:
+                problems.append(
+                    f"elastic_net.models.{name}.covariates names '{cov}', which is not the clinical covariate "
+                    f"'{config['clinical']['covariate']}'"
+                )
+    return problems
+
+
+def _check_measures(config: Mapping) -> list[str]:
+    if not isinstance(config["measures"], list) or not all(isinstance(m, str) for m in config["measures"]):
+        return ["measures must be a list of measure-identifier patterns (strings)"]
+    return []
+
+
+def _check_dcm(config: Mapping) -> list[str]:
+    if not config["dcm"].get("enabled"):
+        return []
+    return _validate_dcm(config["dcm"], config["tasks"])
+
+
+def _check_clinical(config: Mapping) -> list[str]:
+    clinical = config["clinical"]
+    if clinical["source"] not in ("sessions", "phenotype"):
+        return ["clinical.source must be 'sessions' or 'phenotype'"]
+    if clinical["source"] == "phenotype" and not clinical["phenotype_table"]:
+        return ["clinical.source is 'phenotype' but clinical.phenotype_table is not set"]
+    return []
+
+
+def _validate_dcm(dcm: Mapping, tasks: Mapping) -> list[str]:
+    problems = []
+    task = dcm.get("task")
+    if task not in tasks:
+        return [f"dcm.task '{task}' is not a configured task ({', '.join(tasks)})"]
+    n = len(dcm["regions"])
+    conditions = tasks[task].get("conditions") or []
+    for name, conds in (dcm.get("inputs") or {}).items():
+        for cond in conds:
+            if cond not in conditions:
+                problems.append(f"dcm.inputs.{name} uses condition '{cond}', not a condition of task '{task}' {conditions}")
+    a = dcm.get("a")
+    if not (isinstance(a, list) and len(a) == n and all(isinstance(r, list) and len(r) == n for r in a)):
+        problems.append(f"dcm.a must be a {n}x{n} matrix (one row/column per region in dcm.regions)")
+    for name, mat in (dcm.get("b") or {}).items():
+        if name not in (dcm.get("inputs") or {}):
+            problems.append(f"dcm.b.{name}: '{name}' is not an input defined under dcm.inputs")
+        if not (isinstance(mat, list) and len(mat) == n and all(isinstance(r, list) and len(r) == n for r in mat)):
+            problems.append(f"dcm.b.{name} must be a {n}x{n} matrix")
+    for name, vec in (dcm.get("c") or {}).items():
+        if name not in (dcm.get("inputs") or {}):
+            problems.append(f"dcm.c.{name}: '{name}' is not an input defined under dcm.inputs")
+        if not (isinstance(vec, list) and len(vec) == n):
+            problems.append(f"dcm.c.{name} must list one 0/1 entry per region ({n})")
+    return problems
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    """Load the analysis configuration.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        User YAML merged over the packaged default. ``None`` returns the default.
+
+    Returns
+    -------
+    dict
+        The resolved configuration.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem (unknown key, wrong type, undefined contrast condition, ...).
+    """
+    default = load_default_config()
+    user: dict = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                user = yaml.safe_load(handle) or {}
+        except OSError as err:
+            raise ConfigError([f"cannot read config file: {err.strerror}"], source) from err
+        except yaml.YAMLError as err:
+            raise ConfigError([f"not valid YAML: {err}"], source) from err
+        if not isinstance(user, Mapping):
+            raise ConfigError(["the top level must be a mapping of section names"], source)
+    config = deep_merge(default, user)
+    problems = validate_config(config, user)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def dump_config(config: Mapping) -> str:
+    """Serialise a configuration to YAML (stable key order)."""
+    header = "# Resolved ptsd_bidsapp analysis configuration (default merged with --config)\n"
+    return header + yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=100)
