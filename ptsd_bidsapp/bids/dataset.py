@@ -25,6 +25,8 @@ BIDS_VERSION = "1.10.0"
 #: DCM posteriors, group-level results, reports). Everything else must validate.
 BIDSIGNORE = [
     "*.html",
+    "*_timeseries.tsv",
+    "*_timeseries.json",
     "*_activation.tsv",
     "*_activation.json",
     "*_relmat.tsv",

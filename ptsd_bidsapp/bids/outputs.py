@@ -18,27 +18,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-#: Order of BIDS entities in derivative file names (BIDS 1.11 entity table).
+#: Order of BIDS entities in file names (BIDS 1.11 schema, ``rules.entities``; note
+#: ``atlas`` comes after ``space`` and before ``res``).
 ENTITY_ORDER = (
-    "sub",
-    "ses",
-    "task",
-    "acq",
-    "ce",
-    "rec",
-    "dir",
-    "run",
-    "echo",
-    "space",
-    "res",
-    "den",
-    "atlas",
-    "roi",
-    "seg",
-    "hemi",
-    "label",
-    "model",
-    "desc",
+    "sub", "tpl", "ses", "cohort", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc", "stain",
+    "rec", "dir", "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi", "space", "split",
+    "recording", "chunk", "atlas", "seg", "scale", "res", "den", "label", "desc",
 )
 
 #: Long pybids entity names -> short file-name keys.
