@@ -1,0 +1,624 @@
+"""DCM group level: PEB models over the participants' DCM posteriors.
+
+Plain Python (no nipype): read the per-subject, per-session DCM JSONs the participant
+level wrote, build the between-subject designs from the config ``peb:`` section and the
+clinical covariates, run the PEB models with Bayesian model reduction/averaging
+(:mod:`ptsd_bidsapp.dcm.peb`), write one TSV + JSON per model under
+``<output_dir>/group/dcm/`` and return figures for the group report.
+
+Design (between subjects; Zeidman et al. 2019, NeuroImage 200:12, sec. 2.3 — a constant
+first column so that it models the group mean, covariates mean-centred):
+
+=======================  ===============================================================
+column                   coding
+=======================  ===============================================================
+``mean``                 1
+``improvement``          outcome improvement (CAPS-5 pre − post), centred and divided by
+                         its SD (effects are per SD of improvement)
+``drug``                 +½ active arm (ketamine), −½ reference arm (midazolam), then
+                         centred (effect = active − reference)
+``improvement_x_drug``   improvement (z) × drug (±½), then centred (effect = slope under
+                         ketamine − slope under midazolam)
+other numeric columns    centred and divided by their SD
+=======================  ===============================================================
+
+With ``drug`` and the interaction centred, the ``improvement`` effect is the slope
+averaged over the two arms (weighted by their sizes).
+
+Models (names used in the output files):
+
+* ``change`` — session change by PEB of PEBs (:func:`ptsd_bidsapp.dcm.peb.fit_session_change`):
+  per subject, ``[mean, change]`` over the pre and post DCMs; between subjects, the
+  ``change`` parameters on the design above. "Improvement goes with decreased modulation
+  of amygdala→vmPFC" is the ``improvement`` effect on ``change:B_fearful_amygdala-vmpfc``.
+* ``baseline`` — PEB over the pre-session DCMs on the same design.
+* ``loo-all`` / ``loo-<active arm>`` — leave-one-out prediction of improvement from the
+  pre-session parameters (``spm_dcm_loo``), all subjects and the active arm only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ptsd_bidsapp.bids.outputs import write_json, write_tsv
+from ptsd_bidsapp.dcm.peb import (
+    BMAResult,
+    LOOResult,
+    PEBResult,
+    bmr_search,
+    fit_peb,
+    fit_session_change,
+    loo_predict,
+    select_parameters,
+)
+
+__all__ = [
+    "DCMPosterior",
+    "dcm_parameter_names",
+    "flatten_dcm_parameters",
+    "read_dcm_posterior",
+    "collect_dcm_posteriors",
+    "peb_design",
+    "peb_results_table",
+    "run_dcm_group",
+    "peb_effects_figure",
+    "network_figure",
+    "loo_figure",
+]
+
+#: Pp threshold for "found" effects in tables and figures (SPM convention: 0.95).
+PP_THRESHOLD = 0.95
+
+
+# ---------------------------------------------------------------------------------------
+# reading participant DCM posteriors
+# ---------------------------------------------------------------------------------------
+@dataclass
+class DCMPosterior:
+    """One subject's DCM posterior in vector form (SPM ``spm_vec`` order)."""
+
+    subject: str
+    session: str | None
+    param_names: list
+    Ep: np.ndarray
+    Cp: np.ndarray
+    pE: np.ndarray
+    pC: np.ndarray
+    F: float
+    path: Path | None = None
+
+
+def dcm_parameter_names(regions: Sequence[str], inputs: Sequence[str]) -> list[str]:
+    """Names of the DCM parameter vector in SPM's ``spm_vec`` order.
+
+    ``A`` (a[to][from], column-major: "to" fastest), ``B`` per input likewise, ``C``
+    (c[to][input], column-major), ``transit`` and ``decay`` per region, ``epsilon``.
+    Connection names are ``<field>[_<input>]_<from>-<to>`` (ARCHITECTURE Contract 2 ids
+    without the ``dcm_<task>_`` prefix).
+    """
+    names = [f"A_{src}-{dst}" for src in regions for dst in regions]
+    for inp in inputs:
+        names += [f"B_{inp}_{src}-{dst}" for src in regions for dst in regions]
+    for inp in inputs:
+        names += [f"C_{inp}_{dst}" for dst in regions]
+    names += [f"transit_{r}" for r in regions] + [f"decay_{r}" for r in regions] + ["epsilon"]
+    return names
+
+
+def flatten_dcm_parameters(params: Mapping, regions: Sequence[str], inputs: Sequence[str]) -> np.ndarray:
+    """Vectorise a parameter dict ``{A, B: {input: ...} | [..], C, transit, decay, epsilon}``.
+
+    Order as :func:`dcm_parameter_names`. ``B`` may be a dict keyed by input name or a
+    list ``B[input][to][from]``.
+    """
+    n = len(regions)
+    A = np.asarray(params["A"], dtype=float).reshape(n, n)
+    values = list(A.ravel(order="F"))
+    B = params.get("B", {})
+    for k, inp in enumerate(inputs):
+        if isinstance(B, Mapping):
+            matrix = B.get(inp, np.zeros((n, n)))
+        else:
+            matrix = B[k] if len(B) > k else np.zeros((n, n))
+        values += list(np.asarray(matrix, dtype=float).reshape(n, n).ravel(order="F"))
+    C = np.asarray(params.get("C", np.zeros((n, len(inputs)))), dtype=float).reshape(n, len(inputs))
+    values += list(C.ravel(order="F"))
+    values += list(np.asarray(params.get("transit", np.zeros(n)), dtype=float).ravel())
+    values += list(np.asarray(params.get("decay", np.zeros(n)), dtype=float).ravel())
+    values += [float(np.asarray(params.get("epsilon", 0.0), dtype=float).ravel()[0])]
+    return np.asarray(values, dtype=float)
+
+
+def _as_vector(value, regions, inputs) -> np.ndarray:
+    if isinstance(value, Mapping):
+        return flatten_dcm_parameters(value, regions, inputs)
+    return np.asarray(value, dtype=float).ravel()
+
+
+def _as_covariance(value, regions, inputs) -> np.ndarray:
+    if isinstance(value, Mapping):  # prior variances given per field, like SPM's pC structure
+        return np.diag(flatten_dcm_parameters(value, regions, inputs))
+    array = np.asarray(value, dtype=float)
+    return np.diag(array) if array.ndim == 1 else array
+
+
+_ENTITY = re.compile(r"(sub|ses)-([A-Za-z0-9]+)")
+
+
+def read_dcm_posterior(path: Path | str) -> DCMPosterior:
+    """Read one participant DCM JSON (+ sibling ``.npz`` for arrays not in the JSON).
+
+    Accepted keys (first found): regions ``region_names``/``regions``; inputs
+    ``input_names``/``inputs``; posterior mean ``Ep`` (dict of fields or vector);
+    posterior covariance ``Cp``; priors ``pE``/``pC`` (dicts, vectors or matrices);
+    free energy ``F``; explicit ``param_names`` (vector order) if present.
+    """
+    path = Path(path)
+    meta = json.loads(path.read_text())
+    arrays = {}
+    npz = path.with_suffix(".npz")
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+
+    def get(*keys):
+        for key in keys:
+            if key in meta and meta[key] is not None:
+                return meta[key]
+            if key in arrays:
+                return arrays[key]
+        return None
+
+    regions = list(get("region_names", "regions") or [])
+    inputs = list(get("input_names", "inputs") or [])
+    Ep, Cp, pE, pC = get("Ep"), get("Cp"), get("pE", "prior_mean"), get("pC", "prior_cov")
+    missing = [name for name, value in (("Ep", Ep), ("Cp", Cp), ("pE", pE), ("pC", pC)) if value is None]
+    if missing:
+        raise ValueError(f"{path}: DCM posterior lacks {', '.join(missing)} (expected in the JSON or {npz.name})")
+    names = get("param_names", "Pnames")
+    names = list(names) if names is not None else dcm_parameter_names(regions, inputs)
+    Ep, pE = _as_vector(Ep, regions, inputs), _as_vector(pE, regions, inputs)
+    Cp, pC = _as_covariance(Cp, regions, inputs), _as_covariance(pC, regions, inputs)
+    if not (len(names) == Ep.size == pE.size == Cp.shape[0] == pC.shape[0]):
+        raise ValueError(f"{path}: inconsistent DCM parameter sizes (names {len(names)}, Ep {Ep.size}, "
+                         f"Cp {Cp.shape}, pE {pE.size}, pC {pC.shape})")
+    entities = dict(_ENTITY.findall(path.name))
+    F = get("F")
+    return DCMPosterior(
+        subject=str(meta.get("subject", entities.get("sub"))),
+        session=meta.get("session", entities.get("ses")),
+        param_names=names,
+        Ep=Ep,
+        Cp=Cp,
+        pE=pE,
+        pC=pC,
+        F=float(F) if F is not None else 0.0,
+        path=path,
+    )
+
+
+def collect_dcm_posteriors(participant_dir: Path | str, task: str, sessions: Sequence[str]) -> dict:
+    """``{session: {subject: DCMPosterior}}`` from ``sub-*/ses-*/func/*_task-<task>_*_dcm.json``."""
+    participant_dir = Path(participant_dir)
+    found: dict[str, dict[str, DCMPosterior]] = {ses: {} for ses in sessions}
+    for ses in sessions:
+        for path in sorted(participant_dir.glob(f"sub-*/ses-{ses}/func/sub-*_ses-{ses}_task-{task}_*dcm.json")):
+            posterior = read_dcm_posterior(path)
+            found[ses][posterior.subject] = posterior
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# design
+# ---------------------------------------------------------------------------------------
+def _zscore(values: pd.Series) -> pd.Series:
+    values = values.astype(float)
+    sd = values.std(ddof=1)
+    centred = values - values.mean()
+    return centred / sd if sd > 0 else centred
+
+
+def peb_design(
+    clinical: pd.DataFrame,
+    covariates: Sequence[str],
+    *,
+    group_column: str = "group",
+    active_group: str = "ketamine",
+    reference_group: str = "midazolam",
+) -> pd.DataFrame:
+    """Between-subject PEB design (coding in the module docstring).
+
+    Parameters
+    ----------
+    clinical : DataFrame
+        Indexed by subject label; columns ``improvement`` and ``group_column`` (and any
+        other numeric covariate named in ``covariates``).
+    covariates : sequence of str
+        Design columns after ``mean``: ``improvement``, ``drug``, ``improvement_x_drug``
+        or numeric column names.
+
+    Returns
+    -------
+    DataFrame
+        Indexed like ``clinical``; first column ``mean``.
+    """
+    design = pd.DataFrame({"mean": 1.0}, index=clinical.index)
+    drug = None
+    if group_column in clinical:
+        drug = clinical[group_column].map({active_group: 0.5, reference_group: -0.5}).astype(float)
+    improvement = _zscore(clinical["improvement"]) if "improvement" in clinical else None
+    for name in covariates:
+        if name == "improvement":
+            design[name] = improvement
+        elif name == "drug":
+            if drug is None:
+                raise ValueError(f"drug covariate needs the {group_column!r} column")
+            design[name] = drug - drug.mean()
+        elif name in ("improvement_x_drug", "drug_x_improvement"):
+            product = improvement * drug
+            design[name] = product - product.mean()
+        elif name in clinical:
+            design[name] = _zscore(clinical[name])
+        else:
+            raise ValueError(f"unknown PEB covariate {name!r}")
+    if design.isna().any().any():
+        bad = design.index[design.isna().any(axis=1)].tolist()
+        raise ValueError(f"missing clinical values for subjects {bad}")
+    # A constant covariate (e.g. drug in a one-arm subset) is not estimable: drop it.
+    keep = ["mean"] + [c for c in design.columns[1:] if design[c].abs().max() > 1e-12]
+    return design[keep]
+
+
+# ---------------------------------------------------------------------------------------
+# results tables
+# ---------------------------------------------------------------------------------------
+def peb_results_table(peb: PEBResult, bma: BMAResult | None) -> pd.DataFrame:
+    """One row per parameter × covariate: full-PEB and BMA posteriors, probabilities.
+
+    Columns: ``parameter``, ``effect`` (level-1 effect for PEB of PEBs, e.g. ``change``;
+    ``n/a`` otherwise), ``covariate``, ``Ep``, ``Cp`` (posterior variance), ``Pp_sign``
+    (probability of the sign), ``Ep_bma``, ``Cp_bma``, ``Pp`` (BMR/BMA posterior
+    probability that the effect is present).
+    """
+    table = peb.table()
+    split = table["parameter"].str.split(":", n=1, expand=True)
+    if split.shape[1] == 2 and split[1].notna().all():
+        table.insert(1, "effect", split[0])
+        table["parameter"] = split[1]
+    else:
+        table.insert(1, "effect", None)
+    if bma is not None:
+        table["Ep_bma"] = bma.Ep.ravel(order="F")
+        table["Cp_bma"] = np.diag(bma.Cp)
+        table["Pp"] = bma.Pp.ravel(order="F")
+    return table
+
+
+_COLUMN_DESCRIPTIONS = {
+    "parameter": "DCM parameter <field>[_<input>]_<from>-<to> (A: Hz; B: Hz per unit input)",
+    "effect": "within-subject effect the between-subject PEB models (change = post - pre), n/a for one-level PEBs",
+    "covariate": "design column the effect belongs to (mean = group mean)",
+    "Ep": "posterior mean of the group effect (full PEB)",
+    "Cp": "posterior variance of the group effect (full PEB)",
+    "Pp_sign": "posterior probability that the effect has the sign of Ep (full PEB)",
+    "Ep_bma": "Bayesian model average of the effect over reduced models (greedy BMR search)",
+    "Cp_bma": "posterior variance of the Bayesian model average",
+    "Pp": "posterior probability that the effect is present (BMR model families; SPM spm_dcm_peb_bmc)",
+}
+
+
+def _peb_sidecar(name, description, peb, bma, design, options) -> dict:
+    return {
+        "Description": description,
+        "Model": name,
+        "Method": "Parametric Empirical Bayes (Friston et al. 2016, NeuroImage 128:413; Zeidman et al. 2019, "
+                  "NeuroImage 200:12) with Bayesian model reduction and averaging; conventions of SPM12 "
+                  "spm_dcm_peb / spm_dcm_peb_bmc",
+        "Columns": {k: v for k, v in _COLUMN_DESCRIPTIONS.items()},
+        "Subjects": list(design.index),
+        "NumberOfSubjects": int(len(design)),
+        "DesignColumns": list(design.columns),
+        "Parameters": list(peb.param_names),
+        "FreeEnergy": peb.F,
+        "LogPrecisions": peb.Eh,
+        "RandomEffectsSD": np.sqrt(np.diag(peb.Ce)),
+        "Converged": bool(peb.converged),
+        "Iterations": int(peb.n_iter),
+        "BMR": None if bma is None else {
+            "BestModelFreeEnergyChange": bma.best_model_F,
+            "ModelsAveraged": bma.n_models_averaged,
+            "SearchedEffects": [peb.effect_names[i] for i in bma.searched],
+        },
+        "Options": options,
+        "PosteriorProbabilityThreshold": PP_THRESHOLD,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------
+def _parse_connection(name: str):
+    """``'change:B_fearful_amygdala-vmpfc'`` → ``('B', 'fearful', 'amygdala', 'vmpfc')``."""
+    base = name.split(":")[-1]
+    parts = base.split("_")
+    field = parts[0]
+    if field not in ("A", "B") or "-" not in parts[-1]:
+        return None
+    source, target = parts[-1].split("-", 1)
+    inp = "_".join(parts[1:-1]) or None
+    return field, inp, source, target
+
+
+def peb_effects_figure(table: pd.DataFrame, title: str) -> str:
+    """Parameter × covariate panels: BMA estimate ± 90% CI, bars coloured by Pp (PNG data URI)."""
+    from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
+
+    covariates = list(dict.fromkeys(table["covariate"]))
+    fig, axes = plt.subplots(1, len(covariates), figsize=(3.0 * len(covariates) + 1, 3.2), squeeze=False)
+    for ax, cov in zip(axes[0], covariates):
+        rows = table[table["covariate"] == cov]
+        mean = rows["Ep_bma"] if "Ep_bma" in rows else rows["Ep"]
+        var = rows["Cp_bma"] if "Cp_bma" in rows else rows["Cp"]
+        prob = rows["Pp"] if "Pp" in rows else rows["Pp_sign"]
+        y = np.arange(len(rows))
+        colours = ["tab:red" if p > PP_THRESHOLD else "0.6" for p in prob]
+        ax.barh(y, mean, xerr=1.645 * np.sqrt(np.maximum(var, 0)), color=colours, ecolor="k", capsize=2)
+        for yi, m, p in zip(y, mean, prob):
+            ax.text(0.98, yi, f"Pp={p:.2f}", transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=6)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set_yticks(y, list(rows["parameter"]) if ax is axes[0][0] else [""] * len(rows), fontsize=7)
+        ax.set_title(cov, fontsize=9)
+        ax.set_xlabel("effect (Hz)", fontsize=8)
+        ax.invert_yaxis()
+    fig.suptitle(title + f"  (red: Pp > {PP_THRESHOLD}; bars: BMA mean ± 90% CI)", fontsize=9)
+    fig.tight_layout()
+    return to_png_data_uri(fig)
+
+
+def network_figure(table: pd.DataFrame, regions: Sequence[str], title: str) -> str:
+    """Network diagram of the regions, one panel per covariate, found effects on the arrows."""
+    from matplotlib.patches import FancyArrowPatch
+
+    from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
+
+    covariates = list(dict.fromkeys(table["covariate"]))
+    fig, axes = plt.subplots(1, len(covariates), figsize=(3.0 * len(covariates), 3.0), squeeze=False)
+    angles = np.linspace(np.pi / 2, np.pi / 2 - 2 * np.pi, len(regions), endpoint=False)
+    position = {r: np.array([np.cos(a), np.sin(a)]) for r, a in zip(regions, angles)}
+    if len(regions) == 2:
+        position = {regions[0]: np.array([0.0, -0.8]), regions[1]: np.array([0.0, 0.8])}
+    prob_column = "Pp" if "Pp" in table else "Pp_sign"
+    mean_column = "Ep_bma" if "Ep_bma" in table else "Ep"
+    for ax, cov in zip(axes[0], covariates):
+        rows = table[table["covariate"] == cov]
+        labels: dict[tuple, list] = {}
+        for _, row in rows.iterrows():
+            parsed = _parse_connection(str(row["parameter"]))
+            if parsed is None or parsed[2] == parsed[3]:
+                continue
+            field, inp, source, target = parsed
+            if source not in position or target not in position:
+                continue
+            key = (source, target)
+            labels.setdefault(key, [])
+            if row[prob_column] > PP_THRESHOLD:
+                labels[key].append((f"{field}{'(' + inp + ')' if inp else ''} {row[mean_column]:+.2f}",
+                                    row[mean_column]))
+        for (source, target), found in labels.items():
+            colour = "0.75"
+            if found:
+                colour = "tab:red" if sum(v for _, v in found) > 0 else "tab:blue"
+            arrow = FancyArrowPatch(position[source], position[target], connectionstyle="arc3,rad=0.35",
+                                    arrowstyle="-|>", mutation_scale=14, lw=2.2 if found else 1.0, color=colour,
+                                    shrinkA=18, shrinkB=18)
+            ax.add_patch(arrow)
+            if found:
+                mid = (position[source] + position[target]) / 2
+                normal = np.array([-(position[target] - position[source])[1], (position[target] - position[source])[0]])
+                normal = normal / (np.linalg.norm(normal) or 1.0)
+                where = mid - 0.55 * normal
+                ax.text(where[0], where[1], "\n".join(t for t, _ in found), fontsize=6.5, ha="center", va="center",
+                        color=colour)
+        for region, xy in position.items():
+            ax.scatter(*xy, s=1500, color="white", edgecolor="k", zorder=3)
+            ax.text(*xy, region, ha="center", va="center", fontsize=7, zorder=4)
+        ax.set_xlim(-1.6, 1.6)
+        ax.set_ylim(-1.4, 1.4)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(cov, fontsize=9)
+    fig.suptitle(title + f"  (coloured: Pp > {PP_THRESHOLD}; red +, blue −)", fontsize=9)
+    fig.tight_layout()
+    return to_png_data_uri(fig)
+
+
+def loo_figure(loo: LOOResult, title: str) -> str:
+    """Leave-one-out predicted vs observed covariate with ±1 SD bars."""
+    from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.4))
+    ax.errorbar(loo.observed, loo.predicted, yerr=loo.predicted_sd, fmt="o", ms=4, color="k", ecolor="0.6", lw=0.8)
+    lim = [min(loo.observed.min(), loo.predicted.min()), max(loo.observed.max(), loo.predicted.max())]
+    ax.plot(lim, lim, ls="--", color="0.5", lw=0.8)
+    ax.set_xlabel(f"observed {loo.covariate} (design units)")
+    ax.set_ylabel("LOO predicted")
+    ax.set_title(f"{title}\nr = {loo.r:.2f}, p = {loo.p:.3g} (one-sided, df {loo.df})", fontsize=8)
+    fig.tight_layout()
+    return to_png_data_uri(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------
+def _stack(posteriors: Sequence[DCMPosterior]):
+    return ([p.Ep for p in posteriors], [p.Cp for p in posteriors], [p.pE for p in posteriors],
+            [p.pC for p in posteriors], [p.F for p in posteriors])
+
+
+def _write_model(out_dir: Path, name: str, description: str, peb: PEBResult, bma: BMAResult | None,
+                 design: pd.DataFrame, options: dict) -> tuple[Path, pd.DataFrame]:
+    table = peb_results_table(peb, bma)
+    path = write_tsv(out_dir / f"model-{name}_peb.tsv", table,
+                     sidecar=_peb_sidecar(name, description, peb, bma, design, options))
+    write_tsv(out_dir / f"model-{name}_design.tsv", design.rename_axis("participant_id").reset_index())
+    return path, table
+
+
+def run_dcm_group(
+    participant_dir: Path | str,
+    output_dir: Path | str,
+    clinical: pd.DataFrame,
+    config: Mapping,
+    *,
+    figures: bool = True,
+) -> dict:
+    """Run the DCM group models and write their outputs.
+
+    Parameters
+    ----------
+    participant_dir : path
+        Root of the participant-level outputs (``sub-*/ses-*/func/*_dcm.json``).
+    output_dir : path
+        Output dataset root; results go to ``output_dir/group/dcm/``.
+    clinical : DataFrame
+        Indexed by subject label (without ``sub-``); ``improvement`` (outcome pre − post)
+        and the treatment-arm column (``config['clinical']['group_column']``).
+    config : mapping
+        Resolved analysis config (``dcm``, ``peb``, ``sessions``, ``clinical`` sections).
+    figures : bool
+        Build report figures (PNG data URIs).
+
+    Returns
+    -------
+    dict
+        ``{"models": {name: {"table": DataFrame, "path": Path, "figures": {...}}},
+        "loo": {name: {...}}, "excluded": {subject: reason}}``.
+    """
+    peb_cfg = dict(config.get("peb", {}) or {})
+    dcm_cfg = dict(config.get("dcm", {}) or {})
+    clinical_cfg = dict(config.get("clinical", {}) or {})
+    sessions = config.get("sessions", {"pre": "pre", "post": "post"})
+    pre, post = sessions.get("pre", "pre"), sessions.get("post", "post")
+    group_column = clinical_cfg.get("group_column", "group")
+    active = clinical_cfg.get("active_group", "ketamine")
+    reference = clinical_cfg.get("reference_group", "midazolam")
+    covariates = list(peb_cfg.get("covariates", ["improvement", "drug", "improvement_x_drug"]))
+    fields = list(peb_cfg.get("fields", ["A", "B"]))
+    between_only = bool(peb_cfg.get("between_only", True))
+    random_effects = peb_cfg.get("random_effects", "all")
+    regions = list(dcm_cfg.get("regions", []))
+    out_dir = Path(output_dir) / "group" / "dcm"
+
+    found = collect_dcm_posteriors(participant_dir, dcm_cfg.get("task", "faces"), [pre, post])
+    clinical = clinical.copy()
+    clinical.index = [str(s).removeprefix("sub-") for s in clinical.index]
+    excluded: dict[str, str] = {}
+    for subject in sorted(set(found[pre]) | set(found[post]) | set(clinical.index)):
+        if subject not in clinical.index or pd.isna(clinical.loc[subject].get("improvement", np.nan)):
+            excluded[subject] = "no clinical improvement score"
+        elif subject not in found[pre]:
+            excluded[subject] = f"no DCM for session {pre}"
+    results: dict = {"models": {}, "loo": {}, "excluded": excluded}
+    baseline_subjects = [s for s in sorted(found[pre]) if s not in excluded]
+    change_subjects = [s for s in baseline_subjects if s in found[post]]
+    for s in baseline_subjects:
+        if s not in found[post]:
+            excluded.setdefault(s, f"no DCM for session {post} (baseline models only)")
+    if len(baseline_subjects) < 3:
+        write_json(out_dir / "dcm_group_summary.json", {"Skipped": "fewer than 3 subjects with a baseline DCM",
+                                                        "Excluded": excluded})
+        return results
+
+    first = found[pre][baseline_subjects[0]]
+    names = first.param_names
+    select = select_parameters(names, fields=fields, between_only=between_only, prior_variance=np.diag(first.pC))
+    options = {"fields": fields, "between_only": between_only, "random_effects": random_effects}
+
+    def report(name, description, peb, bma, design):
+        path, table = _write_model(out_dir, name, description, peb, bma, design, options)
+        entry = {"table": table, "path": path, "description": description, "F": peb.F, "figures": {}}
+        if figures:
+            entry["figures"]["effects"] = peb_effects_figure(table, f"PEB {name}")
+            entry["figures"]["network"] = network_figure(table, regions or _regions_from(names), f"PEB {name}")
+        results["models"][name] = entry
+
+    # Session change: PEB of PEBs.
+    if len(change_subjects) >= 3:
+        design = peb_design(clinical.loc[change_subjects], covariates, group_column=group_column,
+                            active_group=active, reference_group=reference)
+        Ep_pre, Cp_pre, pE_pre, pC_pre, F_pre = _stack([found[pre][s] for s in change_subjects])
+        Ep_post, Cp_post, _, _, F_post = _stack([found[post][s] for s in change_subjects])
+        change = fit_session_change(Ep_pre, Cp_pre, Ep_post, Cp_post, pE_pre, pC_pre, design.to_numpy(), names,
+                                    list(design.columns), select=select, F_pre=F_pre, F_post=F_post,
+                                    subject_names=change_subjects, random_effects=random_effects)
+        report("change", "Session change (post - pre) of DCM parameters, PEB of PEBs: within-subject [mean, change], "
+               "between-subject design on the change", change.between, bmr_search(change.between), design)
+
+    # Baseline PEB.
+    design = peb_design(clinical.loc[baseline_subjects], covariates, group_column=group_column, active_group=active,
+                        reference_group=reference)
+    Ep, Cp, pE, pC, F = _stack([found[pre][s] for s in baseline_subjects])
+    baseline = fit_peb(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), select=select, F_list=F,
+                       random_effects=random_effects, subject_names=baseline_subjects)
+    report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design)
+
+    # Leave-one-out prediction of improvement from baseline parameters.
+    subsets = {"all": baseline_subjects,
+               active: [s for s in baseline_subjects if clinical.loc[s].get(group_column) == active]}
+    for label, subjects in subsets.items():
+        if len(subjects) < 5:
+            continue
+        design = peb_design(clinical.loc[subjects], ["improvement"])
+        Ep, Cp, pE, pC, _ = _stack([found[pre][s] for s in subjects])
+        loo = loo_predict(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), target=1, select=select,
+                          subject_names=subjects, random_effects=random_effects)
+        name = f"loo-{label}"
+        path = write_tsv(out_dir / f"model-{name}_loo.tsv", loo.table(), sidecar={
+            "Description": f"Leave-one-out posterior predictive of improvement (z) from {pre}-session DCM parameters "
+                           f"({label} subjects), as SPM12 spm_dcm_loo",
+            "Parameters": [names[i] for i in select],
+            "PearsonR": loo.r,
+            "PValueOneSided": loo.p,
+            "DegreesOfFreedom": loo.df,
+            "Columns": {"observed": "improvement, centred and scaled to unit SD within the subset",
+                        "predicted": "posterior predictive mean (same units)",
+                        "predicted_sd": "posterior predictive SD"},
+        })
+        entry = {"result": loo, "path": path, "r": loo.r, "p": loo.p, "figures": {}}
+        if figures:
+            entry["figures"]["loo"] = loo_figure(loo, f"LOO {label}")
+        results["loo"][name] = entry
+
+    write_json(out_dir / "dcm_group_summary.json", {
+        "Models": {k: {"File": str(v["path"].relative_to(Path(output_dir))), "FreeEnergy": v["F"],
+                       "Found": _found_effects(v["table"])} for k, v in results["models"].items()},
+        "LOO": {k: {"File": str(v["path"].relative_to(Path(output_dir))), "PearsonR": v["r"], "PValueOneSided": v["p"]}
+                for k, v in results["loo"].items()},
+        "Excluded": excluded,
+    })
+    return results
+
+
+def _found_effects(table: pd.DataFrame) -> list[dict]:
+    column = "Pp" if "Pp" in table else "Pp_sign"
+    rows = table[(table[column] > PP_THRESHOLD) & (table["covariate"] != "mean")]
+    keep = [c for c in ("effect", "parameter", "covariate", "Ep_bma", "Pp") if c in rows]
+    return rows[keep].to_dict(orient="records")
+
+
+def _regions_from(names: Sequence[str]) -> list[str]:
+    regions: list[str] = []
+    for name in names:
+        parsed = _parse_connection(name)
+        if parsed:
+            for region in parsed[2:]:
+                if region not in regions:
+                    regions.append(region)
+    return regions
