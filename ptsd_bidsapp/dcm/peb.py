@@ -335,8 +335,14 @@ def _regularised_step(hessian, gradient, log_time):
 
 
 def _as_list_of_arrays(values, count, shape_check=None):
-    if isinstance(values, np.ndarray) and values.ndim == (1 if shape_check == "vec" else 2):
-        return [values] * count
+    """One array shared by all subjects, or a sequence of per-subject arrays."""
+    single_ndim = 1 if shape_check == "vec" else 2
+    try:
+        array = np.asarray(values, dtype=float)
+    except ValueError:  # ragged sequence: per-subject arrays of different shapes
+        return [np.asarray(v, dtype=float) for v in values]
+    if array.ndim == single_ndim:
+        return [array] * count
     return [np.asarray(v, dtype=float) for v in values]
 
 
