@@ -316,7 +316,12 @@ def _reduce(subject: _Subject, rE, rP, logdet_rP):
     sP = _sym(subject.likelihood_precision + rP)
     sC = _inv(sP)
     sE = sC @ (subject.likelihood_linear + rP @ rE)
-    dF = subject.constant + 0.5 * (logdet_rP - _logdet_pd(sP)) - 0.5 * rE @ rP @ rE + 0.5 * sE @ sP @ sE
+    logdet_sP = _logdet_pd(sP)
+    if not np.isfinite(logdet_sP):
+        # reduced posterior precision not positive definite (an approximate first-level
+        # posterior less precise than its prior): this empirical prior is inadmissible
+        return -np.inf, sE, sC
+    dF = subject.constant + 0.5 * (logdet_rP - logdet_sP) - 0.5 * rE @ rP @ rE + 0.5 * sE @ sP @ sE
     return dF, sE, sC
 
 
