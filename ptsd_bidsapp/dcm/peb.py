@@ -15,8 +15,10 @@ Hierarchical model (Friston et al. 2016, eqs. 1–3 and A.7–A.10)::
     level 3: β ~ N([pE; 0; …], diag(c) ⊗ pC/α)   c_j = N / Σ_i x_ij²        (α = 1)
              γ ~ N(hE = 0, hC = 1/16 · I)
 
-* Precision components ``Q_j``: ``'all'`` one per parameter (SPM batch / Zeidman et al.
-  2019 default), ``'fields'`` one per parameter field (A, B, …), ``'single'`` one in all.
+* Precision components ``Q_j``: ``'all'`` one per parameter (our default, the setting of
+  the Zeidman et al. 2019 tutorial, ``M.Q = 'all'``; ``spm_dcm_peb`` itself defaults to
+  ``'single'``), ``'fields'`` one per parameter field (A, B, …), ``'single'`` one in all,
+  ``'none'`` no hyperparameters (covariance fixed at ``pC/16``).
 * ``c_j`` scales the prior of each group effect by the norm of its covariate, so the prior
   is invariant to covariate units (``spm_dcm_peb``, "adjust priors for the norm of
   explanatory variables").
