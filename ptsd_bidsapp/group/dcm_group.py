@@ -513,6 +513,8 @@ def run_dcm_group(
     fields = list(peb_cfg.get("fields", ["A", "B"]))
     between_only = bool(peb_cfg.get("between_only", True))
     random_effects = peb_cfg.get("random_effects", "all")
+    # Optional PEB priors (defaults of spm_dcm_peb): hE, hC of the log precisions, alpha, beta.
+    prior_options = {k: float(peb_cfg[k]) for k in ("hE", "hC", "alpha", "beta") if peb_cfg.get(k) is not None}
     regions = list(dcm_cfg.get("regions", []))
     out_dir = Path(output_dir) / "group" / "dcm"
 
@@ -539,7 +541,7 @@ def run_dcm_group(
     first = found[pre][baseline_subjects[0]]
     names = first.param_names
     select = select_parameters(names, fields=fields, between_only=between_only, prior_variance=np.diag(first.pC))
-    options = {"fields": fields, "between_only": between_only, "random_effects": random_effects}
+    options = {"fields": fields, "between_only": between_only, "random_effects": random_effects, **prior_options}
 
     def report(name, description, peb, bma, design):
         path, table = _write_model(out_dir, name, description, peb, bma, design, options)
@@ -557,7 +559,8 @@ def run_dcm_group(
         Ep_post, Cp_post, _, _, F_post = _stack([found[post][s] for s in change_subjects])
         change = fit_session_change(Ep_pre, Cp_pre, Ep_post, Cp_post, pE_pre, pC_pre, design.to_numpy(), names,
                                     list(design.columns), select=select, F_pre=F_pre, F_post=F_post,
-                                    subject_names=change_subjects, random_effects=random_effects)
+                                    subject_names=change_subjects, random_effects=random_effects,
+                                    **prior_options)
         report("change", "Session change (post - pre) of DCM parameters, PEB of PEBs: within-subject [mean, change], "
                "between-subject design on the change", change.between, bmr_search(change.between), design)
 
@@ -566,7 +569,7 @@ def run_dcm_group(
                         reference_group=reference)
     Ep, Cp, pE, pC, F = _stack([found[pre][s] for s in baseline_subjects])
     baseline = fit_peb(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), select=select, F_list=F,
-                       random_effects=random_effects, subject_names=baseline_subjects)
+                       random_effects=random_effects, subject_names=baseline_subjects, **prior_options)
     report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design)
 
     # Leave-one-out prediction of improvement from baseline parameters.
@@ -578,7 +581,7 @@ def run_dcm_group(
         design = peb_design(clinical.loc[subjects], ["improvement"])
         Ep, Cp, pE, pC, _ = _stack([found[pre][s] for s in subjects])
         loo = loo_predict(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), target=1, select=select,
-                          subject_names=subjects, random_effects=random_effects)
+                          subject_names=subjects, random_effects=random_effects, **prior_options)
         name = f"loo-{label}"
         path = write_tsv(out_dir / f"model-{name}_loo.tsv", loo.table(), sidecar={
             "Description": f"Leave-one-out posterior predictive of improvement (z) from {pre}-session DCM parameters "
