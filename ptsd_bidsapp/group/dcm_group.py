@@ -572,7 +572,15 @@ def run_dcm_group(
                        random_effects=random_effects, subject_names=baseline_subjects, **prior_options)
     report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design)
 
-    # Leave-one-out prediction of improvement from baseline parameters.
+    # Leave-one-out prediction of improvement from baseline parameters; optionally only the
+    # parameters matching config peb.loo_parameters (fnmatch patterns), as one would pass
+    # the parameters of interest to spm_dcm_loo.
+    loo_patterns = peb_cfg.get("loo_parameters")
+    loo_select = select
+    if loo_patterns:
+        loo_select = select_parameters(names, fields=None, patterns=list(loo_patterns),
+                                       prior_variance=np.diag(first.pC))
+        loo_select = [i for i in loo_select if i in select] or select
     subsets = {"all": baseline_subjects,
                active: [s for s in baseline_subjects if clinical.loc[s].get(group_column) == active]}
     for label, subjects in subsets.items():
@@ -580,13 +588,13 @@ def run_dcm_group(
             continue
         design = peb_design(clinical.loc[subjects], ["improvement"])
         Ep, Cp, pE, pC, _ = _stack([found[pre][s] for s in subjects])
-        loo = loo_predict(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), target=1, select=select,
+        loo = loo_predict(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), target=1, select=loo_select,
                           subject_names=subjects, random_effects=random_effects, **prior_options)
         name = f"loo-{label}"
         path = write_tsv(out_dir / f"model-{name}_loo.tsv", loo.table(), sidecar={
             "Description": f"Leave-one-out posterior predictive of improvement (z) from {pre}-session DCM parameters "
                            f"({label} subjects), as SPM12 spm_dcm_loo",
-            "Parameters": [names[i] for i in select],
+            "Parameters": [names[i] for i in loo_select],
             "PearsonR": loo.r,
             "PValueOneSided": loo.p,
             "DegreesOfFreedom": loo.df,

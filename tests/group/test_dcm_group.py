@@ -116,7 +116,9 @@ def test_read_posterior_combines_json_and_npz(trial):
     posterior = read_dcm_posterior(path)
     assert posterior.subject == "01" and posterior.session == "pre"
     assert posterior.Cp.shape == (21, 21)
-    assert posterior.pC[posterior.param_names.index("B_fearful_amygdala-vmpfc")] .max() == 1.0
+    index = posterior.param_names.index("B_fearful_amygdala-vmpfc")
+    assert posterior.pC[index, index] == 1.0
+    assert posterior.Cp[index, index] > 0
 
 
 def test_run_dcm_group_writes_tables_and_recovers_planted_change(trial, tmp_path):
@@ -142,6 +144,14 @@ def test_run_dcm_group_writes_tables_and_recovers_planted_change(trial, tmp_path
     summary = json.loads((out / "dcm_group_summary.json").read_text())
     assert set(summary["LOO"]) == {"loo-all", "loo-ketamine"}
     assert (out / "model-loo-all_loo.tsv").exists()
+
+
+def test_loo_parameters_from_config(trial, tmp_path):
+    root, clinical = trial
+    config = {**CONFIG, "peb": {**CONFIG["peb"], "loo_parameters": ["A_vmpfc-amygdala"]}}
+    run_dcm_group(root, tmp_path, clinical, config, figures=False)
+    sidecar = json.loads((tmp_path / "group" / "dcm" / "model-loo-all_loo.json").read_text())
+    assert sidecar["Parameters"] == ["A_vmpfc-amygdala"]
 
 
 def test_subject_without_clinical_score_is_excluded(trial, tmp_path):
