@@ -256,8 +256,37 @@ def write_dataset_files(out: Path, n_subjects: int, seed: int, tr: float, resolu
     atomic_write_text(deriv / ".bidsignore", "*_desc-confounds_timeseries.tsv\n*_desc-confounds_timeseries.json\n")
 
 
+class _BackgroundWriter:
+    """Compress + write one BOLD file in a thread while the next run is simulated.
+
+    zlib releases the GIL, so compression overlaps with the numpy work; at most one file
+    is pending (memory: two runs).
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending = None
+
+    def submit(self, fn, *args):
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self):
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self):
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def _write_subject(out: Path, label: str, params: dict, space: images.SubjectSpace, mask_img, seed: int,
-                   index: int, n_volumes: dict, tr: float, resolution: float) -> dict:
+                   index: int, n_volumes: dict, tr: float, resolution: float, writer: _BackgroundWriter) -> dict:
     """All files of one subject; returns its motion truth."""
     start = tr / 2.0  # fMRIPrep slice-timing reference (StartTime) at mid-TR
     res = _res_entity(resolution)
@@ -294,8 +323,8 @@ def _write_subject(out: Path, label: str, params: dict, space: images.SubjectSpa
             confounds, meta = images.confounds_table(space, data, motion, tr, n_dummy)
             func = deriv / f"ses-{ses}" / "func"
             header = images.bold_header(space.affine, space.shape, n, tr)
-            images.write_nifti_gz(func / f"{stem}_{space_ents}_desc-preproc_bold.nii.gz", header,
-                                  images.volumes_from_matrix(data, space.mask))
+            writer.submit(images.write_nifti_gz, func / f"{stem}_{space_ents}_desc-preproc_bold.nii.gz", header,
+                          images.volumes_from_matrix(data, space.mask))
             del data
             write_json(func / f"{stem}_{space_ents}_desc-preproc_bold.json", {
                 "RepetitionTime": tr,
@@ -379,11 +408,24 @@ def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resoluti
     width = _label_width(n_subjects)
     participants = []
     truth_subjects = {}
+    writer = _BackgroundWriter()
+    try:
+        _simulate_subjects(out, n_subjects, seed, groups, width, mask_img, atlas_data, n_volumes, tr, resolution,
+                           writer, participants, truth_subjects, progress, t0)
+    finally:
+        writer.close()
+    write_tsv(out / "participants.tsv", pd.DataFrame(participants))
+    _write_truth(out, seed, n_subjects, tr, n_volumes, resolution, truth_subjects)
+    return out
+
+
+def _simulate_subjects(out, n_subjects, seed, groups, width, mask_img, atlas_data, n_volumes, tr, resolution,
+                       writer, participants, truth_subjects, progress, t0) -> None:
     for index in range(n_subjects):
         label = f"{index + 1:0{width}d}"
         params = generative.subject_parameters(seed, index, groups[index])
         space = images.make_subject_space(mask_img, atlas_data, np.random.default_rng([seed, index, 2]))
-        motion = _write_subject(out, label, params, space, mask_img, seed, index, n_volumes, tr, resolution)
+        motion = _write_subject(out, label, params, space, mask_img, seed, index, n_volumes, tr, resolution, writer)
         del space
         participants.append({"participant_id": f"sub-{label}", "group": params["group"], "age": params["age"],
                              "sex": params["sex"]})
@@ -403,9 +445,6 @@ def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resoluti
         truth_subjects[f"sub-{label}"] = entry
         if progress:
             LOGGER.info("sub-%s (%s) written, %.1f s", label, params["group"], time.time() - t0)
-    write_tsv(out / "participants.tsv", pd.DataFrame(participants))
-    _write_truth(out, seed, n_subjects, tr, n_volumes, resolution, truth_subjects)
-    return out
 
 
 def _write_truth(out: Path, seed: int, n_subjects: int, tr: float, n_volumes: dict, resolution: float,
