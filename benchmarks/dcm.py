@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Benchmark: DCM estimation time, iterations and recovery for 2-, 4- and 6-region models.
+
+Each model: 200 scans, TR 2 s, 16 microtime bins per TR; fully connected ``A``; one
+driving input (block design, 16 s on / 16 s off) into the first region; a second input
+(every other block) modulating the forward connections of a chain ``1 -> 2 -> ... -> n``;
+generating parameters drawn per repeat (seeded) and data simulated with
+:func:`ptsd_bidsapp.dcm.simulate_dcm` at the given SNR (AR(1) noise, as
+``spm_dcm_generate``). Reports, per model size: free parameters, median wall time of
+:func:`ptsd_bidsapp.dcm.estimate_dcm` over ``--repeats`` fits, median iterations,
+convergence, and the recovery error of the free A, B, C parameters (RMSE and max
+|posterior mean - truth|), plus the correlation of estimates with the truth pooled over
+repeats. Usage::
+
+    python benchmarks/dcm.py [--regions 2 4 6] [--scans 200] [--repeats 5] [--snr 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def model(n: int, n_scans: int, tr: float = 2.0):
+    from ptsd_bidsapp.dcm import DCMSpec
+
+    dt = tr / 16
+    u = np.zeros((n_scans * 16, 2))
+    for i, start in enumerate(range(0, u.shape[0], 256)):
+        u[start:start + 128, 0] = 1.0
+        if i % 2 == 0:
+            u[start:start + 128, 1] = 1.0
+    a = np.ones((n, n))
+    b = np.zeros((2, n, n))
+    for i in range(n - 1):
+        b[1, i + 1, i] = 1.0
+    c = np.zeros((n, 2))
+    c[0, 0] = 1.0
+    return lambda y=None: DCMSpec(a, b, c, u, dt, tr, 0.03, y=y, n_scans=None if y is not None else n_scans)
+
+
+def draw_parameters(n: int, rng: np.random.Generator) -> dict:
+    A = rng.uniform(-0.15, 0.15, (n, n))
+    for i in range(n - 1):
+        A[i + 1, i] = rng.uniform(0.2, 0.5)        # forward chain
+    np.fill_diagonal(A, rng.normal(0, 0.1, n))    # log self-inhibition
+    B = np.zeros((2, n, n))
+    for i in range(n - 1):
+        B[1, i + 1, i] = rng.uniform(-0.4, 0.4)
+    C = np.zeros((n, 2))
+    C[0, 0] = rng.uniform(0.3, 0.6)
+    return {"A": A, "B": B, "C": C, "transit": rng.normal(0, 1 / 16, n), "decay": rng.normal(0, 1 / 16, n),
+            "epsilon": float(rng.normal(0, 1 / 16))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regions", type=int, nargs="+", default=[2, 4, 6])
+    parser.add_argument("--scans", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--snr", type=float, default=4.0)
+    args = parser.parse_args(argv)
+
+    from ptsd_bidsapp.dcm import estimate_dcm, simulate_dcm
+    from ptsd_bidsapp.dcm.api import parameter_vector
+
+    print(f"DCM benchmark: {args.scans} scans, TR 2 s, SNR {args.snr}, {args.repeats} repeats per size, "
+          f"cpu count {os.cpu_count()}")
+    header = (f"{'regions':>7} {'free':>5} {'median s':>9} {'min s':>7} {'s/iter':>7} {'iters':>6} "
+              f"{'conv':>5} {'RMSE':>6} {'max err':>8} {'r':>6}")
+    print(header)
+    print("-" * len(header))
+    for n in args.regions:
+        make = model(n, args.scans)
+        times, iters, conv, errs, truth_all, est_all = [], [], [], [], [], []
+        free = None
+        for rep in range(args.repeats):
+            rng = np.random.default_rng(1000 * n + rep)
+            params = draw_parameters(n, rng)
+            y, _ = simulate_dcm(make(), params, snr=args.snr, rng=rng)
+            spec = make(y)
+            start = time.perf_counter()
+            result = estimate_dcm(spec)
+            times.append(time.perf_counter() - start)
+            iters.append(result.n_iter)
+            conv.append(result.converged)
+            idx = [i for i, name in enumerate(result.param_names) if name[0] in "ABC" and result.pC[i, i] > 0]
+            free = int(np.count_nonzero(np.diag(result.pC)))
+            truth = parameter_vector(spec, params)[idx]
+            est = result.Ep_vector[idx]
+            errs.append(est - truth)
+            truth_all.append(truth)
+            est_all.append(est)
+        err = np.concatenate(errs)
+        r = np.corrcoef(np.concatenate(truth_all), np.concatenate(est_all))[0, 1]
+        med = statistics.median(times)
+        print(f"{n:>7} {free:>5} {med:>9.2f} {min(times):>7.2f} {med / statistics.median(iters):>7.3f} "
+              f"{statistics.median(iters):>6.0f} {sum(conv):>2}/{len(conv):<2} {np.sqrt(np.mean(err ** 2)):>6.3f} "
+              f"{np.abs(err).max():>8.3f} {r:>6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
