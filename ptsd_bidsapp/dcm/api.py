@@ -41,7 +41,10 @@ class DCMSpec:
     tr : float
         Repetition time in seconds (``Y.dt``).
     te : float
-        Echo time in seconds (``DCM.TE``), enters the BOLD coefficients.
+        Echo time in seconds (``DCM.TE``), enters the BOLD coefficients (Stephan et al.
+        2007). Note: the SPM12 ``spm_gx_fmri`` in the ``spm/spm12`` repository ($Id 6262)
+        uses a fixed TE of 0.04 s whatever ``DCM.TE`` says; pass ``te=0.04`` to reproduce
+        SPM12 estimates number for number.
     y : array (scans, n), optional
         Observed BOLD (regional eigenvariates). Needed for estimation.
     x0 : array (scans, k), optional
@@ -144,9 +147,13 @@ class DCMSpec:
 
     @property
     def schedule(self) -> integrate.Schedule:
-        if self._schedule is None:
-            self._schedule = integrate.make_schedule(self.inputs, self.u_dt, self.n_scans, self.delays)
-        return self._schedule
+        """Integration schedule, rebuilt whenever inputs, timing or delays change."""
+        delays = np.broadcast_to(np.asarray(self.delays, dtype=float), (self.n_regions,))
+        key = (int(self.n_scans), float(self.u_dt), bool(self.centre_inputs), delays.tobytes(),
+               np.asarray(self.u).shape, hash(np.ascontiguousarray(self.u, dtype=float).tobytes()))
+        if self._schedule is None or self._schedule[0] != key:
+            self._schedule = (key, integrate.make_schedule(self.inputs, self.u_dt, self.n_scans, delays))
+        return self._schedule[1]
 
     def priors(self) -> tuple[dict, dict]:
         """``(pE, pC)`` dicts (:func:`ptsd_bidsapp.dcm.priors.dcm_fmri_priors`)."""

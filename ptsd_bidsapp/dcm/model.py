@@ -37,7 +37,10 @@ signal change::
     y = V0 (k1 (1 - q) + k2 (1 - q/v) + k3 (1 - v))
     k1 = 4.3 nu0 E0 TE,  k2 = exp(epsilon) r0 E0 TE,  k3 = 1 - exp(epsilon)
 
-``V0 = 4``, ``nu0 = 40.3`` Hz, ``r0 = 25`` Hz, ``E0 = 0.4``, TE in seconds.
+``V0 = 4``, ``nu0 = 40.3`` Hz, ``r0 = 25`` Hz, ``E0 = 0.4``, TE in seconds. The TE is
+the model's (``DCMSpec.te``); SPM12's ``spm_gx_fmri`` ($Id 6262, as stored in the
+``spm/spm12`` repository) fixes TE at 0.04 s and ignores ``DCM.TE`` (SPM8's version read
+``M.TE``), so ``te=0.04`` reproduces SPM12 exactly.
 """
 
 from __future__ import annotations

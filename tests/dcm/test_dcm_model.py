@@ -53,7 +53,6 @@ def test_rest_is_a_fixed_point_and_gives_zero_bold():
     np.testing.assert_array_equal(model.gx(x0, 0.3, TE), 0.0)
     spec = faces_spec()
     spec.u = np.zeros_like(spec.u)
-    spec._schedule = None
     y, x = simulate_dcm(spec, PARAMS)
     assert np.all(y == 0) and np.all(x == 0)
 
