@@ -1,10 +1,11 @@
 """Amygdala <-> vmPFC BOLD from the bilinear DCM forward model (faces task).
 
-Uses :func:`ptsd_bidsapp.dcm.simulate_dcm` (Contract 5) when the DCM engine provides
-it. Until then (or if it fails to import) a compact re-implementation of the same
-deterministic equations is used and the choice is recorded in ``truth.json``:
+Uses :func:`ptsd_bidsapp.dcm.simulate_dcm` (Contract 5, SPM12 conventions). If the DCM
+engine cannot be imported, a compact Euler re-implementation of the same deterministic
+equations is used instead (it agrees with the engine to r > 0.99, see
+tests/simulate/test_dcm_forward.py) and the choice is recorded in ``truth.json``:
 
-- neural: ``dx/dt = (A + sum_j u_j B_j) x + C u`` with SPM's self-connection
+- neural: ``dx/dt = (A + sum_j u_j B_j) x + C u / 16`` with SPM's self-connection
   parameterisation ``A_ii = -exp(a_ii) / 2`` Hz (Friston, Harrison & Penny 2003;
   SPM12 ``spm_fx_fmri``);
 - haemodynamics: balloon model with log-states, ``kappa = 0.64 exp(decay)``,
@@ -33,7 +34,7 @@ def _fallback(params: dict, u: np.ndarray, dt: float, te: float, sample_idx: np.
     eff_a = a.copy()
     eff_a[np.diag_indices(n)] = -np.exp(np.diag(a)) / 2.0
     b = np.array([params["B"][name] for name in INPUTS], dtype=float)  # (inputs, to, from)
-    c = np.array(params["C"], dtype=float)
+    c = np.array(params["C"], dtype=float) / 16.0  # SPM12 units: the flow receives C u / 16
     kappa = 0.64 * np.exp(np.array(params["decay"], dtype=float))
     gamma, alpha, e0 = 0.32, 0.32, 0.4
     tau = 2.0 * np.exp(np.array(params["transit"], dtype=float))
@@ -79,7 +80,7 @@ def dcm_engine_available() -> bool:
 
 
 def simulate_faces_bold(params: dict, u: np.ndarray, tr: float, te: float, start_time: float,
-                        n_volumes: int, centre_inputs: bool = True) -> tuple[np.ndarray, str]:
+                        n_volumes: int, centre_inputs: bool = True, engine: str = "auto") -> tuple[np.ndarray, str]:
     """Noise-free DCM BOLD (percent signal change) of (amygdala, vmpfc).
 
     Parameters
@@ -93,6 +94,8 @@ def simulate_faces_bold(params: dict, u: np.ndarray, tr: float, te: float, start
         Seconds.
     centre_inputs : bool
         Mean-centre the inputs (SPM's ``options.centre``), as the estimation does.
+    engine : {"auto", "dcm", "fallback"}
+        ``auto``: the DCM engine if importable, else the fallback.
 
     Returns
     -------
@@ -103,7 +106,7 @@ def simulate_faces_bold(params: dict, u: np.ndarray, tr: float, te: float, start
     from ptsd_bidsapp.simulate.design import MICROTIME
 
     dt = tr / MICROTIME
-    if dcm_engine_available():
+    if engine == "dcm" or (engine == "auto" and dcm_engine_available()):
         from ptsd_bidsapp.dcm import DCMSpec, simulate_dcm
 
         a_mask = np.ones((2, 2))
@@ -111,8 +114,8 @@ def simulate_faces_bold(params: dict, u: np.ndarray, tr: float, te: float, start
         b_mask[1] = [[0, 1], [1, 0]]
         c_mask = np.array([[1, 0], [0, 0]])
         spec = DCMSpec(a=a_mask, b=b_mask, c=c_mask, u=u, u_dt=dt, tr=tr, te=te, y=None, x0=None,
-                       region_names=list(REGIONS), input_names=list(INPUTS), delays=None,
-                       centre_inputs=centre_inputs)
+                       region_names=list(REGIONS), input_names=list(INPUTS), delays=start_time,
+                       centre_inputs=centre_inputs, n_scans=n_volumes)
         p = {
             "A": np.array(params["A"], dtype=float),
             "B": np.stack([np.array(params["B"][k], dtype=float) for k in INPUTS]),

@@ -23,30 +23,31 @@ ARM_IMPROVEMENT = {"ketamine": (14.0, 8.0), "midazolam": (7.0, 8.0)}  # mean, sd
 #: Planted effects: measure id (Contract 2) -> definition.
 EFFECTS: dict[str, dict] = {
     "gppi_faces_fearfulMinusNeutral_vmpfc-amygdala": {
-        "description": "fearful-minus-neutral coupling of vmPFC to the amygdala's neural fluctuation (gPPI "
-                       "interaction beta, amygdala seed -> vmPFC target, PSC per PSC); change increases with "
-                       "improvement in both arms, twice as steeply under ketamine",
-        "slope_by_group": {"ketamine": 0.30, "midazolam": 0.15},
+        "description": "fearful-minus-neutral gain with which the amygdala follows vmPFC's neural fluctuation "
+                       "(top-down coupling; gain 0.2 outside fearful blocks, 0.2 + value during them): the "
+                       "vmPFC-seed -> amygdala gPPI contrast estimates it; change increases with improvement in "
+                       "both arms, twice as steeply under ketamine",
+        "slope_by_group": {"ketamine": 0.45, "midazolam": 0.20},
         "applies_to": "all",
-        "noise_sd": 0.08,
-        "pre_mean": 0.20,
-        "pre_sd": 0.10,
-        "units": "interaction beta (dimensionless)",
+        "noise_sd": 0.10,
+        "pre_mean": 0.25,
+        "pre_sd": 0.12,
+        "units": "interaction beta (percent signal change per percent signal change)",
     },
     "activation_conflict_conflictRegulation_dacc": {
         "description": "dACC response to iI minus cI trials (amplitude of the HRF-convolved 1 s event regressor, "
                        "percent signal change); change decreases with improvement under ketamine only",
-        "slope_by_group": {"ketamine": -0.60, "midazolam": 0.0},
+        "slope_by_group": {"ketamine": -1.50, "midazolam": 0.0},
         "applies_to": "ketamine",
-        "noise_sd": 0.30,
-        "pre_mean": -0.30,
-        "pre_sd": 0.25,
+        "noise_sd": 0.50,
+        "pre_mean": -0.50,
+        "pre_sd": 0.40,
         "units": "percent signal change",
     },
     "fc_rest_vmpfc-antinsula": {
         "description": "Fisher z of the correlation between the noise-free vmPFC and anterior-insula rest signals "
                        "(shared latent fluctuation); change increases with improvement under ketamine only",
-        "slope_by_group": {"ketamine": 0.25, "midazolam": 0.0},
+        "slope_by_group": {"ketamine": 0.35, "midazolam": 0.0},
         "applies_to": "ketamine",
         "noise_sd": 0.10,
         "pre_mean": 0.45,
@@ -164,7 +165,7 @@ def subject_parameters(seed: int, index: int, group: str) -> dict:
                   [float(a_va), float(0.05 * rng.standard_normal())]],
             "B": {"faces": [[0.0, 0.0], [0.0, 0.0]],
                   "fearful": [[0.0, float(b_av)], [measures[ses]["dcm_faces_B_fearful_amygdala-vmpfc"], 0.0]]},
-            "C": [[float(0.14 + 0.01 * rng.standard_normal()), 0.0], [0.0, 0.0]],
+            "C": [[float(1.4 + 0.1 * rng.standard_normal()), 0.0], [0.0, 0.0]],  # SPM units (C u / 16)
             "transit": [float(0.05 * rng.standard_normal()) for _ in range(2)],
             "decay": [float(0.05 * rng.standard_normal()) for _ in range(2)],
             "epsilon": 0.0,

@@ -82,6 +82,10 @@ def _normalised(x: np.ndarray, sd: float) -> np.ndarray:
     return x * (sd / s) if s > 0 else x
 
 
+GPPI_SHARED_PSC = 1.0  # SD (percent signal change) of vmPFC's HRF-convolved fluctuation
+GPPI_NEUTRAL_GAIN = 0.2  # amygdala gain on it outside fearful blocks
+
+
 def faces_signals(params: dict, ses: str, events: pd.DataFrame, n: int, tr: float, start: float,
                   rng: np.random.Generator) -> tuple[dict[int, np.ndarray], str]:
     """ROI signals (PSC) of a faces run: DCM amygdala<->vmPFC + gPPI coupling + activations + fluctuations."""
@@ -91,16 +95,16 @@ def faces_signals(params: dict, ses: str, events: pd.DataFrame, n: int, tr: floa
     sig = {k: np.zeros(n) for k in ROI.values()}
     sig[ROI["amygdala"]] += y[:, 0]
     sig[ROI["vmpfc"]] += y[:, 1]
-    # gPPI: vmPFC follows the amygdala's neural fluctuation f(t) with a condition-dependent gain
+    # gPPI: the amygdala follows vmPFC's neural fluctuation z(t) (top-down) with gain
+    # GPPI_NEUTRAL_GAIN outside fearful blocks and GPPI_NEUTRAL_GAIN + planted value during them;
+    # the vmPFC-seed -> amygdala gPPI fearful-minus-neutral contrast estimates the value.
     m = params["measures"][ses]
-    f = design.smooth_noise(n * design.MICROTIME, rng, tr)
-    conv_f = design.convolve_and_sample(f, tr, start, n)
-    gain = 0.6 / conv_f.std()
-    k_neutral = 0.10
-    k_fearful = k_neutral + m["gppi_faces_fearfulMinusNeutral_vmpfc-amygdala"]
-    sig[ROI["amygdala"]] += gain * conv_f
-    sig[ROI["vmpfc"]] += gain * design.convolve_and_sample((k_fearful * u["fearful"] + k_neutral * u["neutral"]) * f,
-                                                           tr, start, n)
+    z = design.smooth_noise(n * design.MICROTIME, rng, tr)
+    k = GPPI_NEUTRAL_GAIN + m["gppi_faces_fearfulMinusNeutral_vmpfc-amygdala"] * u["fearful"]
+    coupled = design.convolve_and_sample(np.stack([z, k * z], axis=1), tr, start, n)
+    scale = GPPI_SHARED_PSC / coupled[:, 0].std()
+    sig[ROI["vmpfc"]] += scale * coupled[:, 0]
+    sig[ROI["amygdala"]] += scale * coupled[:, 1]
     # block activations of the other ROIs (dACC fearful-neutral is a null measure)
     reg = design.convolve_and_sample(np.stack([u["fearful"], u["neutral"]], axis=1), tr, start, n)
     amps = {"dacc": (0.30 + m["activation_faces_fearfulMinusNeutral_dacc"], 0.30), "racc": (0.25, 0.20),
@@ -112,8 +116,8 @@ def faces_signals(params: dict, ses: str, events: pd.DataFrame, n: int, tr: floa
     return sig, engine
 
 
-CONFLICT_AMPLITUDES = {  # PSC per unit 1-s event regressor: cC, cI, iC, iI, first
-    "dacc": (1.5, 2.0, 1.7, None, 1.8),
+CONFLICT_AMPLITUDES = {  # PSC per unit 1-s event regressor: cC, cI, iC, iI (None: cI + planted), first
+    "dacc": (2.5, 3.5, 2.8, None, 3.0),
     "racc": (0.8, 0.9, 0.8, 0.9, 0.8),
     "vmpfc": (0.3, 0.3, 0.3, 0.3, 0.3),
     "anthippo": (0.3, 0.3, 0.3, 0.3, 0.3),

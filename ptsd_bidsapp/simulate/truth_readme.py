@@ -30,10 +30,14 @@ where given) and `post = pre + slope_by_group[group] * improvement_z + noise_sd 
 the midazolam arm; `ketamine`: ketamine only), `slope_interaction` = ketamine slope - midazolam
 slope, `null: true` marks measures generated with no relation to improvement or drug.
 
-- `gppi_faces_fearfulMinusNeutral_vmpfc-amygdala` -- vmPFC receives the amygdala's neural
-  fluctuation f(t) with gain `0.10 + value` during fearful blocks and `0.10` during neutral blocks
-  (both ROIs also carry the DCM signals); the value is the expected amygdala-seed -> vmPFC
-  gPPI interaction contrast. Change grows with improvement, twice as steeply under ketamine.
+- `gppi_faces_fearfulMinusNeutral_vmpfc-amygdala` -- the amygdala follows vmPFC's neural
+  fluctuation z(t) (HRF-convolved SD 1 % in vmPFC) with gain 0.2 outside fearful blocks and
+  `0.2 + value` during fearful blocks (top-down, condition-dependent coupling). The value is the
+  expected vmPFC-seed -> amygdala gPPI fearful-minus-neutral interaction beta; the reverse direction
+  (amygdala seed -> vmPFC) also carries the DCM's fearful modulation of amygdala -> vmPFC, which
+  falls with improvement, so the directed vmPFC -> amygdala estimate is the cleanest read-out and the
+  symmetrised mean is diluted. Both ROIs also carry the DCM signals. Change grows with improvement,
+  about twice as steeply under ketamine.
 - `activation_conflict_conflictRegulation_dacc` -- dACC amplitude of iI minus cI events (percent
   signal change per unit HRF-convolved 1 s event regressor, nilearn/SPM canonical HRF normalised as
   nilearn's). Change falls with improvement under ketamine only.

@@ -212,38 +212,35 @@ def _clean(y, confounds):
     return y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
 
 
-def test_faces_roi_signals_follow_task_well_above_noise_voxels(sim_small):
-    """Amygdala/vmPFC ROI means track the convolved face regressors far better than non-ROI voxels."""
+def _roi_and_noise_correlations(root, sub, ses, task, roi, conditions):
+    """Correlation of an ROI mean and of non-ROI voxels with the convolved regressor of ``conditions``."""
     from nilearn.interfaces.fmriprep import load_confounds
 
     n = SMALL["n_volumes"]
-    r_amygdala, r_vmpfc_fearful, noise_95 = [], [], []
-    for sub in SUBJECTS:
-        for ses in SESSIONS:
-            bold = _bold(sim_small, sub, ses, "faces")
-            img = nib.load(bold)
-            data = img.get_fdata(dtype=np.float32)
-            mask = np.asanyarray(nib.load(str(bold).replace("desc-preproc_bold", "desc-brain_mask")).dataobj) > 0
-            atlas = resample_atlas_to(img).data()
-            conf, sample_mask = load_confounds(str(bold), strategy=("motion", "high_pass"), motion="basic")
-            keep = np.arange(n) if sample_mask is None else sample_mask
-            c = conf.to_numpy()[keep]
-            events = pd.read_csv(Path(sim_small) / f"sub-{sub}/ses-{ses}/func/sub-{sub}_ses-{ses}_task-faces_events.tsv",
-                                 sep="\t")
-            u = design.boxcar(events, ["fearful", "neutral"], n, 2.0)
-            faces_reg = _clean(design.convolve_and_sample(u["fearful"] + u["neutral"], 2.0, 1.0, n)[keep], c)
-            fearful_reg = _clean(design.convolve_and_sample(u["fearful"], 2.0, 1.0, n)[keep], c)
-            amy = _clean(data[atlas == ROI_LABELS.index("amygdala") + 1].mean(0)[keep], c)
-            vmpfc = _clean(data[atlas == ROI_LABELS.index("vmpfc") + 1].mean(0)[keep], c)
-            r_amygdala.append(np.corrcoef(amy, faces_reg)[0, 1])
-            r_vmpfc_fearful.append(np.corrcoef(vmpfc, fearful_reg)[0, 1])
-            noise = data[mask & (atlas == 0)][::3]
-            r_noise = [np.corrcoef(_clean(v[keep], c), fearful_reg)[0, 1] for v in noise]
-            noise_95.append(np.percentile(np.abs(r_noise), 95))
-    assert np.mean(r_amygdala) > 0.6
-    assert np.mean(r_amygdala) > 1.8 * np.mean(noise_95)
-    assert np.mean(r_vmpfc_fearful) > np.mean(noise_95)
-    assert min(r_amygdala) > 0.3
+    bold = _bold(root, sub, ses, task)
+    img = nib.load(bold)
+    data = img.get_fdata(dtype=np.float32)
+    mask = np.asanyarray(nib.load(str(bold).replace("desc-preproc_bold", "desc-brain_mask")).dataobj) > 0
+    atlas = resample_atlas_to(img).data()
+    conf, sample_mask = load_confounds(str(bold), strategy=("motion", "high_pass"), motion="basic")
+    keep = np.arange(n) if sample_mask is None else sample_mask
+    c = conf.to_numpy()[keep]
+    events = pd.read_csv(Path(root) / f"sub-{sub}/ses-{ses}/func/sub-{sub}_ses-{ses}_task-{task}_events.tsv", sep="\t")
+    u = design.boxcar(events, conditions, n, 2.0)
+    reg = _clean(design.convolve_and_sample(sum(u.values()), 2.0, 1.0, n)[keep], c)
+    signal = _clean(data[atlas == ROI_LABELS.index(roi) + 1].mean(0)[keep], c)
+    noise = data[mask & (atlas == 0)][::3]
+    r_noise = [np.corrcoef(_clean(v[keep], c), reg)[0, 1] for v in noise]
+    return np.corrcoef(signal, reg)[0, 1], np.percentile(np.abs(r_noise), 95)
+
+
+def test_faces_amygdala_follows_face_blocks_well_above_noise_voxels(sim_small):
+    """The amygdala ROI mean (DCM-driven) tracks the convolved face-block regressor; noise voxels do not."""
+    r_roi, r_noise = zip(*[_roi_and_noise_correlations(sim_small, sub, ses, "faces", "amygdala", ["fearful", "neutral"])
+                           for sub in SUBJECTS for ses in SESSIONS])
+    assert np.mean(r_roi) > 0.5
+    assert np.mean(r_roi) > 1.5 * np.mean(r_noise)
+    assert min(r_roi) > 0.2
 
 
 def test_motion_spikes_leak_into_bold(sim_small):
