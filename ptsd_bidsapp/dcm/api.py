@@ -110,6 +110,8 @@ class DCMSpec:
         self.b = priors._as_b_array(self.b, n, m, self.input_names)
         if self.u_dt <= 0 or self.tr <= 0:
             raise ValueError("u_dt and tr must be positive (seconds)")
+        if not 0 < self.te <= 0.2:
+            raise ValueError(f"te must be the echo time in seconds (e.g. 0.03), got {self.te}")
         if self.y is not None:
             self.y = np.asarray(self.y, dtype=float)
             if self.y.ndim == 1:

@@ -182,7 +182,13 @@ def _prepare_data(spec: DCMSpec):
     """``spm_dcm_estimate`` data preparation: mean-centre, scale to a 4% range, confounds."""
     if spec.y is None:
         raise ValueError("estimate_dcm needs data: DCMSpec.y is None")
-    y = spec.y - spec.y.mean(axis=0)                     # spm_detrend (order 0)
+    y = np.asarray(spec.y, dtype=float)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.shape != (spec.n_scans, spec.n_regions):
+        raise ValueError(f"y has shape {y.shape}; the model expects (scans, regions) = "
+                         f"{(spec.n_scans, spec.n_regions)}")
+    y = y - y.mean(axis=0)                               # spm_detrend (order 0)
     scale = 4.0 / max(float(y.max() - y.min()), 4.0)     # enforce a maximum range of 4 %
     y = y * scale
     x0 = spec.x0 if spec.x0 is not None and spec.x0.shape[1] else np.ones((spec.n_scans, 1))
