@@ -36,6 +36,7 @@ Each iteration (FMTAP07 sec. 3, "E-step" / "M-step"):
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -235,6 +236,14 @@ def estimate_dcm(spec: DCMSpec, P0=None, verbose: bool = False) -> DCMResult:
 def _estimate(spec: DCMSpec, P0, verbose: bool) -> DCMResult:
     t_start = time.perf_counter()
     n, m, v = spec.n_regions, spec.n_inputs, spec.n_scans
+    if not np.any(spec.c) or not np.any(spec.inputs):
+        # spm_dcm_estimate switches to a stochastic DCM here; only the deterministic one exists
+        raise ValueError("a deterministic DCM needs at least one driving input (non-zero c and u)")
+    if n > 8:
+        # spm_dcm_estimate (options.maxnodes = 8) projects the prior on A onto the principal
+        # modes of the data for larger models; not implemented
+        warnings.warn(f"{n} regions: SPM12 would constrain the A prior to 8 principal modes "
+                      "(options.maxnodes); this implementation uses the full prior", stacklevel=3)
     y, scale, x0 = _prepare_data(spec)
     pE_d, pC_d = spec.priors()
     pE = priors.pack_parameters(pE_d, n, m)

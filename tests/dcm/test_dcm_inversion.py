@@ -163,3 +163,11 @@ def test_recovery_over_seeds_at_snr_4():
     print(f"r = {r:.3f}, 90% CI coverage = {coverage:.3f}, RMSE = {np.sqrt(np.mean((mean - truth) ** 2)):.3f}")
     assert r > 0.9
     assert 0.8 <= coverage <= 0.97
+
+
+def test_a_model_without_driving_input_is_refused():
+    y, _ = simulate_dcm(faces_spec(), PARAMS, snr=4, rng=0)
+    spec = faces_spec(y=y)
+    spec.c = np.zeros_like(spec.c)
+    with pytest.raises(ValueError, match="driving input"):
+        estimate_dcm(spec)
