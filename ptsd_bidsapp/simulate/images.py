@@ -214,14 +214,21 @@ def confounds_table(space: SubjectSpace, data: np.ndarray, motion: np.ndarray, t
 
     # DVARS (Power 2012) and standardised DVARS (Nichols 2013, as nipype ComputeDVARS)
     keep = np.arange(n) >= n_dummy
-    diff = np.diff(data, axis=0)
-    dvars = np.sqrt(np.mean(diff ** 2, axis=1))
-    sub = data[keep]
-    centred = sub - sub.mean(axis=0)
-    var = np.maximum(np.mean(centred ** 2, axis=0), 1e-6)
-    lag1 = np.mean(centred[1:] * centred[:-1], axis=0) / var
+    # volume by volume: no (T, V) temporaries (memory stays at one run)
+    dvars = np.array([np.sqrt(np.mean((data[t] - data[t - 1]) ** 2)) for t in range(1, n)])
+    kept = np.flatnonzero(keep)
+    mean = data[kept].mean(axis=0)
+    var = np.zeros(data.shape[1])
+    lag = np.zeros(data.shape[1])
+    for j, t in enumerate(kept):
+        centred_t = data[t] - mean
+        var += centred_t ** 2
+        if j:
+            lag += centred_t * previous
+        previous = centred_t
+    var = np.maximum(var / len(kept), 1e-6)
+    lag1 = lag / len(kept) / var
     expected = np.sqrt(np.mean(var * 2 * (1 - np.clip(lag1, -1, 1))))
-    del centred
     cols["std_dvars"] = np.r_[np.nan, dvars / expected]
     cols["dvars"] = np.r_[np.nan, dvars]
     fd = framewise_displacement(motion)
