@@ -17,7 +17,7 @@ def denoise_signals(signals: np.ndarray, t_r: float, confounds: np.ndarray | Non
     Returns the kept volumes only (``len(sample_mask)`` rows when censoring).
     """
     return signal.clean(np.asarray(signals, float), confounds=confounds, sample_mask=sample_mask, t_r=t_r,
-                        low_pass=low_pass, high_pass=high_pass, detrend=True, standardize=False,
+                        low_pass=low_pass, high_pass=high_pass, detrend=True, standardize=None,
                         filter="butterworth")
 
 

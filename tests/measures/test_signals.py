@@ -1,0 +1,140 @@
+"""ROI signals, ROI GLM, rest FC, eigenvariates, QC, features: ground-truth checks."""
+
+import tracemalloc
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptsd_bidsapp.measures import MeasureError
+from ptsd_bidsapp.measures.activation import (fit_roi_glm, load_bold_float32, percent_signal_change,
+                                              roi_mean_signals, task_design_matrix)
+from ptsd_bidsapp.measures.features import activation_features, features_table, pair_features
+from ptsd_bidsapp.measures.qc import motion_qc
+from ptsd_bidsapp.measures.restfc import denoise_signals, fisher_z_connectivity
+from ptsd_bidsapp.measures.voi import first_eigenvariate
+
+
+def _write_bold(tmp_path, data, name="sub-01_task-faces_desc-preproc_bold.nii.gz"):
+    path = tmp_path / name
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, path)
+    return path
+
+
+def test_roi_means_exact_and_nan_voxels(tmp_path):
+    rng = np.random.default_rng(0)
+    data = (100 + rng.standard_normal((6, 6, 6, 20))).astype(np.float32)
+    labels = np.zeros((6, 6, 6), int)
+    labels[:3] = 1
+    labels[3:, :3] = 2
+    data[0, 0, 0, 5] = np.nan
+    with pytest.warns(UserWarning, match="NaN"):
+        sig, nvox = roi_mean_signals(data, labels, [1, 2, 3])
+    roi1 = data[labels == 1]
+    expected = roi1[np.all(np.isfinite(roi1), 1)].mean(0)
+    np.testing.assert_allclose(sig[:, 0], expected, rtol=1e-6)  # float32 data, float64 accumulation
+    assert nvox.tolist() == [107, 54, 0] and np.isnan(sig[:, 2]).all()
+
+
+def test_all_zero_and_truncated_runs_raise_naming_file(tmp_path):
+    path = _write_bold(tmp_path, np.zeros((4, 4, 4, 5), np.float32))
+    with pytest.raises(MeasureError, match="all zeros") as err:
+        load_bold_float32(path)
+    assert path.name in str(err.value)
+    good = _write_bold(tmp_path, np.ones((8, 8, 8, 10), np.float32), "trunc_bold.nii.gz")
+    raw = good.read_bytes()
+    good.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(MeasureError, match="trunc_bold"):
+        load_bold_float32(good)
+
+
+def test_load_bold_memory_one_copy(tmp_path):
+    data = np.random.default_rng(1).standard_normal((40, 40, 30, 40)).astype(np.float32)
+    path = _write_bold(tmp_path, data)
+    one_run = data.nbytes
+    del data
+    labels = np.zeros((40, 40, 30), int)
+    labels[5:15, 5:15, 5:15] = 1
+    tracemalloc.start()
+    bold, _ = load_bold_float32(path)
+    roi_mean_signals(bold, labels, [1])
+    first_eigenvariate(bold[labels == 1].T)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"peak traced memory / one float32 run = {peak / one_run:.2f}")
+    assert peak <= 1.5 * one_run
+
+
+def test_roi_glm_recovers_planted_psc_effect():
+    rng = np.random.default_rng(2)
+    t_r, n = 2.0, 200
+    onsets = np.arange(10, 380, 30.0)
+    events = pd.DataFrame({"onset": onsets, "duration": 15.0,
+                           "trial_type": (["fearful", "neutral"] * len(onsets))[: len(onsets)]})
+    design = task_design_matrix(n, t_r, events, slice_time_ref=0.5)
+    x = design[["fearful", "neutral"]].to_numpy()
+    raw = 1000 * (1 + 0.01 * (x @ [2.0, 1.0])[:, None] * [1, 0]) + rng.standard_normal((n, 2)) * 2
+    psc = percent_signal_change(raw)
+    table = fit_roi_glm(psc, design, {"fearfulMinusNeutral": "fearful - neutral"}, ["a", "b"])["fearfulMinusNeutral"]
+    # planted: 2% vs 1% -> contrast 1.0 %; noise sd 0.2 % gives stderr ~0.05, tolerance 4 stderr
+    assert table.loc[0, "effect_size"] == pytest.approx(1.0, abs=4 * table.loc[0, "stderr"])
+    assert abs(table.loc[1, "t"]) < 4  # ROI without effect
+    assert table.loc[0, "t"] > 10
+
+
+def test_rest_fc_recovers_known_correlation():
+    rng = np.random.default_rng(3)
+    t_r, n, rho = 2.0, 600, 0.6
+    latent = rng.standard_normal((n, 2))
+    a = latent[:, 0]
+    b = rho * latent[:, 0] + np.sqrt(1 - rho ** 2) * latent[:, 1]
+    motion = rng.standard_normal(n)
+    signals = np.column_stack([a + 3 * motion, b - 2 * motion, rng.standard_normal(n)])
+    keep = np.setdiff1d(np.arange(n), np.arange(100, 110))
+    clean = denoise_signals(signals, t_r, confounds=motion[:, None], sample_mask=keep, low_pass=None, high_pass=None)
+    z = fisher_z_connectivity(clean, ["a", "b", "c"])
+    # sd of Fisher z is 1/sqrt(n-3) ~ 0.041: 4 sd tolerance
+    assert z.loc["a", "b"] == pytest.approx(np.arctanh(rho), abs=4 / np.sqrt(len(keep) - 3))
+    assert abs(z.loc["a", "c"]) < 4 / np.sqrt(len(keep) - 3)
+    assert clean.shape[0] == len(keep) and np.isnan(z.loc["a", "a"])
+
+
+def test_eigenvariate_recovers_planted_component():
+    rng = np.random.default_rng(4)
+    t, v = 150, 80
+    comp = np.sin(np.arange(t) / 5.0)
+    conf = rng.standard_normal((t, 2))
+    loadings = 1 + 0.2 * rng.standard_normal(v)
+    voxels = comp[:, None] * loadings + conf @ rng.standard_normal((2, v)) * 3 + 0.3 * rng.standard_normal((t, v))
+    ev = first_eigenvariate(voxels, conf)
+    assert np.corrcoef(ev, comp)[0, 1] > 0.99  # positive sign (loadings positive)
+    # SPM scaling u1 sqrt(s1/v): for a rank-one signal this is ~ comp * rms(loadings)
+    scale = np.std(ev) / np.std(comp)
+    assert scale == pytest.approx(np.sqrt(np.mean(loadings ** 2)), rel=0.05)
+
+
+def test_motion_qc_flags():
+    conf = pd.DataFrame({"framewise_displacement": [np.nan, 0.1, 0.2, 0.9, 1.2, 0.1, 0.1, 0.1, 0.1, 0.1]})
+    qc = motion_qc(conf, {"fd_threshold": 0.5, "max_mean_fd": 0.5, "max_percent_censored": 10.0})
+    assert qc["mean_fd"] == pytest.approx(2.9 / 10) and qc["percent_censored"] == pytest.approx(20.0)
+    assert qc["excluded"] and len(qc["reasons"]) == 1
+    with pytest.raises(MeasureError, match="framewise_displacement"):
+        motion_qc(pd.DataFrame({"x": [1.0]}), {"fd_threshold": 0.5, "max_mean_fd": 0.5, "max_percent_censored": 10})
+
+
+def test_features_rows_contract():
+    table = pd.DataFrame({"roi": ["dacc", "amygdala"], "effect_size": [0.5, 0.2]})
+    rows = activation_features(table, "faces", "fearfulMinusNeutral", low_coverage=["amygdala"])
+    m = pd.DataFrame([[np.nan, 0.3], [0.3, np.nan]], index=["vmpfc", "amygdala"], columns=["vmpfc", "amygdala"])
+    rows += pair_features(m, "gppi_faces_fearfulMinusNeutral", "faces", "gppi")
+    df = features_table(rows)
+    assert list(df.columns) == ["measure", "value", "task", "kind", "qc_pass", "note"]
+    assert df.measure.tolist() == ["activation_faces_fearfulMinusNeutral_dacc",
+                                   "activation_faces_fearfulMinusNeutral_amygdala",
+                                   "gppi_faces_fearfulMinusNeutral_vmpfc-amygdala"]
+    assert df.value.tolist() == [0.5, "n/a", 0.3] and df.qc_pass.tolist() == [True, False, True]
+    assert "coverage" in df.note[1]
