@@ -69,10 +69,17 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
     confounds_file = find_confounds_file(bold_path)
     try:
         confounds, sample_mask = load_confounds(str(bold_path), **kwargs)
+    except KeyError as err:  # some nilearn selectors index the table directly
+        raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) lacks column(s) "
+                           f"needed by strategy {list(kwargs['strategy'])}: {err.args[0]}") from err
     except ValueError as err:
         text = str(err)
         where = confounds_file if confounds_file else f"(no confounds TSV found beside {bold_path})"
         if "missing" in text.lower() or "not found" in text.lower() or "Could not find" in text:
             raise MeasureError(f"confounds for {bold_path}: {where}: {text}") from err
         raise MeasureError(f"load_confounds failed for {bold_path} (confounds file {where}): {text}") from err
+    if "high_pass" in kwargs["strategy"] and not any(c.startswith("cosine") for c in confounds.columns):
+        # nilearn silently returns no cosines; the GLM has no other high-pass (drift_model null)
+        raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) has no 'cosine*' column "
+                           "needed by strategy 'high_pass'")
     return confounds, sample_mask
