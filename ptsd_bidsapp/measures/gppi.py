@@ -4,15 +4,18 @@ The seed BOLD is deconvolved to the neural level following the structure of SPM1
 ``spm_peb_ppi.m``: a DCT basis at microtime resolution (16 bins per TR; ``spm_dctmtx``)
 convolved with the canonical HRF (``spm_hrf`` sampled at TR/16) and sampled at the
 slice-time reference bin gives ``H`` (scans x N), the BOLD model ``y = H b + X0 g + e``.
-SPM estimates ``b`` with ``spm_PEB`` under the prior covariance ``N / trace(H'H)``; here
-``b`` is the MAP (ridge) estimate with confounds ``X0`` projected out and a fixed prior
-precision::
+SPM12 ``spm_peb_ppi`` gives ``b`` the prior covariance ``Q = N / trace(H'H) I`` (confounds:
+flat prior, 1e6) and lets ``spm_PEB`` estimate the noise variance by ReML (initial value 1/4).
+Here ``b`` is the MAP (ridge) estimate with confounds ``X0`` projected out and the noise variance
+*fixed* instead of estimated::
 
     b = (H' R H + lambda I)^-1 H' R y,   lambda = precision * trace(H' R H) / N     (1)
 
-(``R`` the residual-forming matrix of ``X0``), i.e. the prior variance of each coefficient
-is ``N / (precision trace(H'RH))`` times the noise variance, SPM's scaling with the noise
-variance fixed relative to it. ``precision`` is config ``gppi.deconvolution_precision``.
+(``R`` the residual-forming matrix of ``X0``). This is SPM's prior with noise variance =
+``precision`` (data units squared, e.g. (% signal change)^2); ``precision`` is config
+``gppi.deconvolution_precision`` (larger = smoother neural estimate).
+Differences from SPM, on purpose: ``H`` and the interaction are both sampled at the slice-time
+reference bin (SPM samples ``Hxb`` at bin 1 and ``ppi`` at ``T0``).
 The neural signal is ``xn = X b`` (X the microtime DCT), mean removed (``spm_detrend``).
 
 Interaction per condition (McLaren 2012): ``ppi_c = (HRF * (psy_c xn))`` sampled like ``H``,
