@@ -232,3 +232,37 @@ def roi_coverage(atlas_on_grid, brain_mask, labels: pd.DataFrame | None = None) 
         n = int(roi.sum())
         values[str(name)] = float((roi & mask).sum() / n) if n else float("nan")
     return pd.Series(values, name="coverage")
+
+
+def atlas_files(atlas_config) -> tuple[Path, Path]:
+    """The dseg image and labels TSV the participant level uses (config ``atlas`` section).
+
+    Parameters
+    ----------
+    atlas_config : mapping
+        ``dseg``/``labels`` (a user ROI set, both required together) or null for the
+        packaged ``atlas-ptsdcircuit``; ``split_hemispheres`` selects the packaged
+        lateralized version (a user atlas is split at x = 0 when the run loads it).
+
+    Returns
+    -------
+    dseg, labels : Path
+
+    Raises
+    ------
+    AtlasError
+        A user file is missing or only one of the two is given.
+    """
+    dseg, labels = atlas_config.get("dseg"), atlas_config.get("labels")
+    if dseg is None and labels is None:
+        if atlas_config.get("split_hemispheres"):
+            return PACKAGED_DSEG_LATERALIZED, PACKAGED_LABELS_LATERALIZED
+        return PACKAGED_DSEG, PACKAGED_LABELS
+    if dseg is None or labels is None:
+        raise AtlasError("atlas: 'dseg' and 'labels' must be given together "
+                         f"(got dseg={dseg!r}, labels={labels!r})")
+    for path in (dseg, labels):
+        if not Path(path).is_file():
+            raise AtlasError(f"{path}: atlas file not found")
+    load_atlas(dseg=dseg, labels=labels)  # fail early on an unusable user atlas
+    return Path(dseg).resolve(), Path(labels).resolve()

@@ -152,3 +152,15 @@ def world_coordinates(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """World (mm) coordinates of every voxel centre, shape ``shape[:3] + (3,)``."""
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape[:3]], indexing="ij"), axis=-1)
     return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+def template_image(resolution: int = 2) -> nib.Nifti1Image:
+    """T1-weighted MNI152 background image for report figures, offline.
+
+    Uses the ICBM 2009 (MNI152 nonlinear 2009) template nilearn ships inside its package
+    (``nilearn.datasets.load_mni152_template``; no download), the same template family as
+    MNI152NLin2009cAsym, which is all a figure background needs.
+    """
+    from nilearn.datasets import load_mni152_template
+
+    return load_mni152_template(resolution=resolution)

@@ -118,4 +118,23 @@ def bootstrap_output(output_dir: Path, bids_dir: Path, fmriprep_dir: Path, confi
         if wanted != existing:
             atomic_write_text(ignore, "\n".join(wanted) + "\n")
         atomic_write_text(output_dir / "ptsd_bidsapp_config.yml", dump_config(config))
+        _write_atlas_description(output_dir, config)
     return output_dir
+
+
+def _write_atlas_description(output_dir: Path, config: Mapping) -> None:
+    """``atlas-<name>_description.json`` at the dataset root (BIDS derivatives atlas description)."""
+    from ptsd_bidsapp.atlas import DESCRIPTION_JSON
+
+    atlas = config.get("atlas", {})
+    name = atlas.get("name", "ptsdcircuit")
+    path = output_dir / f"atlas-{name}_description.json"
+    if path.exists():
+        return
+    if atlas.get("dseg"):
+        content = {"Name": name, "Description": f"User-supplied ROI set {atlas['dseg']} (labels {atlas.get('labels')})"}
+    else:
+        content = json.loads(DESCRIPTION_JSON.read_text())
+        if atlas.get("split_hemispheres"):
+            content["Description"] += " Split into left and right hemispheres at x = 0 (desc-lateralized)."
+    write_json(path, content)

@@ -44,6 +44,28 @@ def pair_features(matrix: pd.DataFrame, prefix: str, task: str, kind: str, qc_pa
     return rows
 
 
+def directed_features(matrix: pd.DataFrame, prefix: str, task: str, kind: str = "gppi_directed",
+                      qc_pass: bool = True, low_coverage: Sequence[str] = ()) -> list[dict]:
+    """Rows ``<prefix>_<seed>-<target>`` for every off-diagonal seed -> target entry with a seed row.
+
+    ``prefix`` is e.g. ``gppidir_faces_fearfulMinusNeutral``; ``matrix.loc[seed, target]``
+    as returned by :func:`ptsd_bidsapp.measures.gppi.gppi_matrix` (directed).
+    Seeds that were not modelled (all-NaN rows) give no rows.
+    """
+    rows = []
+    for seed in matrix.index:
+        if seed not in low_coverage and not np.isfinite(matrix.loc[seed].to_numpy(float)).any():
+            continue
+        for target in matrix.columns:
+            if target == seed:
+                continue
+            bad = [r for r in (seed, target) if r in low_coverage]
+            note = f"insufficient ROI coverage: {', '.join(bad)}" if bad else ""
+            value = np.nan if bad else matrix.loc[seed, target]
+            rows.append(_row(f"{prefix}_{seed}-{target}", value, task, kind, qc_pass, note))
+    return rows
+
+
 def features_table(rows: list[dict]) -> pd.DataFrame:
     """DataFrame with the Contract 3 columns."""
     return pd.DataFrame(rows, columns=FEATURE_COLUMNS)

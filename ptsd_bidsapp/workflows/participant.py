@@ -225,6 +225,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     from ptsd_bidsapp.atlas import atlas_files
     from ptsd_bidsapp.bids.dataset import bootstrap_output
     from ptsd_bidsapp.bids.inputs import InputError, collect_runs, make_layout, select_participants
+    from ptsd_bidsapp.workflows.run_measures import read_status
 
     work_dir = Path(args.work_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
@@ -249,12 +250,20 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
                                             seed=args.seed, reports=not args.no_reports)])
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
-    nipype_config.update_config({
-        "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",
-                      "remove_unnecessary_outputs": "false", "hash_method": "content"},
-        "logging": {"workflow_level": "WARNING", "interface_level": "WARNING"},
-    })
-    meta.config["execution"].update({"crashdump_dir": str(crash_dir), "crashfile_format": "txt"})
+    execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",
+                 # the run nodes write the derivative files into their folders; nipype must keep them
+                 "remove_unnecessary_outputs": "false", "hash_method": "content"}
+    level = "INFO" if getattr(args, "verbose", 0) else "WARNING"
+    nipype_config.update_config({"execution": execution,
+                                 "logging": {"workflow_level": level, "interface_level": level,
+                                             "utils_level": "WARNING"}})
+    from nipype import logging as nipype_logging
+
+    nipype_logging.update_logging(nipype_config)
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
+        logging.getLogger(name).propagate = False  # nipype has its own handler: no duplicate lines
+    # a Workflow copies the global config when created: set it on the graph too
+    meta.config["execution"].update(execution)
     if meta._graph.number_of_nodes():
         plugin, settings = _plugin_settings(args)
         try:
@@ -266,6 +275,11 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
                 continue
             if not (output_dir / f"sub-{subject}").is_dir() or not _subject_complete(output_dir, subject, sessions):
                 failures[subject] = _crash_reason(crash_dir, subject)
+                codes[subject] = exitcodes.FAILURE
+                continue
+            status = read_status(output_dir, subject) or {}
+            if status.get("failed_runs"):
+                failures[subject] = "; ".join(status["failed_runs"]) + " (the subject's other outputs were written)"
                 codes[subject] = exitcodes.FAILURE
     ok = [s for s in subjects if s not in failures]
     print(f"ptsd_bidsapp participant level: {len(ok)}/{len(subjects)} subject(s) succeeded")

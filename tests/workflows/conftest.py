@@ -1,0 +1,52 @@
+"""A small simulated trial and one finished participant-level run, shared by the workflow tests."""
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ptsd_bidsapp.cli.run import main
+from ptsd_bidsapp.simulate import simulate_trial
+
+SMALL = {"n_subjects": 4, "seed": 11, "resolution": 8.0, "n_volumes": 80}
+
+
+def tree_digest(root: Path, skip=(".ptsd_bidsapp.lock",)) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``root``."""
+    out = {}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file() and path.name not in skip:
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def set_read_only(root: Path, read_only: bool) -> None:
+    for path in [Path(root), *Path(root).rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        if read_only:
+            os.chmod(path, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        else:
+            os.chmod(path, mode | stat.S_IWUSR)
+
+
+@pytest.fixture(scope="session")
+def trial(tmp_path_factory):
+    return simulate_trial(tmp_path_factory.mktemp("wfsim") / "bids", **SMALL)
+
+
+@pytest.fixture(scope="session")
+def participant_run(trial, tmp_path_factory):
+    """The participant level on the read-only simulated trial: (bids, out, work, exit code, input digest before)."""
+    base = tmp_path_factory.mktemp("wfout")
+    before = tree_digest(trial)
+    set_read_only(trial, True)
+    try:
+        code = main([str(trial), str(base / "out"), "participant", "-w", str(base / "work"), "--nprocs", "2",
+                     "--skip-bids-validation", "--seed", "3"])
+    finally:
+        set_read_only(trial, False)
+    return {"bids": trial, "out": base / "out", "work": base / "work", "code": code, "before": before}

@@ -1,0 +1,141 @@
+"""End-to-end participant level on the simulated trial (CLI -> nipype -> derivative dataset)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ptsd_bidsapp.cli.run import main
+from tests.workflows.conftest import tree_digest
+
+pytestmark = pytest.mark.slow
+
+SESSIONS = ("pre", "post")
+
+
+def _features(out: Path, sub: str, ses: str) -> pd.DataFrame:
+    files = list((out / f"sub-{sub}" / f"ses-{ses}").glob("*_desc-measures_features.tsv"))
+    assert len(files) == 1, files
+    return pd.read_csv(files[0], sep="\t", na_values="n/a")
+
+
+def test_every_subject_complete(participant_run):
+    assert participant_run["code"] == 0
+    out = participant_run["out"]
+    for sub in ("01", "02", "03", "04"):
+        assert (out / f"sub-{sub}.html").is_file()
+        for ses in SESSIONS:
+            table = _features(out, sub, ses)
+            kinds = set(table["kind"])
+            assert {"activation", "gppi", "gppi_directed", "fc", "dcm"} <= kinds
+            # 6 ROIs: 2 contrasts x 6 activations, 15 pairs sym, 30 directed, 15 rest pairs
+            assert (table["kind"] == "activation").sum() == 12
+            assert (table["kind"] == "gppi").sum() == 15
+            assert (table["kind"] == "gppi_directed").sum() == 30
+            assert (table["kind"] == "fc").sum() == 15
+            assert table.loc[table["kind"] != "dcm", "value"].notna().mean() > 0.9
+            dcm = list((out / f"sub-{sub}" / f"ses-{ses}" / "func").glob("*_task-faces_*_dcm.json"))
+            assert len(dcm) == 1
+            content = json.loads(dcm[0].read_text())
+            assert content["region_names"] == ["amygdala", "vmpfc"]
+
+
+def test_input_dataset_untouched_and_read_only_works(participant_run):
+    assert tree_digest(participant_run["bids"]) == participant_run["before"]
+
+
+def test_output_passes_bids_validator(participant_run):
+    exe = shutil.which("bids-validator-deno") or str(Path(sys.executable).parent / "bids-validator-deno")
+    proc = subprocess.run([exe, str(participant_run["out"]), "--json"], capture_output=True, text=True, check=False)
+    report = json.loads(proc.stdout)
+    errors = [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
+    assert errors == [], errors[:5]
+
+
+def test_features_identical_to_direct_computation(participant_run, tmp_path):
+    """The sink copies what the run nodes computed: recomputing one run gives the same rows."""
+    from ptsd_bidsapp.atlas import atlas_files
+    from ptsd_bidsapp.bids.inputs import collect_runs, make_layout
+    from ptsd_bidsapp.config import load_config
+    from ptsd_bidsapp.workflows.run_measures import compute_run_measures
+    from dataclasses import asdict
+
+    config = load_config(None)
+    bids = participant_run["bids"]
+    layout = make_layout(bids, bids / "derivatives" / "fmriprep", tmp_path / "work")
+    run = [r for r in collect_runs(layout, "02", ["pre"], config["tasks"], config["space"]) if r.task == "conflict"][0]
+    dseg, labels = atlas_files(config["atlas"])
+    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
+    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, config, tmp_path)
+    ours = pd.DataFrame(summary["features"]).set_index("measure")["value"].astype(float)
+    table = _features(participant_run["out"], "02", "pre").set_index("measure")["value"]
+    assert ours.index.isin(table.index).all()
+    pd.testing.assert_series_equal(ours.sort_index(), table.loc[ours.index].sort_index(), check_names=False,
+                                   rtol=1e-6)
+
+
+def test_interrupted_run_resumes_to_identical_outputs(participant_run, tmp_path):
+    """Kill the participant level mid-way, run it again: the outputs equal an uninterrupted run."""
+    bids = participant_run["bids"]
+    out, work = tmp_path / "out", tmp_path / "work"
+    cmd = [sys.executable, "-m", "ptsd_bidsapp", str(bids), str(out), "participant", "-w", str(work),
+           "--nprocs", "2", "--skip-bids-validation", "--seed", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        done = list(work.glob("ptsd_bidsapp_wf/sub_*_wf/ses_*_summary/result_*.pklz"))
+        if len(done) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    code = main([str(bids), str(out), "participant", "-w", str(work), "--nprocs", "2", "--skip-bids-validation",
+                 "--seed", "3"])
+    assert code == 0
+    reference = tree_digest(participant_run["out"])
+    resumed = tree_digest(out)
+    assert sorted(resumed) == sorted(reference)
+    different = [k for k in reference if reference[k] != resumed[k]]
+    assert different == []
+
+
+def test_bad_inputs_fail_only_their_subject(trial, tmp_path, capsys):
+    """Missing events (sub-02), truncated BOLD (sub-03), TR mismatch (sub-04): each named; sub-01 complete."""
+    bids = tmp_path / "bids"
+    shutil.copytree(trial, bids)
+    fmriprep = bids / "derivatives" / "fmriprep"
+    events = bids / "sub-02" / "ses-pre" / "func" / "sub-02_ses-pre_task-faces_events.tsv"
+    events.unlink()
+    bold = next((fmriprep / "sub-03" / "ses-post" / "func").glob("*task-conflict*_desc-preproc_bold.nii.gz"))
+    data = bold.read_bytes()
+    bold.write_bytes(data[: len(data) // 2])
+    sidecar = next((fmriprep / "sub-04" / "ses-pre" / "func").glob("*task-rest*_desc-preproc_bold.json"))
+    meta = json.loads(sidecar.read_text())
+    meta["RepetitionTime"] = 3.0
+    sidecar.write_text(json.dumps(meta))
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"), "--nprocs", "2",
+                 "--skip-bids-validation"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "1/4 subject(s) succeeded" in printed
+    lines = {line.split(":")[0].strip(): line for line in printed.splitlines() if "FAILED" in line}
+    assert events.name in lines["FAILED sub-02"]
+    assert bold.name in lines["FAILED sub-03"]
+    assert sidecar.name in lines["FAILED sub-04"] or "RepetitionTime" in lines["FAILED sub-04"]
+    out = tmp_path / "out"
+    for ses in SESSIONS:
+        assert len(_features(out, "01", ses)) > 0
+    # sub-03: the truncated run is lost, everything else of the subject is written
+    post = _features(out, "03", "post")
+    assert not post["task"].eq("conflict").any()
+    assert post["task"].eq("faces").any() and post["task"].eq("rest").any()
+    status = json.loads((out / "logs" / "sub-03_status.json").read_text())
+    assert any(bold.name in e for e in status["failed_runs"])
