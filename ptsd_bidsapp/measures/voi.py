@@ -37,6 +37,15 @@ def first_eigenvariate(voxels: np.ndarray, confounds: np.ndarray | None = None) 
     t = y.shape[0]
     x0 = np.ones((t, 1)) if confounds is None else np.column_stack([np.ones(t), confounds])
     y = y - x0 @ np.linalg.lstsq(x0, y, rcond=None)[0]
-    u, s, vt = np.linalg.svd(y, full_matrices=False)  # y = u s vt; eigenvalues of y y' are s**2
-    sign = np.sign(vt[0].sum()) or 1.0
-    return u[:, 0] * sign * np.sqrt(s[0] ** 2 / y.shape[1])
+    # As spm_regions: eigen-decompose the smaller Gram matrix (y y' or y' y) rather than an SVD
+    # of y (LAPACK gesdd can fail to converge on some real ROI blocks; eigh does not).
+    if t <= y.shape[1]:
+        values, vectors = np.linalg.eigh(y @ y.T)
+        s1, u1 = values[-1], vectors[:, -1]
+        loadings = y.T @ u1
+    else:
+        values, vectors = np.linalg.eigh(y.T @ y)
+        s1, loadings = values[-1], vectors[:, -1]
+        u1 = y @ loadings / np.sqrt(max(s1, np.finfo(float).tiny))
+    sign = np.sign(loadings.sum()) or 1.0
+    return u1 * sign * np.sqrt(max(s1, 0.0) / y.shape[1])

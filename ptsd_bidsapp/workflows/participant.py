@@ -281,6 +281,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
             if status.get("failed_runs"):
                 failures[subject] = "; ".join(status["failed_runs"]) + " (the subject's other outputs were written)"
                 codes[subject] = exitcodes.FAILURE
+                _forget_failed_runs(work_dir, meta.name, subject, status.get("failed_run_keys", []))
     ok = [s for s in subjects if s not in failures]
     print(f"ptsd_bidsapp participant level: {len(ok)}/{len(subjects)} subject(s) succeeded")
     for subject, reason in failures.items():
@@ -290,6 +291,18 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     if not ok and len(set(codes.values())) == 1:
         return next(iter(codes.values()))
     return exitcodes.FAILURE
+
+
+def _forget_failed_runs(work_dir: Path, meta_name: str, subject: str, keys: list[dict]) -> None:
+    """Drop the cached results of runs that failed on their data, so a rerun retries them
+    (e.g. after the input was fixed); finished runs stay cached."""
+    import shutil
+
+    for key in keys:
+        node_dir = work_dir / meta_name / f"sub_{subject}_wf" / _node_name("ses", key.get("session"), "task",
+                                                                          key.get("task"), "run", key.get("run"))
+        if node_dir.is_dir():
+            shutil.rmtree(node_dir, ignore_errors=True)
 
 
 def _subject_complete(output_dir: Path, subject: str, sessions: list[str]) -> bool:

@@ -392,11 +392,12 @@ def sink_outputs(session_summaries: list[dict], output_dir: Path, subject: str) 
         if sidecar.is_file():
             _copy(_file_entry(sidecar, table.get("datatype")), summary["session"])
         _copy(table, summary["session"])
-    errors = [run["error"] for summary in session_summaries for run in summary["runs"] if run.get("error")]
+    failed = [run for summary in session_summaries for run in summary["runs"] if run.get("error")]
     status = {
         "subject": subject,
         "sessions": sorted(summary["session"] for summary in session_summaries),
-        "failed_runs": errors,
+        "failed_runs": [run["error"] for run in failed],
+        "failed_run_keys": [{k: run.get(k) for k in ("session", "task", "run")} for run in failed],
         "warnings": [w for summary in session_summaries for w in summary.get("warnings", [])],
     }
     written.append(str(write_json(Path(output_dir) / "logs" / f"sub-{subject}_status.json", status)))
