@@ -1,0 +1,104 @@
+"""Input discovery with pybids on the simulated trial; missing/inconsistent files are named."""
+
+import json
+import shutil
+
+import pytest
+
+from ptsd_bidsapp.bids.inputs import (InputError, collect_runs, make_layout, read_arms, read_clinical,
+                                      select_participants)
+from ptsd_bidsapp.cli.run import main
+from ptsd_bidsapp.config import load_config
+from ptsd_bidsapp.simulate import simulate_trial
+
+CONFIG = load_config(None)
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    return simulate_trial(tmp_path_factory.mktemp("insim") / "bids", n_subjects=3, seed=5, resolution=8.0,
+                          n_volumes=40)
+
+
+def _layout(bids, tmp_path):
+    return make_layout(bids, bids / "derivatives" / "fmriprep", tmp_path / "work")
+
+
+def test_every_run_found(trial, tmp_path):
+    layout = _layout(trial, tmp_path)
+    subjects = select_participants(layout, None)
+    assert subjects == ["01", "02", "03"]
+    for sub in subjects:
+        runs = collect_runs(layout, sub, ["pre", "post"], CONFIG["tasks"], CONFIG["space"])
+        assert sorted((r.session, r.task) for r in runs) == sorted(
+            (s, t) for s in ("pre", "post") for t in ("faces", "conflict", "rest"))
+        for run in runs:
+            assert run.bold.is_file() and run.mask.is_file() and run.confounds.is_file()
+            assert run.tr == pytest.approx(2.0)
+            assert run.n_volumes == 40
+            assert (run.events is None) == (run.task == "rest")
+            assert 0.0 <= run.slice_time_ref <= 1.0
+
+
+def test_bids_filter_file_restricts_runs(trial, tmp_path):
+    layout = _layout(trial, tmp_path)
+    runs = collect_runs(layout, "01", ["pre", "post"], CONFIG["tasks"], CONFIG["space"],
+                        filters={"bold": {"session": "pre"}})
+    assert {r.session for r in runs} == {"pre"}
+
+
+def test_arms_and_clinical_scores(trial):
+    arms = read_arms(trial)
+    assert set(arms.index) == {"01", "02", "03"} and set(arms) <= {"ketamine", "midazolam"}
+    clinical = read_clinical(trial, CONFIG["clinical"])
+    assert len(clinical) == 6 and clinical["caps5_total"].notna().all()
+    truth = json.loads((trial / "sourcedata" / "simulation" / "truth.json").read_text())
+    row = clinical[(clinical.subject == "02") & (clinical.session == "post")]
+    assert float(row["caps5_total"].iloc[0]) == pytest.approx(truth["subjects"]["sub-02"]["caps5"]["post"])
+
+
+@pytest.mark.parametrize("what", ["confounds", "events", "mask"])
+def test_missing_file_is_named(trial, tmp_path, what):
+    bids = tmp_path / "bids"
+    shutil.copytree(trial, bids)
+    if what == "events":
+        victim = bids / "sub-02" / "ses-post" / "func" / "sub-02_ses-post_task-conflict_events.tsv"
+    else:
+        folder = bids / "derivatives" / "fmriprep" / "sub-02" / "ses-post" / "func"
+        pattern = {"confounds": "*task-conflict_desc-confounds_timeseries.tsv",
+                   "mask": "*task-conflict_*desc-brain_mask.nii.gz"}[what]
+        victim = next(folder.glob(pattern))
+    victim.unlink()
+    layout = _layout(bids, tmp_path)
+    collect_runs(layout, "01", ["pre", "post"], CONFIG["tasks"], CONFIG["space"])  # others unaffected
+    with pytest.raises(InputError) as err:
+        collect_runs(layout, "02", ["pre", "post"], CONFIG["tasks"], CONFIG["space"])
+    assert victim.name in str(err.value)
+
+
+def test_tr_json_header_mismatch_is_named(trial, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(trial, bids)
+    sidecar = next((bids / "derivatives" / "fmriprep" / "sub-03" / "ses-pre" / "func").glob(
+        "*task-faces*_desc-preproc_bold.json"))
+    meta = json.loads(sidecar.read_text())
+    meta["RepetitionTime"] = 2.5
+    sidecar.write_text(json.dumps(meta))
+    layout = _layout(bids, tmp_path)
+    with pytest.raises(InputError) as err:
+        collect_runs(layout, "03", ["pre", "post"], CONFIG["tasks"], CONFIG["space"])
+    assert "task-faces" in str(err.value) and "2.5" in str(err.value)
+
+
+def test_cli_unknown_participant_exits_18(trial, tmp_path, capsys):
+    code = main([str(trial), str(tmp_path / "out"), "participant", "--participant-label", "99",
+                 "-w", str(tmp_path / "work"), "--skip-bids-validation"])
+    assert code == 18
+    assert "99" in capsys.readouterr().err
+
+
+def test_cli_missing_fmriprep_exits_66(trial, tmp_path, capsys):
+    code = main([str(trial), str(tmp_path / "out"), "participant", "--derivatives", str(tmp_path / "nope"),
+                 "-w", str(tmp_path / "work"), "--skip-bids-validation"])
+    assert code == 66
+    assert str(tmp_path / "nope") in capsys.readouterr().err
