@@ -86,7 +86,9 @@ def roi_mean_signals(data: np.ndarray, labels: np.ndarray, label_ids: Sequence[i
 
 def percent_signal_change(signals: np.ndarray) -> np.ndarray:
     """Convert signals (t, n) to percent signal change about each column's mean: 100 (y - m) / m."""
-    mean = np.nanmean(signals, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN (n/a) ROI column
+        mean = np.nanmean(signals, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = 100.0 * (signals - mean) / mean
     out[:, ~(np.abs(mean) > 0)] = np.nan

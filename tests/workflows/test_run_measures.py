@@ -1,0 +1,125 @@
+"""compute_run_measures on one simulated run: bad data are named and stay local to the run."""
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptsd_bidsapp.atlas import atlas_files, load_atlas, resample_atlas_to
+from ptsd_bidsapp.bids.inputs import collect_runs, make_layout
+from ptsd_bidsapp.config import load_config
+from ptsd_bidsapp.workflows.run_measures import compute_run_measures
+
+CONFIG = load_config(None)
+
+
+def _run(trial, tmp_path, task, sub="01", ses="pre"):
+    layout = make_layout(trial, trial / "derivatives" / "fmriprep", tmp_path / "work")
+    run = [r for r in collect_runs(layout, sub, [ses], CONFIG["tasks"], CONFIG["space"]) if r.task == task][0]
+    return run
+
+
+def _copy_run(run, tmp_path):
+    """Copy BOLD, mask and confounds of a run to tmp_path keeping fMRIPrep names (load_confounds needs them)."""
+    folder = tmp_path / "func"
+    folder.mkdir()
+    paths = {}
+    for key in ("bold", "mask", "confounds"):
+        src = getattr(run, key)
+        paths[key] = folder / src.name
+        shutil.copy(src, paths[key])
+    confounds_json = run.confounds.with_suffix(".json")
+    if confounds_json.exists():
+        shutil.copy(confounds_json, folder / confounds_json.name)
+    return paths
+
+
+def _measure(run, tmp_path, **paths):
+    dseg, labels = atlas_files(CONFIG["atlas"])
+    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
+    files = {"bold": run.bold, "mask": run.mask, "confounds": run.confounds, **paths}
+    out = tmp_path / "node"
+    out.mkdir(exist_ok=True)
+    return compute_run_measures(info, files["bold"], files["mask"], files["confounds"], run.events, dseg, labels,
+                                CONFIG, out)
+
+
+def test_healthy_run_writes_every_file(trial, tmp_path):
+    summary = _measure(_run(trial, tmp_path, "faces"), tmp_path)
+    assert summary["error"] is None
+    names = [f["name"] for f in summary["files"]]
+    for suffix in ("_dseg.nii.gz", "_dseg.tsv", "_dseg.json", "_motion.tsv", "_timeseries.tsv",
+                   "desc-eigenvariate_timeseries.tsv", "desc-fearfulMinusNeutral_activation.tsv",
+                   "desc-fearfulMinusNeutral_relmat.tsv", "desc-fearfulMinusNeutralDirected_relmat.tsv"):
+        assert any(n.endswith(suffix) for n in names), suffix
+    for entry in summary["files"]:
+        assert Path(entry["path"]).is_file(), entry["name"]
+
+
+def test_roi_outside_brain_mask_is_na_with_warning(trial, tmp_path):
+    run = _run(trial, tmp_path, "faces")
+    paths = _copy_run(run, tmp_path)
+    mask = nib.load(paths["mask"])
+    data = np.asanyarray(mask.dataobj).copy()
+    grid = resample_atlas_to(mask, load_atlas())
+    data[grid.data() == grid.indices[grid.names.index("amygdala")]] = 0  # amygdala outside the brain mask
+    nib.save(nib.Nifti1Image(data, mask.affine, mask.header), paths["mask"])
+    summary = _measure(run, tmp_path, mask=paths["mask"])
+    assert summary["error"] is None
+    assert any("amygdala" in w and "coverage" in w for w in summary["warnings"])
+    rows = pd.DataFrame(summary["features"]).set_index("measure")
+    assert rows.loc["activation_faces_fearfulMinusNeutral_amygdala", "value"] == "n/a"
+    assert "coverage" in rows.loc["activation_faces_fearfulMinusNeutral_amygdala", "note"]
+    assert rows.loc["activation_faces_fearfulMinusNeutral_dacc", "value"] != "n/a"
+    assert rows.loc["gppi_faces_fearfulMinusNeutral_vmpfc-amygdala", "value"] == "n/a"
+
+
+def test_all_zero_run_is_an_error_naming_the_file(trial, tmp_path):
+    run = _run(trial, tmp_path, "conflict")
+    paths = _copy_run(run, tmp_path)
+    img = nib.load(paths["bold"])
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine, img.header), paths["bold"])
+    summary = _measure(run, tmp_path, bold=paths["bold"])
+    assert paths["bold"].name in summary["error"] and "all zeros" in summary["error"]
+    assert summary["features"] == []
+
+
+def test_missing_confound_column_is_an_error_naming_file_and_column(trial, tmp_path):
+    run = _run(trial, tmp_path, "conflict")
+    paths = _copy_run(run, tmp_path)
+    table = pd.read_csv(paths["confounds"], sep="\t")
+    table.drop(columns=["white_matter"]).to_csv(paths["confounds"], sep="\t", index=False, na_rep="n/a")
+    summary = _measure(run, tmp_path, bold=paths["bold"], mask=paths["mask"], confounds=paths["confounds"])
+    assert summary["error"] is not None
+    assert paths["confounds"].name in summary["error"] and "white_matter" in summary["error"]
+
+
+def test_nan_voxels_are_dropped_with_a_warning(trial, tmp_path):
+    run = _run(trial, tmp_path, "rest")
+    paths = _copy_run(run, tmp_path)
+    img = nib.load(paths["bold"])
+    data = img.get_fdata(dtype=np.float32)
+    grid = resample_atlas_to(img, load_atlas())
+    roi = grid.data() == grid.indices[grid.names.index("dacc")]
+    first = np.argwhere(roi)[0]
+    data[tuple(first)] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), paths["bold"])
+    summary = _measure(run, tmp_path, bold=paths["bold"], mask=paths["mask"], confounds=paths["confounds"])
+    assert summary["error"] is None
+    assert any("NaN" in w for w in summary["warnings"])
+    rows = pd.DataFrame(summary["features"]).set_index("measure")
+    assert rows.loc["fc_rest_dacc-racc", "value"] != "n/a"
+
+
+def test_motion_excluded_run_is_flagged_not_dropped(trial, tmp_path):
+    run = _run(trial, tmp_path, "faces")
+    strict = dict(CONFIG, motion_qc={"fd_threshold": 0.0, "max_mean_fd": 0.0, "max_percent_censored": 0.0})
+    dseg, labels = atlas_files(CONFIG["atlas"])
+    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
+    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, strict, tmp_path)
+    assert summary["qc"]["excluded"] is True
+    assert summary["features"] and not any(row["qc_pass"] for row in summary["features"])
