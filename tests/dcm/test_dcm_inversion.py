@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -79,16 +78,6 @@ def test_estimation_bookkeeping_matches_spm_outputs():
     assert result.Ep["A"][1, 0] == result.Ep_vector[i] and result.pp["A"][1, 0] == result.Pp_vector[i]
     np.testing.assert_allclose(result.Ce, np.exp(-result.Eh))
     assert spec.n_scans == n_scans
-
-
-def test_two_region_estimate_takes_seconds():
-    y, _ = simulate_dcm(faces_spec(), PARAMS, snr=4, rng=0)
-    spec = faces_spec(y=y)
-    start = time.perf_counter()
-    result = estimate_dcm(spec)
-    elapsed = time.perf_counter() - start
-    # measured ~0.2-0.4 s on one core; 10 s leaves room for a loaded shared machine
-    assert elapsed < 10, f"{elapsed:.1f} s for {result.n_iter} iterations"
 
 
 def test_confounds_absorb_a_drift():
