@@ -1,0 +1,218 @@
+"""Change scores (post − pre) of the a-priori measures and the clinical improvement.
+
+Reads the participant level's long features tables (ARCHITECTURE.md, Contract 3)::
+
+    <out>/sub-<s>/ses-<t>/sub-<s>_ses-<t>_space-MNI152NLin2009cAsym_atlas-ptsdcircuit_desc-measures_features.tsv
+
+selects the measures matching the config's ``measures`` patterns (fnmatch over the
+Contract 2 identifiers) and builds one row per subject:
+
+==============================  =================================================================
+column                          meaning
+==============================  =================================================================
+``subject``                     label without ``sub-``
+``<group_column>``              treatment arm from ``participants.tsv``
+``improvement_<outcome>``       outcome pre − post (default ``improvement_caps5_total``; CAPS-5
+                                points, positive = fewer symptoms after treatment)
+``improvement_<covariate>``     covariate pre − post (default ``improvement_madrs_total``)
+``<score>_<session>``           the raw scores per session (e.g. ``caps5_total_pre``)
+``delta_<measure id>``          measure post − pre, in the measure's own units
+==============================  =================================================================
+
+A subject is excluded — listed with the reason, never silently dropped — when a session's
+features table is missing, a selected measure is ``n/a`` or failed QC (``qc_pass`` False) in
+either session, a clinical score is missing, or the arm is unknown.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ptsd_bidsapp.bids.inputs import InputError, read_arms, read_clinical
+from ptsd_bidsapp.cli import exitcodes
+
+__all__ = ["FEATURES_GLOB", "read_features", "select_measures", "build_change_table", "change_table_sidecar"]
+
+FEATURES_GLOB = "sub-*/ses-*/*_desc-measures_features.tsv"
+_PATH_RE = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_")
+
+
+def read_features(participant_dir: Path | str) -> pd.DataFrame:
+    """All features tables under ``participant_dir`` in one long frame.
+
+    Columns: subject, session, measure, value (float, NaN for ``n/a``), qc_pass (bool), note.
+    """
+    frames = []
+    for path in sorted(Path(participant_dir).glob(FEATURES_GLOB)):
+        match = _PATH_RE.match(path.name)
+        if match is None:
+            continue
+        table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False,
+                            dtype={"measure": str, "note": str})
+        for needed in ("measure", "value"):
+            if needed not in table.columns:
+                raise InputError(f"{path} has no '{needed}' column (expected the participant features table)",
+                                 path, exitcodes.DATAERR)
+        qc = table["qc_pass"] if "qc_pass" in table.columns else pd.Series(True, index=table.index)
+        table = pd.DataFrame({
+            "subject": match["subject"],
+            "session": match["session"],
+            "measure": table["measure"].astype(str),
+            "value": pd.to_numeric(table["value"], errors="coerce"),
+            "qc_pass": qc.map(lambda v: str(v).strip().lower() in ("true", "1", "yes")).astype(bool),
+            "note": table["note"].fillna("") if "note" in table.columns else "",
+        })
+        frames.append(table)
+    if not frames:
+        return pd.DataFrame(columns=["subject", "session", "measure", "value", "qc_pass", "note"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def select_measures(measure_ids, patterns) -> list[str]:
+    """Measure identifiers matching any fnmatch pattern, in the order of first appearance."""
+    out = []
+    for mid in dict.fromkeys(measure_ids):
+        if any(fnmatch.fnmatchcase(mid, pattern) for pattern in patterns):
+            out.append(mid)
+    return out
+
+
+def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config: Mapping) -> dict:
+    """Build the change-score table of the group models.
+
+    Parameters
+    ----------
+    participant_dir : path
+        Root of the participant-level outputs.
+    bids_dir : path
+        Raw BIDS dataset (clinical scores and ``participants.tsv``).
+    config : mapping
+        Resolved analysis config (``measures``, ``sessions``, ``clinical``).
+
+    Returns
+    -------
+    dict
+        ``table`` (DataFrame, one row per included subject, sorted by subject), ``excluded``
+        ({subject: reason}), ``measures`` (selected measure ids), ``columns`` (measure id →
+        ``delta_`` column), ``outcome`` and ``covariate`` column names, ``group_column``, and
+        ``clinical`` (every subject with scores, indexed by label: arm, ``improvement`` = outcome
+        pre − post, ``improvement_<score>``; for the DCM group models, which need no features).
+
+    Raises
+    ------
+    InputError
+        No features tables at all (the participant level has not been run), or none of the
+        a-priori patterns matches a measure.
+    """
+    clinical_cfg = config["clinical"]
+    pre, post = config["sessions"]["pre"], config["sessions"]["post"]
+    group_column = clinical_cfg.get("group_column", "group")
+    outcome = clinical_cfg["outcome"]
+    covariate = clinical_cfg.get("covariate")
+    features = read_features(participant_dir)
+    if features.empty:
+        raise InputError(
+            f"no participant features tables ({FEATURES_GLOB}) under {participant_dir}: run the participant "
+            "level for every subject before the group level", participant_dir)
+    measures = select_measures(features["measure"], config["measures"])
+    if not measures:
+        raise InputError(
+            f"none of the a-priori measure patterns {list(config['measures'])} matches a measure in the features "
+            f"tables under {participant_dir}; check the config key 'measures'", participant_dir, exitcodes.DATAERR)
+    arms = read_arms(Path(bids_dir), group_column)
+    clinical = read_clinical(Path(bids_dir), clinical_cfg)
+    scores = [c for c in (outcome, covariate) if c]
+
+    selected = features[features["measure"].isin(measures)]
+    value = selected.pivot_table(index=["subject", "session"], columns="measure", values="value", aggfunc="first",
+                                 dropna=False)
+    qc = selected.pivot_table(index=["subject", "session"], columns="measure", values="qc_pass", aggfunc="first",
+                              dropna=False)
+    sessions_found = features.groupby("subject")["session"].agg(set)
+    subjects = sorted(set(sessions_found.index) | set(arms.index) | set(clinical["subject"]))
+
+    rows, excluded, clinical_rows = [], {}, []
+    for subject in subjects:
+        reasons = []
+        have = sessions_found.get(subject, set())
+        for ses in (pre, post):
+            if ses not in have:
+                reasons.append(f"no participant features for session {ses}")
+        arm = arms.get(subject, np.nan)
+        if pd.isna(arm):
+            reasons.append(f"no treatment arm ('{group_column}') in participants.tsv")
+        record = {"subject": subject, group_column: arm}
+        for score in scores:
+            for ses in (pre, post):
+                hit = clinical[(clinical["subject"] == subject) & (clinical["session"] == ses)]
+                val = pd.to_numeric(hit[score], errors="coerce").iloc[0] if len(hit) else np.nan
+                if pd.isna(val):
+                    reasons.append(f"no {score} for session {ses}")
+                record[f"{score}_{ses}"] = val
+            record[f"improvement_{score}"] = record[f"{score}_{pre}"] - record[f"{score}_{post}"]
+        clinical_rows.append({"subject": subject, group_column: arm,
+                              "improvement": record[f"improvement_{outcome}"],
+                              **{f"improvement_{s}": record[f"improvement_{s}"] for s in scores}})
+        if pre in have and post in have:
+            bad = []
+            for mid in measures:
+                vals = [value.at[(subject, ses), mid] if (subject, ses) in value.index and mid in value.columns
+                        else np.nan for ses in (pre, post)]
+                oks = [bool(qc.at[(subject, ses), mid]) if (subject, ses) in qc.index and mid in qc.columns
+                       and not pd.isna(qc.at[(subject, ses), mid]) else False for ses in (pre, post)]
+                for ses, val, ok in zip((pre, post), vals, oks):
+                    if pd.isna(val):
+                        bad.append(f"{mid} is n/a in session {ses}")
+                    elif not ok:
+                        bad.append(f"{mid} failed QC in session {ses}")
+                record[f"delta_{mid}"] = vals[1] - vals[0]
+            reasons.extend(bad)
+        if reasons:
+            excluded[subject] = "; ".join(reasons)
+        else:
+            rows.append(record)
+    columns = {mid: f"delta_{mid}" for mid in measures}
+    ordered = ["subject", group_column, *[f"improvement_{s}" for s in scores],
+               *[f"{s}_{ses}" for s in scores for ses in (pre, post)], *columns.values()]
+    table = pd.DataFrame(rows, columns=ordered).sort_values("subject").reset_index(drop=True)
+    return {
+        "table": table,
+        "excluded": excluded,
+        "measures": measures,
+        "columns": columns,
+        "outcome": f"improvement_{outcome}",
+        "covariate": f"improvement_{covariate}" if covariate else None,
+        "group_column": group_column,
+        "clinical": pd.DataFrame(clinical_rows).set_index("subject"),
+    }
+
+
+def change_table_sidecar(result: Mapping, config: Mapping) -> dict:
+    """BIDS-style JSON sidecar describing every column of the change table."""
+    pre, post = config["sessions"]["pre"], config["sessions"]["post"]
+    clinical_cfg = config["clinical"]
+    out = {
+        "Description": "Per-subject change scores (post - pre) of the a-priori measures and clinical improvement "
+                       "(pre - post), the input of the group elastic-net models.",
+        "Sessions": {"pre": pre, "post": post},
+        "MeasurePatterns": list(config["measures"]),
+        "ExcludedSubjects": dict(result["excluded"]),
+        "subject": {"Description": "participant label (without sub-)"},
+        result["group_column"]: {"Description": "treatment arm (participants.tsv)"},
+    }
+    for score in (clinical_cfg["outcome"], clinical_cfg.get("covariate")):
+        if not score:
+            continue
+        out[f"improvement_{score}"] = {"Description": f"{score} session {pre} minus session {post} "
+                                                      "(positive = improvement)"}
+        for ses in (pre, post):
+            out[f"{score}_{ses}"] = {"Description": f"{score} in session {ses}"}
+    for mid, column in result["columns"].items():
+        out[column] = {"Description": f"{mid}: session {post} minus session {pre}"}
+    return out

@@ -1,0 +1,181 @@
+"""Group HTML report (``<out>/group/group_report.html``): elastic-net models and DCM PEB.
+
+Figures are matplotlib PNGs embedded as data URIs (one self-contained file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from ptsd_bidsapp import __version__
+from ptsd_bidsapp.bids.outputs import atomic_write_text
+from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
+
+__all__ = ["cv_curve_figure", "coefficient_path_figure", "predicted_observed_figure", "coefficient_bar_figure",
+           "interaction_figure", "write_group_report"]
+
+ARM_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+
+
+def _short(feature: str) -> str:
+    return feature.removeprefix("delta_")
+
+
+def cv_curve_figure(cv, title: str) -> str:
+    """Leave-one-out mean squared error ± 1 SE against log λ, λ_min and λ_1se marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    loglam = np.log(cv.lambdas_)
+    ax.errorbar(loglam, cv.cvm_, yerr=cv.cvsd_, fmt="o", ms=3, color="tab:red", ecolor="0.7", elinewidth=0.8)
+    ax.axvline(np.log(cv.lambda_min_), ls="--", color="k", lw=0.8, label=f"λ_min = {cv.lambda_min_:.3g}")
+    ax.axvline(np.log(cv.lambda_1se_), ls=":", color="k", lw=0.8, label=f"λ_1se = {cv.lambda_1se_:.3g}")
+    ax.set_xlabel("log λ")
+    ax.set_ylabel("LOO mean squared error")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return to_png_data_uri(fig)
+
+
+def coefficient_path_figure(cv, features, title: str) -> str:
+    """Coefficients per SD of the predictor along the λ path."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    loglam = np.log(cv.lambdas_)
+    path = cv.coef_per_sd_path_
+    order = np.argsort(-np.abs(cv.coef_per_sd_))
+    for rank, j in enumerate(order):
+        label = _short(features[j]) if rank < 6 and cv.coef_per_sd_[j] != 0 else None
+        ax.plot(loglam, path[:, j], lw=1.0 if label else 0.6, label=label, color=None if label else "0.6")
+    ax.axvline(np.log(cv.lambda_min_), ls="--", color="k", lw=0.8)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("log λ")
+    ax.set_ylabel("β per SD (outcome units)")
+    ax.set_title(title, fontsize=9)
+    if any(cv.coef_per_sd_ != 0):
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return to_png_data_uri(fig)
+
+
+def predicted_observed_figure(predictions, arms, metrics: Mapping, title: str) -> str:
+    """Nested-CV predicted vs observed improvement, coloured by arm."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    obs, pred = predictions["observed"].to_numpy(), predictions["predicted"].to_numpy()
+    arm_values = [arms.get(s, "n/a") for s in predictions["subject"]]
+    for k, arm in enumerate(sorted(set(map(str, arm_values)))):
+        sel = np.array([str(a) == arm for a in arm_values])
+        ax.scatter(obs[sel], pred[sel], s=18, color=ARM_COLOURS[k % len(ARM_COLOURS)], label=arm)
+    lo, hi = float(min(obs.min(), pred.min())), float(max(obs.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--")
+    ax.set_xlabel("observed improvement")
+    ax.set_ylabel("predicted (nested LOO)")
+    ax.set_title(f"{title}\nR² = {metrics['r2']:.2f}, r = {metrics['pearson_r']:.2f}, MAE = {metrics['mae']:.2f}",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    return to_png_data_uri(fig)
+
+
+def coefficient_bar_figure(coefficients, title: str) -> str:
+    """β per SD at λ_min, with the bootstrap selection frequency."""
+    table = coefficients.iloc[np.argsort(-np.abs(coefficients["beta_per_sd"].to_numpy()), kind="stable")]
+    fig, ax = plt.subplots(figsize=(6.5, 0.22 * len(table) + 1.0))
+    y = np.arange(len(table))[::-1]
+    colours = ["tab:red" if b > 0 else "tab:blue" if b < 0 else "0.7" for b in table["beta_per_sd"]]
+    ax.barh(y, table["beta_per_sd"], color=colours)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{_short(f)}  ({fr:.0%})" if np.isfinite(fr) else _short(f)
+                        for f, fr in zip(table["feature"], table["selection_frequency"])], fontsize=6)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("β per SD at λ_min (bootstrap selection frequency)")
+    ax.set_title(title, fontsize=9)
+    return to_png_data_uri(fig)
+
+
+def interaction_figure(result: Mapping, group_column: str, active: str, title: str):
+    """Improvement against the measure with the largest interaction, by arm, with the model's lines."""
+    coefficients = result["coefficients"]
+    inter = coefficients[coefficients["feature"].str.contains(f"_x_drug_{active}", regex=False)]
+    if inter.empty:
+        return None
+    top = inter.iloc[int(np.argmax(np.abs(inter["beta_raw"].to_numpy())))]
+    measure = top["feature"].split("_x_drug_")[0]
+    X, y = result["design"]["X"], result["design"]["y"]
+    drug = X[f"drug_{active}"].to_numpy()
+    beta = dict(zip(coefficients["feature"], coefficients["beta_raw"]))
+    cv = result["cv"]
+    others = cv.intercept_ + sum(beta[f] * X[f].mean() for f in X.columns
+                                 if f not in (measure, top["feature"], f"drug_{active}"))
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    x = X[measure].to_numpy()
+    grid = np.linspace(x.min(), x.max(), 20)
+    for k, (label, d) in enumerate(((active, 1.0), ("other arm(s)", 0.0))):
+        sel = drug == d
+        colour = ARM_COLOURS[k]
+        ax.scatter(x[sel], y.to_numpy()[sel], s=18, color=colour, label=label)
+        line = others + beta[f"drug_{active}"] * d + (beta[measure] + beta[top["feature"]] * d) * grid
+        ax.plot(grid, line, color=colour, lw=1.2)
+    ax.set_xlabel(_short(measure))
+    ax.set_ylabel("improvement")
+    ax.set_title(f"{title}\ninteraction β (raw) = {top['beta_raw']:.3g}", fontsize=9)
+    ax.legend(fontsize=7)
+    return to_png_data_uri(fig)
+
+
+def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Mapping, dcm: Mapping | None,
+                       config: Mapping, seed: int, figures: bool = True) -> Path:
+    """Render the group report; ``models`` maps name → fit result (see models.fit_model)."""
+    group_column = change["group_column"]
+    active = config["clinical"].get("active_group", "ketamine")
+    arms = change["table"].set_index("subject")[group_column].to_dict()
+    sections = []
+    for name, result in models.items():
+        cv = result["cv"]
+        coef = result["coefficients"]
+        selected = coef[coef["selected"]].sort_values("beta_per_sd", key=np.abs, ascending=False)
+        entry = {
+            "name": name,
+            "spec": result["spec"],
+            "n": len(result["design"]["y"]),
+            "lambda_min": f"{cv.lambda_min_:.4g}",
+            "lambda_1se": f"{cv.lambda_1se_:.4g}",
+            "nested": {k: f"{result['nested'][k]:.3f}" for k in ("r2", "pearson_r", "mae")},
+            "p_value": "n/a" if result["permutation"]["p_value"] is None else f"{result['permutation']['p_value']:.3g}",
+            "n_permutations": result["permutation"]["n_permutations"],
+            "selected": [{"feature": _short(r.feature), "beta_per_sd": f"{r.beta_per_sd:.3g}",
+                          "beta_raw": f"{r.beta_raw:.3g}", "frequency": "n/a" if not np.isfinite(r.selection_frequency)
+                          else f"{r.selection_frequency:.0%}"} for r in selected.itertuples()],
+            "excluded": sorted(result["design"]["excluded"].items()),
+            "figures": [],
+        }
+        if figures:
+            entry["figures"] = [
+                cv_curve_figure(cv, f"{name}: leave-one-out CV curve"),
+                coefficient_path_figure(cv, list(coef["feature"]), f"{name}: coefficient paths"),
+                predicted_observed_figure(result["predictions"], arms, result["nested"], f"{name}: nested CV"),
+                coefficient_bar_figure(coef, f"{name}: coefficients at λ_min"),
+            ]
+            if result["spec"].get("interactions"):
+                fig = interaction_figure(result, group_column, active, f"{name}: measure × drug")
+                if fig:
+                    entry["figures"].append(fig)
+        sections.append(entry)
+    dcm_sections = []
+    if dcm:
+        for name, entry in (dcm.get("models") or {}).items():
+            dcm_sections.append({"name": name, "description": entry.get("description", ""),
+                                 "figures": list((entry.get("figures") or {}).values()),
+                                 "table": entry["table"].to_html(index=False, float_format=lambda v: f"{v:.3g}",
+                                                                 classes="dcm", border=0)})
+        for name, entry in (dcm.get("loo") or {}).items():
+            dcm_sections.append({"name": name, "description": f"leave-one-out: r = {entry['r']:.3g}, "
+                                                              f"p = {entry['p']:.3g}",
+                                 "figures": list((entry.get("figures") or {}).values()), "table": ""})
+    env = Environment(loader=PackageLoader("ptsd_bidsapp.reports", "templates"), autoescape=select_autoescape())
+    html = env.get_template("group.html").render(
+        version=__version__, seed=seed, n_included=len(change["table"]), measures=change["measures"],
+        excluded=sorted(change["excluded"].items()), sections=sections, failed=sorted(failed.items()),
+        dcm=dcm_sections, dcm_excluded=sorted((dcm or {}).get("excluded", {}).items()),
+        dcm_note=(dcm or {}).get("note"), alpha=config["elastic_net"].get("alpha"),
+    )
+    return atomic_write_text(path, html)
