@@ -66,7 +66,7 @@ MNLAM = 5
 _KKT_RTOL = 1e-10
 _MAX_ACTIVE_SET_ROUNDS = 500
 #: Elements (B·p²) of the Gram stack handled per batch (memory bound: 8 bytes each, a few copies).
-_BATCH_ELEMENTS = 4_000_000
+_BATCH_ELEMENTS = 3_000_000
 
 
 class TooFewSubjectsError(ValueError):
@@ -132,9 +132,44 @@ def _lambda_max_std(prob: _Problems, pf: np.ndarray, alpha: float) -> np.ndarray
     return ratio.max(axis=1) / max(alpha, 1e-3)
 
 
-def _solve_active_set(G, c, beta, active, sign, l1, l2, unpen, excluded):
+def _solve_on_active(G, gidx, rhs, A, l2):
+    """Solve ``(G_AA + diag(l2_A)) x_A = rhs_A`` per problem (x = 0 off A).
+
+    Problems are grouped by the size of their active set and each group is solved on its
+    compressed k×k systems (LAPACK cost ∝ k³ instead of p³).
+    """
+    T, p = A.shape
+    out = np.zeros((T, p))
+    size = A.sum(axis=1)
+    # large active sets: the masked p×p system (gathering a k×k block costs about as much as
+    # solving it); small ones: compressed k×k systems grouped by k
+    big = np.flatnonzero(size > p // 2)
+    if big.size:
+        Ab = A[big]
+        M = G[gidx[big]] * (Ab[:, :, None] & Ab[:, None, :])
+        diag = np.arange(p)
+        M[:, diag, diag] = np.where(Ab, M[:, diag, diag] + l2[big], 1.0)
+        out[big] = np.linalg.solve(M, np.where(Ab, rhs[big], 0.0)[..., None])[..., 0]
+    small = np.flatnonzero((size <= p // 2) & (size > 0))
+    if small.size:
+        order = np.argsort(~A[small], axis=1, kind="stable")  # active predictors first
+        for k in np.unique(size[small]):
+            pick = np.flatnonzero(size[small] == k)
+            rows = small[pick]
+            cols = order[pick, :k]
+            flat = (gidx[rows] * (p * p))[:, None, None] + cols[:, :, None] * p + cols[:, None, :]
+            sub = np.take(G.reshape(-1), flat)
+            diag = np.arange(k)
+            sub[:, diag, diag] += np.take_along_axis(l2[rows], cols, axis=1)
+            x = np.linalg.solve(sub, np.take_along_axis(rhs[rows], cols, axis=1)[..., None])[..., 0]
+            out[rows[:, None], cols] = x
+    return out
+
+
+def _solve_active_set(G, gidx, c, beta, active, sign, l1, l2, unpen, excluded):
     """Exact elastic-net optimum at one λ for a stack of problems, warm-started.
 
+    ``G[gidx[t]]`` is the Gram matrix of problem t; the other arguments are per problem.
     A primal active-set method for the strictly convex problem restricted to one orthant at
     a time (Lawson & Hanson 1974, ch. 23, applied to β = β⁺ − β⁻): solve the stationarity
     equations on the active set with its signs; if a coefficient would change sign, step to
@@ -150,42 +185,41 @@ def _solve_active_set(G, c, beta, active, sign, l1, l2, unpen, excluded):
     todo = np.arange(B)
     converged = np.zeros(B, dtype=bool)
     pen = ~unpen
-    first = True
+    rounds = 0
+    full_range = gidx.size == G.shape[0] and np.array_equal(gidx, np.arange(G.shape[0]))
     for _ in range(_MAX_ACTIVE_SET_ROUNDS):
         if todo.size == 0:
             break
         A = active[todo]
         s = sign[todo]
         cur = beta[todo]
-        Gt = G[todo] if todo.size < B else G
         ct = c[todo]
         l1t = l1[todo]
-        M = Gt * (A[:, :, None] & A[:, None, :])
-        M[:, idx, idx] = np.where(A, Gt[:, idx, idx] + l2[todo], 1.0)
-        rhs = np.where(A, ct - l1t * s, 0.0)
-        b = np.linalg.solve(M, rhs[..., None])[..., 0]
+        b = _solve_on_active(G, gidx[todo], np.where(A, ct - l1t * s, 0.0), A, l2[todo])
         wrong = A & pen & (b * s <= 0.0)
         infeasible = wrong.any(axis=1)
-        # infeasible: move from the current (sign-consistent) point towards b up to the first zero crossing
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_cross = np.where(wrong, cur / (cur - b), np.inf)
-        t = np.clip(np.min(t_cross, axis=1), 0.0, 1.0)
-        t = np.where(infeasible, t, 1.0)
-        new = cur + t[:, None] * (b - cur)
-        hit = A & pen & (new * s <= 0.0) | (wrong & (t_cross <= t[:, None] * (1 + 1e-12)))
-        hit &= infeasible[:, None]
-        new = np.where(hit, 0.0, new)
-        A_new = A & ~hit
-        # feasible: KKT of the inactive predictors at the new point
+        if infeasible.any():
+            # move from the current (sign-consistent) point towards b up to the first zero crossing
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t_cross = np.where(wrong, cur / (cur - b), np.inf)
+            t = np.where(infeasible, np.clip(np.min(t_cross, axis=1), 0.0, 1.0), 1.0)
+            new = cur + t[:, None] * (b - cur)
+            hit = (A & pen & (new * s <= 0.0)) | (wrong & (t_cross <= t[:, None] * (1 + 1e-12)))
+            hit &= infeasible[:, None]
+            new = np.where(hit, 0.0, new)
+            A_new = A & ~hit
+        else:
+            new, A_new = b, A
+        Gt = G if (full_range and todo.size == B) else G[gidx[todo]]
         grad = ct - np.einsum("bjk,bk->bj", Gt, new)
         excess = np.where(~A_new & pen & ~excluded[todo], np.abs(grad) - l1t * (1.0 + _KKT_RTOL) - 1e-14, -np.inf)
         violated = (excess > 0) & ~infeasible[:, None]
-        if first:
+        if rounds < 3:  # primal-dual steps first; then one predictor at a time (no cycling)
             add = violated
         else:
             best = np.argmax(excess, axis=1)
             add = violated & (idx[None, :] == best[:, None])
-        A_new |= add
+        A_new = A_new | add
         s_new = np.where(add, np.sign(grad), np.where(A_new, s, 0.0))
         ok = ~infeasible & ~violated.any(axis=1)
         beta[todo] = new
@@ -193,9 +227,10 @@ def _solve_active_set(G, c, beta, active, sign, l1, l2, unpen, excluded):
         sign[todo] = s_new
         converged[todo[ok]] = True
         todo = todo[~ok]
-        first = False
+        rounds += 1
     if todo.size:
-        beta[todo] = _coordinate_descent(G[todo], c[todo], beta[todo], l1[todo], l2[todo], excluded[todo])
+        Gt = G[gidx[todo]]
+        beta[todo] = _coordinate_descent(Gt, c[todo], beta[todo], l1[todo], l2[todo], excluded[todo])
         active[todo] = (beta[todo] != 0) | unpen[None, :]
         sign[todo] = np.sign(beta[todo])
         converged[todo] = True
@@ -225,7 +260,7 @@ def _coordinate_descent(G, c, beta, l1, l2, excluded, tol=1e-24, max_sweeps=20_0
 
 
 def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: float,
-                n_valid: np.ndarray, early_stop: bool):
+                n_valid: np.ndarray, early_stop: bool, zrows: np.ndarray | None = None, keep_beta: bool = True):
     """Solve every problem along its own standardised λ sequence.
 
     Parameters
@@ -233,19 +268,22 @@ def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: flo
     lam_std : (B, L) λ on each problem's standardised scale (λ / ys).
     n_valid : (B,) number of leading λs to solve (shorter paths of early-stopped parents).
     early_stop : apply glmnet's fdev/devmax stopping rule (computed paths only).
+    zrows : (B, r, p), optional
+        Standardised predictor rows to predict along the path (standardised outcome units).
 
     Returns
     -------
-    beta : (B, L, p) standardised coefficients (zeros beyond each problem's end)
+    beta : (B, L, p) standardised coefficients (zeros beyond each problem's end), or None
     n_used : (B,) number of λs solved
+    pred : (B, r, L) predictions of ``zrows`` (None without zrows)
     """
     B, L = lam_std.shape
     p = prob.c.shape[1]
     unpen = pf <= 0
-    out = np.zeros((B, L, p))
+    out = np.zeros((B, L, p)) if keep_beta else None
+    pred = None if zrows is None else np.zeros((B, zrows.shape[1], L))
     beta = np.zeros((B, p))
-    active = np.broadcast_to(unpen, (B, p)) & ~prob.excluded
-    active = active.copy()
+    active = (np.broadcast_to(unpen, (B, p)) & ~prob.excluded).copy()
     sign = np.zeros((B, p))
     n_used = np.minimum(n_valid, L).astype(int).copy()
     alive = np.ones(B, dtype=bool)
@@ -257,21 +295,24 @@ def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: flo
         if run.size == 0:
             break
         lam = lam_std[run, k][:, None]
-        G = prob.G[run] if run.size < B else prob.G
         c = prob.c[run]
-        b, a, s, _ = _solve_active_set(G, c, beta[run], active[run], sign[run], lam * l1w, lam * l2w,
+        b, a, s, _ = _solve_active_set(prob.G, run, c, beta[run], active[run], sign[run], lam * l1w, lam * l2w,
                                        unpen, prob.excluded[run])
         beta[run], active[run], sign[run] = b, a, s
-        out[run, k] = b
+        if keep_beta:
+            out[run, k] = b
+        if zrows is not None:
+            pred[run, :, k] = np.einsum("brp,bp->br", zrows[run], b)
         if early_stop:
             # fraction of deviance explained on the standardised scale (glmnet's rsq)
-            rsq = 2.0 * np.einsum("bj,bj->b", b, c) - np.einsum("bj,bj->b", b, np.einsum("bjk,bk->bj", G, b))
+            Gb = np.einsum("bjk,bk->bj", prob.G[run] if run.size < B else prob.G, b)
+            rsq = 2.0 * np.einsum("bj,bj->b", b, c) - np.einsum("bj,bj->b", b, Gb)
             if k + 1 >= MNLAM:
                 stop = (rsq - rsq_prev[run] < FDEV * rsq) | (rsq > DEVMAX)
                 n_used[run[stop]] = k + 1
                 alive[run[stop]] = False
             rsq_prev[run] = rsq
-    return out, n_used
+    return out, n_used, pred
 
 
 def _penalty_factor(pf, p: int) -> np.ndarray:
@@ -295,21 +336,32 @@ def _batches(total: int, p: int):
         yield slice(start, min(total, start + size))
 
 
-def _fit_computed_paths(x0, y, w, pf, alpha, n_lambda, ratio):
+def _fit_computed_paths(x0, y, w, pf, alpha, n_lambda, ratio, predict_rows=None):
     """Full fits that compute their own λ path (glmnet with lambda = NULL), batched.
 
-    Returns dict with standardised betas (B, L, p), λ in units of y (B, L), n_used and moments.
+    ``predict_rows`` (B, r) optional subject indices to predict along each path; then the
+    result has ``pred`` (B, r, L) in units of y and no ``beta``. Otherwise ``beta`` (B, L, p)
+    holds the standardised coefficients. Always: ``lam`` (B, L) in units of y, ``n_used``
+    and the moments ``xm, xs, ym, ys``.
     """
     B = y.shape[0]
     p = x0.shape[1]
-    results = {k: [] for k in ("beta", "lam", "n_used", "xm", "xs", "ym", "ys")}
+    keys = ("lam", "n_used", "xm", "xs", "ym", "ys") + (("beta",) if predict_rows is None else ("pred",))
+    results = {k: [] for k in keys}
     for sl in _batches(B, p):
         prob = _moments(x0, y[sl], w[sl])
         lam_max = _lambda_max_std(prob, pf, alpha)
         steps = np.arange(n_lambda)
         lam_std = lam_max[:, None] * np.exp(steps * math.log(ratio) / max(n_lambda - 1, 1))[None, :]
-        beta, n_used = _solve_path(prob, lam_std, pf, alpha, np.full(lam_std.shape[0], n_lambda), True)
-        results["beta"].append(beta)
+        zrows = None
+        if predict_rows is not None:
+            zrows = (x0[predict_rows[sl]] - prob.xm[:, None, :]) / prob.xs[:, None, :]
+        beta, n_used, pred = _solve_path(prob, lam_std, pf, alpha, np.full(lam_std.shape[0], n_lambda), True,
+                                         zrows=zrows, keep_beta=predict_rows is None)
+        if predict_rows is None:
+            results["beta"].append(beta)
+        else:
+            results["pred"].append(prob.ym[:, None, None] + prob.ys[:, None, None] * pred)
         results["lam"].append(lam_std * prob.ys[:, None])
         results["n_used"].append(n_used)
         for key in ("xm", "xs", "ym", "ys"):
@@ -318,13 +370,13 @@ def _fit_computed_paths(x0, y, w, pf, alpha, n_lambda, ratio):
 
 
 def _fit_given_paths(x0, y, w, pf, alpha, lam, n_valid):
-    """Fits on a supplied λ sequence (units of y), as glmnet(lambda = ...) in cv.glmnet folds."""
+    """Fits on a supplied λ sequence (units of y), as glmnet(lambda = ...)."""
     B = y.shape[0]
     p = x0.shape[1]
     results = {k: [] for k in ("beta", "xm", "xs", "ym", "ys")}
     for sl in _batches(B, p):
         prob = _moments(x0, y[sl], w[sl])
-        beta, _ = _solve_path(prob, lam[sl] / prob.ys[:, None], pf, alpha, n_valid[sl], False)
+        beta, _, _ = _solve_path(prob, lam[sl] / prob.ys[:, None], pf, alpha, n_valid[sl], False)
         results["beta"].append(beta)
         for key in ("xm", "xs", "ym", "ys"):
             results[key].append(getattr(prob, key))
@@ -366,10 +418,13 @@ def _cv_batch(x0, Y, W, pf, alpha, n_lambda, ratio, fold_ids):
     # cv.glmnet fits each fold on its own computed λ path (glmnet(lambda = NULL)) and predicts
     # at the full-data λs by linear interpolation of the coefficients in λ (predict.glmnet,
     # lambda.interp; λs outside the fold's path are clamped to its ends).
-    fits = _fit_computed_paths(x0, Y[parent], W[parent] * ~held, pf, alpha, n_lambda, ratio)
-    f_idx, subj = np.nonzero(held)
-    z = (x0[subj] - fits["xm"][f_idx]) / fits["xs"][f_idx]
-    own = fits["ym"][f_idx, None] + fits["ys"][f_idx, None] * np.einsum("elp,ep->el", fits["beta"][f_idx], z)
+    size = held.sum(axis=1)
+    r = int(size.max())
+    order = np.argsort(~held, axis=1, kind="stable")[:, :r]  # held-out subjects first, padded
+    fits = _fit_computed_paths(x0, Y[parent], W[parent] * ~held, pf, alpha, n_lambda, ratio, predict_rows=order)
+    f_idx, slot = np.nonzero(np.arange(r)[None, :] < size[:, None])
+    subj = order[f_idx, slot]
+    own = fits["pred"][f_idx, slot]
     pred = _interpolate_in_lambda(own, fits["lam"][f_idx], fits["n_used"][f_idx], full["lam"][parent[f_idx]])
     err = (Y[parent[f_idx], subj][:, None] - pred) ** 2
     owner = parent[f_idx]
@@ -523,6 +578,46 @@ def _spawn(seed: int, key: str, count: int) -> list[np.random.Generator]:
     return [np.random.default_rng(child) for child in ss.spawn(count)]
 
 
+def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
+    """Nested leave-one-out predictions for each row of Y (B, n).
+
+    Outer fold i trains on all but i; its inner cv.glmnet's fold j trains on all but {i, j}.
+    Since cv.glmnet fits each fold on its own computed λ path, that fit depends only on the
+    training set, so one fit per unordered pair {i, j} serves both outer i (predicting j)
+    and outer j (predicting i): n + n(n−1)/2 path fits per row of Y instead of n².
+    """
+    B, n = Y.shape
+    p = x0.shape[1]
+    eye = np.eye(n, dtype=bool)
+    outer = _fit_computed_paths(x0, np.repeat(Y, n, axis=0), np.tile((~eye).astype(float), (B, 1)), pf, alpha,
+                                n_lambda, _lambda_min_ratio(n - 1, p, lambda_min_ratio),
+                                predict_rows=np.tile(np.arange(n), B)[:, None])
+    iu, ju = np.triu_indices(n, 1)
+    n_pairs = iu.size
+    W_pair = np.ones((n_pairs, n))
+    W_pair[np.arange(n_pairs), iu] = 0.0
+    W_pair[np.arange(n_pairs), ju] = 0.0
+    pairs = _fit_computed_paths(x0, np.repeat(Y, n_pairs, axis=0), np.tile(W_pair, (B, 1)), pf, alpha, n_lambda,
+                                _lambda_min_ratio(n - 2, p, lambda_min_ratio),
+                                predict_rows=np.tile(np.stack([iu, ju], axis=1), (B, 1)))
+    pair_index = np.full((n, n), -1)
+    pair_index[iu, ju] = np.arange(n_pairs)
+    pair_index[ju, iu] = np.arange(n_pairs)
+    oi, oj = np.nonzero(~eye)  # outer i, inner held-out j (row-major: j ascending within i)
+    slot = (oj > oi).astype(int)  # the pair fit {i, j} predicts iu in slot 0, ju in slot 1
+    b_idx = np.repeat(np.arange(B), oi.size)
+    q = b_idx * n_pairs + np.tile(pair_index[oi, oj], B)
+    o = b_idx * n + np.tile(oi, B)
+    own = pairs["pred"][q, np.tile(slot, B)]
+    interp = _interpolate_in_lambda(own, pairs["lam"][q], pairs["n_used"][q], outer["lam"][o])
+    err = (Y[b_idx, np.tile(oj, B)][:, None] - interp) ** 2
+    cvm = err.reshape(B * n, n - 1, -1).mean(axis=1)
+    i_min, _ = _select_lambda(cvm, np.zeros_like(cvm), outer["n_used"])
+    pred = outer["pred"][np.arange(B * n), 0, i_min].reshape(B, n)
+    train_mean = (Y.sum(axis=1, keepdims=True) - Y) / (n - 1)
+    return pred, train_mean
+
+
 def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_folds, inner_folds, rngs):
     """Outer-fold predictions for each row of Y (B, n): an inner cv.glmnet picks λ_min.
 
@@ -533,6 +628,8 @@ def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_fold
     B, n = Y.shape
     p = x0.shape[1]
     n_outer = int(outer_folds.max()) + 1
+    if inner_folds is None and n_outer == n:
+        return _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio)
     rows_b = np.repeat(np.arange(B), n_outer)
     held = outer_folds[None, :] == np.tile(np.arange(n_outer), B)[:, None]  # (R, n)
     W = (~held).astype(float)
@@ -616,9 +713,9 @@ def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n
     pf = _penalty_factor(penalty_factor, p)
     outer, inner = _outer_folds(n, nested_max_loo, nested_k_folds, seed)
     rngs = _spawn(seed, "permutations", n_permutations)
-    n_problems = len(np.unique(outer)) * (1 + (n if inner is None else inner))
-    if chunk_size is None:
-        chunk_size = max(1, min(64, (4 * _BATCH_ELEMENTS // max(p * p, 1)) // max(n_problems, 1)))
+    n_problems = n + n * (n - 1) // 2 if inner is None else len(np.unique(outer)) * (1 + inner)
+    if chunk_size is None:  # about one solver batch of path fits per chunk
+        chunk_size = max(1, min(64, (_BATCH_ELEMENTS // max(p * p, 1)) // max(n_problems, 1)))
     chunks = [rngs[i:i + chunk_size] for i in range(0, n_permutations, chunk_size)]
 
     args = (x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner)
