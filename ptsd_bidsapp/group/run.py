@@ -23,7 +23,7 @@ from typing import Mapping
 
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.bids.inputs import InputError
-from ptsd_bidsapp.bids.outputs import write_json, write_tsv
+from ptsd_bidsapp.bids.outputs import atomic_write_text, write_json, write_tsv
 from ptsd_bidsapp.cli import exitcodes
 from ptsd_bidsapp.group.changes import build_change_table, change_table_sidecar
 from ptsd_bidsapp.group.elasticnet import TooFewSubjectsError
@@ -32,6 +32,19 @@ from ptsd_bidsapp.group.models import fit_model, model_design, write_model_outpu
 LOGGER = logging.getLogger("ptsd_bidsapp.group")
 
 __all__ = ["run_group"]
+
+
+#: ``.bidsignore`` entry of the group results (BIDS has no names for them). A bare name: the
+#: validator does not honour ``group/`` (trailing slash; bids-standard/bids-validator#291).
+GROUP_BIDSIGNORE = "group"
+
+
+def _ignore_group_dir(output_dir: Path) -> None:
+    """Make sure the output dataset's ``.bidsignore`` lists the group directory."""
+    ignore = output_dir / ".bidsignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    if GROUP_BIDSIGNORE not in lines:
+        atomic_write_text(ignore, "\n".join([*lines, GROUP_BIDSIGNORE]) + "\n")
 
 
 def _remove_stale(group_dir: Path, name: str) -> None:
@@ -84,6 +97,7 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
     group_dir = output_dir / "group"
     en_cfg = config["elastic_net"]
     change = build_change_table(output_dir, bids_dir, config)
+    _ignore_group_dir(output_dir)
     for subject, reason in sorted(change["excluded"].items()):
         LOGGER.warning("group level: sub-%s excluded: %s", subject, reason)
     write_tsv(group_dir / "changes.tsv", change["table"], sidecar=change_table_sidecar(change, config))
