@@ -43,6 +43,7 @@ not depend on how the work is split over processes (``n_jobs``).
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 
@@ -65,8 +66,16 @@ MNLAM = 5
 #: Relative tolerance of the KKT check for a predictor at the edge of entering.
 _KKT_RTOL = 1e-10
 _MAX_ACTIVE_SET_ROUNDS = 500
+#: Active-set rounds that add every KKT violator at once before adding one at a time.
+_PRIMAL_DUAL_ROUNDS = 10
 #: Elements (B·p²) of the Gram stack handled per batch (memory bound: 8 bytes each, a few copies).
 _BATCH_ELEMENTS = 3_000_000
+#: Elements of the coefficient paths (B·L·p) or predictions along the paths (B·r·L) per batch.
+_PATH_ELEMENTS = 8_000_000
+#: Elements (folds × held-out subjects × λs) of the cross-validation errors handled at once.
+_PREDICTION_ELEMENTS = 4_000_000
+#: Elements (permutations × training sets × subjects) of the weight matrices per K-fold permutation chunk.
+_CHUNK_ELEMENTS = 8_000_000
 
 
 class TooFewSubjectsError(ValueError):
@@ -75,23 +84,39 @@ class TooFewSubjectsError(ValueError):
 
 # ---------------------------------------------------------------------------------------
 # batched standardised moments
+#
+# A *training set* is a weight vector over subjects (a fold, a bootstrap resample); a
+# *problem* is a training set with one response vector (the observed y or a permutation of
+# it). The standardised Gram matrix depends on the training set only, so the problems of
+# the permutation test share the Gram matrices of their (fixed) leave-one-out training sets.
+
+
+@dataclass
+class _TrainingSets:
+    """Weighted standardisation of the predictors, one row per training set."""
+
+    w: np.ndarray  # (T, n) weights normalised to sum 1
+    G: np.ndarray  # (T, p, p) standardised Gram matrix
+    xm: np.ndarray  # (T, p) weighted means of the (pre-scaled) predictors
+    xs: np.ndarray  # (T, p) weighted SDs (1/n)
+    excluded: np.ndarray  # (T, p) bool: constant predictor in this training set (never enters)
 
 
 @dataclass
 class _Problems:
-    """Standardised problems, one row per weight vector (a fold, a resample, a permutation)."""
+    """Problems (training set ``gidx[b]``, response row b) with their standardised ``X'y``."""
 
-    G: np.ndarray  # (B, p, p) standardised Gram (weights normalised to sum 1)
+    sets: _TrainingSets
+    gidx: np.ndarray  # (B,) training set of each problem
     c: np.ndarray  # (B, p) standardised x'y
-    xm: np.ndarray  # (B, p) weighted means of the (pre-scaled) predictors
-    xs: np.ndarray  # (B, p) weighted SDs (1/n)
     ym: np.ndarray  # (B,)
     ys: np.ndarray  # (B,)
-    excluded: np.ndarray  # (B, p) bool: constant predictor in this problem (never enters)
+    excluded: np.ndarray  # (B, p)
+    blocks: tuple[int, int] | None  # (T, Q) when gidx == repeat(arange(T), Q): G·β as one matmul
 
 
-def _moments(x0: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Problems:
-    """Weighted standardisation of ``x0`` (n, p) and ``y`` (B, n) under weights ``w`` (B, n)."""
+def _training_sets(x0: np.ndarray, w: np.ndarray) -> _TrainingSets:
+    """Weighted standardisation of ``x0`` (n, p) under the weight rows ``w`` (T, n)."""
     n, p = x0.shape
     w = w / w.sum(axis=1, keepdims=True)
     xm = w @ x0
@@ -100,19 +125,48 @@ def _moments(x0: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Problems:
     xv = np.clip(np.einsum("bjj->bj", sxx), 0.0, None)
     excluded = xv <= 1e-20
     xs = np.where(excluded, 1.0, np.sqrt(xv))
-    ym = np.einsum("bi,bi->b", w, y)
-    yc = y - ym[:, None]
+    G = sxx / (xs[:, :, None] * xs[:, None, :])
+    if excluded.any():
+        G = np.where(excluded[:, :, None] | excluded[:, None, :], 0.0, G)
+    idx = np.arange(p)
+    G[:, idx, idx] = 1.0  # exactly 1 on the standardised scale (and a placeholder for excluded predictors)
+    return _TrainingSets(w, G, xm, xs, excluded)
+
+
+def _blocks(gidx: np.ndarray) -> tuple[int, int] | None:
+    """(T, Q) when ``gidx`` is ``repeat(arange(T), Q)``, else None."""
+    T = int(gidx[-1]) + 1 if gidx.size else 0
+    if T == 0 or gidx.size % T:
+        return None
+    Q = gidx.size // T
+    return (T, Q) if np.array_equal(gidx, np.repeat(np.arange(T), Q)) else None
+
+
+def _problems(x0: np.ndarray, sets: _TrainingSets, gidx: np.ndarray, Y: np.ndarray) -> _Problems:
+    """Standardised ``X'y`` of response rows ``Y`` (B, n) on training sets ``gidx`` (B,)."""
+    w = sets.w[gidx]
+    ym = np.einsum("bi,bi->b", w, Y)
+    yc = Y - ym[:, None]
     ys = np.sqrt(np.einsum("bi,bi->b", w, yc * yc))
     ys = np.where(ys > 0, ys, 1.0)
     sxy = (w * yc) @ x0
-    G = sxx / (xs[:, :, None] * xs[:, None, :])
-    c = sxy / (xs * ys[:, None])
+    excluded = sets.excluded[gidx]
+    c = sxy / (sets.xs[gidx] * ys[:, None])
     if excluded.any():
-        G = np.where(excluded[:, :, None] | excluded[:, None, :], 0.0, G)
         c = np.where(excluded, 0.0, c)
-    idx = np.arange(p)
-    G[:, idx, idx] = 1.0  # exactly 1 on the standardised scale (and a placeholder for excluded predictors)
-    return _Problems(G, c, xm, xs, ym, ys, excluded)
+    return _Problems(sets, gidx, c, ym, ys, excluded, _blocks(gidx))
+
+
+def _gram_dot(prob: _Problems, rows: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``G β`` for the problems ``rows`` (β given for those rows)."""
+    B, p = prob.c.shape
+    if prob.blocks is not None and rows.size * 8 >= B:
+        # one batched matmul over the training sets (G is symmetric: β'G = (Gβ)')
+        T, Q = prob.blocks
+        full = np.zeros((B, p))
+        full[rows] = beta
+        return np.matmul(full.reshape(T, Q, p), prob.sets.G).reshape(B, p)[rows]
+    return np.einsum("bjk,bk->bj", prob.sets.G[prob.gidx[rows]], beta)
 
 
 # ---------------------------------------------------------------------------------------
@@ -125,116 +179,66 @@ def _lambda_max_std(prob: _Problems, pf: np.ndarray, alpha: float) -> np.ndarray
     g = prob.c.copy()
     if unpen.any():
         u = np.flatnonzero(unpen)
-        G_uu = prob.G[:, u][:, :, u] + np.where(prob.excluded[:, u], 1.0, 0.0)[:, :, None] * np.eye(len(u))
+        G = prob.sets.G[prob.gidx]
+        G_uu = G[:, u][:, :, u] + np.where(prob.excluded[:, u], 1.0, 0.0)[:, :, None] * np.eye(len(u))
         beta_u = np.linalg.solve(G_uu, prob.c[:, u][..., None])[..., 0]
-        g = prob.c - np.einsum("bju,bu->bj", prob.G[:, :, u], beta_u)
+        g = prob.c - np.einsum("bju,bu->bj", G[:, :, u], beta_u)
     ratio = np.where(unpen[None, :] | prob.excluded, 0.0, np.abs(g) / np.where(unpen, 1.0, pf)[None, :])
     return ratio.max(axis=1) / max(alpha, 1e-3)
 
 
-def _solve_on_active(G, gidx, rhs, A, l2):
-    """Solve ``(G_AA + diag(l2_A)) x_A = rhs_A`` per problem (x = 0 off A).
+class _SystemCache:
+    """The compressed Gram block ``G_AA`` of the active set last solved, per problem.
 
-    Problems are grouped by the size of their active set and each group is solved on its
-    compressed k×k systems (LAPACK cost ∝ k³ instead of p³).
+    Along a path the active set changes at a minority of λs, so most solves reuse the block
+    (a contiguous copy) instead of gathering it from the Gram matrix again.
     """
-    T, p = A.shape
-    out = np.zeros((T, p))
+
+    def __init__(self, prob: _Problems):
+        B, p = prob.c.shape
+        self.G = prob.sets.G
+        self.gidx = prob.gidx
+        self.block = np.zeros((B, p, p))
+        self.cols = np.zeros((B, p), dtype=np.intp)
+        self.active = np.zeros((B, p), dtype=bool)
+        self.valid = np.zeros(B, dtype=bool)
+
+    def blocks(self, rows: np.ndarray, A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cols, G_AA) for problems ``rows`` whose active sets ``A`` all have k members."""
+        miss = ~(self.valid[rows] & (self.active[rows] == A).all(axis=1))
+        if miss.any():
+            new_rows = rows[miss]
+            cols = np.nonzero(A[miss])[1].reshape(new_rows.size, k)  # active predictors, ascending
+            self.block[new_rows, :k, :k] = self.G[self.gidx[new_rows][:, None, None], cols[:, :, None],
+                                                  cols[:, None, :]]
+            self.cols[new_rows, :k] = cols
+            self.active[new_rows] = A[miss]
+            self.valid[new_rows] = True
+        return self.cols[rows, :k], self.block[rows, :k, :k]
+
+
+def _solve_on_active(cache: _SystemCache, rows, rhs, A, l2):
+    """Solve ``(G_AA + diag(l2_A)) x_A = rhs_A`` for problems ``rows`` (x = 0 off A).
+
+    Problems are grouped by the size k of their active set; each group is solved on its
+    compressed k×k systems (LAPACK cost ∝ k³, one batched call per k). Only ``rhs`` on the
+    active set is read.
+    """
+    n, p = A.shape
+    out = np.zeros((n, p))
     size = A.sum(axis=1)
-    # large active sets: the masked p×p system (gathering a k×k block costs about as much as
-    # solving it); small ones: compressed k×k systems grouped by k
-    big = np.flatnonzero(size > p // 2)
-    if big.size:
-        Ab = A[big]
-        M = G[gidx[big]] * (Ab[:, :, None] & Ab[:, None, :])
-        diag = np.arange(p)
-        M[:, diag, diag] = np.where(Ab, M[:, diag, diag] + l2[big], 1.0)
-        out[big] = np.linalg.solve(M, np.where(Ab, rhs[big], 0.0)[..., None])[..., 0]
-    small = np.flatnonzero((size <= p // 2) & (size > 0))
-    if small.size:
-        order = np.argsort(~A[small], axis=1, kind="stable")  # active predictors first
-        for k in np.unique(size[small]):
-            pick = np.flatnonzero(size[small] == k)
-            rows = small[pick]
-            cols = order[pick, :k]
-            flat = (gidx[rows] * (p * p))[:, None, None] + cols[:, :, None] * p + cols[:, None, :]
-            sub = np.take(G.reshape(-1), flat)
-            diag = np.arange(k)
-            sub[:, diag, diag] += np.take_along_axis(l2[rows], cols, axis=1)
-            x = np.linalg.solve(sub, np.take_along_axis(rhs[rows], cols, axis=1)[..., None])[..., 0]
-            out[rows[:, None], cols] = x
+    by_size = np.argsort(size, kind="stable")
+    counts = np.bincount(size, minlength=p + 1)
+    start = counts[0]
+    for k in np.flatnonzero(counts[1:]) + 1:
+        local = by_size[start:start + counts[k]]
+        start += counts[k]
+        cols, sub = cache.blocks(rows[local], A[local], k)
+        # the standardised Gram matrix has exactly 1 on its diagonal
+        sub.reshape(local.size, k * k)[:, :: k + 1] = 1.0 + np.take_along_axis(l2[local], cols, axis=1)
+        x = np.linalg.solve(sub, np.take_along_axis(rhs[local], cols, axis=1)[..., None])[..., 0]
+        out[local[:, None], cols] = x
     return out
-
-
-def _solve_active_set(G, gidx, c, beta, active, sign, l1, l2, unpen, excluded):
-    """Exact elastic-net optimum at one λ for a stack of problems, warm-started.
-
-    ``G[gidx[t]]`` is the Gram matrix of problem t; the other arguments are per problem.
-    A primal active-set method for the strictly convex problem restricted to one orthant at
-    a time (Lawson & Hanson 1974, ch. 23, applied to β = β⁺ − β⁻): solve the stationarity
-    equations on the active set with its signs; if a coefficient would change sign, step to
-    the first zero crossing and drop it; otherwise add the predictor that violates
-    ``|c_j − G_j β| ≤ λ α pf_j`` most. The objective decreases at every step, so it cannot
-    cycle. On the first round every violator is added at once (a primal–dual step, which is
-    usually exact with warm starts on glmnet's fine λ grid).
-
-    Returns (beta, active, sign, converged mask).
-    """
-    B, p = c.shape
-    idx = np.arange(p)
-    todo = np.arange(B)
-    converged = np.zeros(B, dtype=bool)
-    pen = ~unpen
-    rounds = 0
-    full_range = gidx.size == G.shape[0] and np.array_equal(gidx, np.arange(G.shape[0]))
-    for _ in range(_MAX_ACTIVE_SET_ROUNDS):
-        if todo.size == 0:
-            break
-        A = active[todo]
-        s = sign[todo]
-        cur = beta[todo]
-        ct = c[todo]
-        l1t = l1[todo]
-        b = _solve_on_active(G, gidx[todo], np.where(A, ct - l1t * s, 0.0), A, l2[todo])
-        wrong = A & pen & (b * s <= 0.0)
-        infeasible = wrong.any(axis=1)
-        if infeasible.any():
-            # move from the current (sign-consistent) point towards b up to the first zero crossing
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t_cross = np.where(wrong, cur / (cur - b), np.inf)
-            t = np.where(infeasible, np.clip(np.min(t_cross, axis=1), 0.0, 1.0), 1.0)
-            new = cur + t[:, None] * (b - cur)
-            hit = (A & pen & (new * s <= 0.0)) | (wrong & (t_cross <= t[:, None] * (1 + 1e-12)))
-            hit &= infeasible[:, None]
-            new = np.where(hit, 0.0, new)
-            A_new = A & ~hit
-        else:
-            new, A_new = b, A
-        Gt = G if (full_range and todo.size == B) else G[gidx[todo]]
-        grad = ct - np.einsum("bjk,bk->bj", Gt, new)
-        excess = np.where(~A_new & pen & ~excluded[todo], np.abs(grad) - l1t * (1.0 + _KKT_RTOL) - 1e-14, -np.inf)
-        violated = (excess > 0) & ~infeasible[:, None]
-        if rounds < 3:  # primal-dual steps first; then one predictor at a time (no cycling)
-            add = violated
-        else:
-            best = np.argmax(excess, axis=1)
-            add = violated & (idx[None, :] == best[:, None])
-        A_new = A_new | add
-        s_new = np.where(add, np.sign(grad), np.where(A_new, s, 0.0))
-        ok = ~infeasible & ~violated.any(axis=1)
-        beta[todo] = new
-        active[todo] = A_new
-        sign[todo] = s_new
-        converged[todo[ok]] = True
-        todo = todo[~ok]
-        rounds += 1
-    if todo.size:
-        Gt = G[gidx[todo]]
-        beta[todo] = _coordinate_descent(Gt, c[todo], beta[todo], l1[todo], l2[todo], excluded[todo])
-        active[todo] = (beta[todo] != 0) | unpen[None, :]
-        sign[todo] = np.sign(beta[todo])
-        converged[todo] = True
-    return beta, active, sign, converged
 
 
 def _coordinate_descent(G, c, beta, l1, l2, excluded, tol=1e-24, max_sweeps=20_000):
@@ -261,7 +265,7 @@ def _coordinate_descent(G, c, beta, l1, l2, excluded, tol=1e-24, max_sweeps=20_0
 
 def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: float,
                 n_valid: np.ndarray, early_stop: bool, zrows: np.ndarray | None = None, keep_beta: bool = True):
-    """Solve every problem along its own standardised λ sequence.
+    """Solve every problem along its own standardised λ sequence (exact optimum at every λ).
 
     Parameters
     ----------
@@ -276,42 +280,138 @@ def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: flo
     beta : (B, L, p) standardised coefficients (zeros beyond each problem's end), or None
     n_used : (B,) number of λs solved
     pred : (B, r, L) predictions of ``zrows`` (None without zrows)
+
+    Notes
+    -----
+    At each λ a primal active-set method finds the exact optimum, warm-started from the
+    previous λ (Lawson & Hanson 1974, ch. 23, applied to β = β⁺ − β⁻): solve the
+    stationarity equations on the active set with its signs,
+    ``(G_AA + λ(1 − α) diag(pf_A)) β_A = c_A − λ α pf_A ∘ s_A``; if a coefficient would change
+    sign, step to the first zero crossing and drop it; otherwise add the predictors that
+    violate ``|c_j − G_j β| ≤ λ α pf_j`` — all at once in the first rounds (a primal–dual step),
+    then one at a time, which decreases the objective at every step and cannot cycle. The
+    optimum is unique and so are its support and signs, so the coefficients come from the
+    solve on that final active set whatever the starting guess; the guess at a new λ
+    extrapolates the last two solutions linearly in λ (predictors whose gradient crosses
+    ``λ α pf_j`` enter, coefficients that cross zero leave), which saves most second rounds.
+
+    The problems advance independently: every sweep does one active-set round for each
+    unfinished problem at its own current λ, so a problem that needs extra rounds delays no
+    other (the work per problem, and its result, do not depend on the batch).
     """
     B, L = lam_std.shape
     p = prob.c.shape[1]
     unpen = pf <= 0
+    pen = ~unpen
+    idx = np.arange(p)
     out = np.zeros((B, L, p)) if keep_beta else None
     pred = None if zrows is None else np.zeros((B, zrows.shape[1], L))
     beta = np.zeros((B, p))
     active = (np.broadcast_to(unpen, (B, p)) & ~prob.excluded).copy()
     sign = np.zeros((B, p))
+    # the solutions (and gradients c − Gβ) at the previous two λs, for the guess
+    beta_1, beta_2, grad_1, grad_2 = (np.zeros((B, p)) for _ in range(4))
     n_used = np.minimum(n_valid, L).astype(int).copy()
-    alive = np.ones(B, dtype=bool)
+    at = np.zeros(B, dtype=int)  # index of the λ each problem is solving
+    rounds = np.zeros(B, dtype=int)  # active-set rounds spent at that λ
+    one_at_a_time = np.zeros(B, dtype=bool)
     rsq_prev = np.zeros(B)
     l1w = alpha * pf
     l2w = (1.0 - alpha) * pf
-    for k in range(L):
-        run = np.flatnonzero(alive & (k < n_used))
-        if run.size == 0:
+    cache = _SystemCache(prob)
+    while True:
+        rows = np.flatnonzero(at < n_used)
+        if rows.size == 0:
             break
-        lam = lam_std[run, k][:, None]
-        c = prob.c[run]
-        b, a, s, _ = _solve_active_set(prob.G, run, c, beta[run], active[run], sign[run], lam * l1w, lam * l2w,
-                                       unpen, prob.excluded[run])
-        beta[run], active[run], sign[run] = b, a, s
+        k = at[rows]
+        lam = lam_std[rows, k][:, None]
+        c = prob.c[rows]
+        ex = prob.excluded[rows]
+        l1 = lam * l1w
+        l2 = lam * l2w
+        A, s, cur = active[rows], sign[rows], beta[rows]
+        guess = (rounds[rows] == 0) & (k >= 2)
+        if guess.any():
+            lam_1 = lam_std[rows, np.maximum(k - 1, 0)]
+            lam_2 = lam_std[rows, np.maximum(k - 2, 0)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rho = (lam[:, 0] - lam_1) / (lam_1 - lam_2)
+            rho = np.where(guess & np.isfinite(rho), rho, 0.0)[:, None]
+            g_guess = grad_1[rows] + rho * (grad_1[rows] - grad_2[rows])
+            b_guess = cur + rho * (cur - beta_2[rows])
+            enter = guess[:, None] & ~A & pen & ~ex & (np.abs(g_guess) > l1)
+            leave = guess[:, None] & A & pen & (b_guess * s < 0.0)
+            A = (A | enter) & ~leave
+            s = np.where(enter, np.sign(g_guess), np.where(leave, 0.0, s))
+            cur = np.where(leave, 0.0, cur)
+        # one active-set round
+        b = _solve_on_active(cache, rows, c - l1 * s, A, l2)
+        wrong = A & pen & (b * s <= 0.0)
+        infeasible = wrong.any(axis=1)
+        if infeasible.any():
+            # move from the current (sign-consistent) point towards b up to the first zero crossing
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t_cross = np.where(wrong, cur / (cur - b), np.inf)
+            t = np.where(infeasible, np.clip(np.min(t_cross, axis=1), 0.0, 1.0), 1.0)
+            new = cur + t[:, None] * (b - cur)
+            hit = (A & pen & (new * s <= 0.0)) | (wrong & (t_cross <= t[:, None] * (1 + 1e-12)))
+            hit &= infeasible[:, None]
+            new = np.where(hit, 0.0, new)
+            A_new = A & ~hit
+            # no progress (a predictor just added came out with the wrong sign): add one violator
+            # at a time from now on, or this problem could cycle
+            one_at_a_time[rows[infeasible & (t <= 0.0)]] = True
+        else:
+            new, A_new = b, A
+        grad = c - _gram_dot(prob, rows, new)
+        excess = np.where(~A_new & pen & ~ex, np.abs(grad) - l1 * (1.0 + _KKT_RTOL) - 1e-14, -np.inf)
+        violated = (excess > 0) & ~infeasible[:, None]
+        all_at_once = (rounds[rows] < _PRIMAL_DUAL_ROUNDS) & ~one_at_a_time[rows]
+        if not all_at_once.all():
+            best = idx[None, :] == np.argmax(excess, axis=1)[:, None]
+            violated_add = np.where(all_at_once[:, None], violated, violated & best)
+        else:
+            violated_add = violated
+        A_new = A_new | violated_add
+        s_new = np.where(violated_add, np.sign(grad), np.where(A_new, s, 0.0))
+        ok = ~infeasible & ~violated.any(axis=1)
+        beta[rows] = new
+        active[rows] = A_new
+        sign[rows] = s_new
+        stuck = ~ok & (rounds[rows] + 1 >= _MAX_ACTIVE_SET_ROUNDS)
+        if stuck.any():  # safety net, not expected: batched coordinate descent
+            sr = rows[stuck]
+            G = prob.sets.G[prob.gidx[sr]]
+            beta[sr] = _coordinate_descent(G, c[stuck], beta[sr], l1[stuck], l2[stuck], ex[stuck])
+            active[sr] = (beta[sr] != 0) | unpen[None, :]
+            sign[sr] = np.sign(beta[sr])
+            new[stuck] = beta[sr]
+            grad[stuck] = c[stuck] - np.einsum("bjk,bk->bj", G, beta[sr])
+            ok |= stuck
+        rounds[rows[~ok]] += 1
+        if not ok.any():
+            continue
+        # problems solved at their λ: record, check glmnet's stopping rule, move to the next λ
+        done, kd, bd, gd = rows[ok], k[ok], new[ok], grad[ok]
         if keep_beta:
-            out[run, k] = b
+            out[done, kd] = bd
         if zrows is not None:
-            pred[run, :, k] = np.einsum("brp,bp->br", zrows[run], b)
+            pred[done, :, kd] = np.einsum("brp,bp->br", zrows[done], bd)
         if early_stop:
-            # fraction of deviance explained on the standardised scale (glmnet's rsq)
-            Gb = np.einsum("bjk,bk->bj", prob.G[run] if run.size < B else prob.G, b)
-            rsq = 2.0 * np.einsum("bj,bj->b", b, c) - np.einsum("bj,bj->b", b, Gb)
-            if k + 1 >= MNLAM:
-                stop = (rsq - rsq_prev[run] < FDEV * rsq) | (rsq > DEVMAX)
-                n_used[run[stop]] = k + 1
-                alive[run[stop]] = False
-            rsq_prev[run] = rsq
+            # fraction of deviance explained on the standardised scale (glmnet's rsq):
+            # 2 b'c − b'Gb, with Gb = c − grad
+            cd = c[ok]
+            rsq = np.einsum("bj,bj->b", bd, cd) + np.einsum("bj,bj->b", bd, gd)
+            stop = (kd + 1 >= MNLAM) & ((rsq - rsq_prev[done] < FDEV * rsq) | (rsq > DEVMAX))
+            n_used[done[stop]] = kd[stop] + 1
+            rsq_prev[done] = rsq
+        beta_2[done] = beta_1[done]
+        beta_1[done] = bd
+        grad_2[done] = grad_1[done]
+        grad_1[done] = gd
+        at[done] += 1
+        rounds[done] = 0
+        one_at_a_time[done] = False
     return out, n_used, pred
 
 
@@ -330,63 +430,81 @@ def _lambda_min_ratio(n: int, p: int, ratio) -> float:
     return 1e-4 if n > p else 1e-2
 
 
-def _batches(total: int, p: int):
-    size = max(1, _BATCH_ELEMENTS // max(p * p, 1))
-    for start in range(0, total, size):
-        yield slice(start, min(total, start + size))
+def _batches(gidx: np.ndarray, size: int):
+    """Slices of at most ``size`` problems; whole training-set blocks when ``gidx`` has them."""
+    blocks = _blocks(gidx)
+    if blocks is not None:
+        size = max(1, size // blocks[1]) * blocks[1]
+    size = max(1, size)
+    for start in range(0, gidx.size, size):
+        yield slice(start, min(gidx.size, start + size))
 
 
-def _fit_computed_paths(x0, y, w, pf, alpha, n_lambda, ratio, predict_rows=None):
-    """Full fits that compute their own λ path (glmnet with lambda = NULL), batched.
+def _batch_problems(x0, W, gidx, Y, yidx, sl) -> _Problems:
+    """The problems of slice ``sl``: training sets ``W[gidx]`` with responses ``Y[yidx]``."""
+    needed, local = np.unique(gidx[sl], return_inverse=True)
+    return _problems(x0, _training_sets(x0, W[needed]), local.reshape(-1), Y[yidx[sl]])
 
-    ``predict_rows`` (B, r) optional subject indices to predict along each path; then the
-    result has ``pred`` (B, r, L) in units of y and no ``beta``. Otherwise ``beta`` (B, L, p)
-    holds the standardised coefficients. Always: ``lam`` (B, L) in units of y, ``n_used``
-    and the moments ``xm, xs, ym, ys``.
+
+def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None):
+    """Full fits that compute their own λ path (glmnet with lambda = NULL), in batches.
+
+    Problem b is training set ``W[gidx[b]]`` (weights over subjects) with response
+    ``Y[yidx[b]]``. Yields (slice, result) per batch. ``predict_rows`` (B, r) optional subject
+    indices to predict along each path; then the result has ``pred`` (b, r, L) in units of y
+    and no ``beta``. Otherwise ``beta`` (b, L, p) holds the standardised coefficients. Always:
+    ``lam`` (b, L) in units of y, ``n_used`` and the moments ``xm, xs, ym, ys``. Batches hold at
+    most ``_PATH_ELEMENTS`` coefficients or predictions.
     """
-    B = y.shape[0]
     p = x0.shape[1]
-    keys = ("lam", "n_used", "xm", "xs", "ym", "ys") + (("beta",) if predict_rows is None else ("pred",))
-    results = {k: [] for k in keys}
-    for sl in _batches(B, p):
-        prob = _moments(x0, y[sl], w[sl])
+    size = _BATCH_ELEMENTS // max(p * p, 1)
+    if predict_rows is None:  # coefficient paths (B, L, p)
+        size = min(size, _PATH_ELEMENTS // max(n_lambda * p, 1))
+    else:  # predictions along the paths (B, r, L)
+        size = min(size, _PATH_ELEMENTS // max(predict_rows.shape[1] * n_lambda, 1))
+    steps = np.arange(n_lambda)
+    for sl in _batches(gidx, size):
+        prob = _batch_problems(x0, W, gidx, Y, yidx, sl)
         lam_max = _lambda_max_std(prob, pf, alpha)
-        steps = np.arange(n_lambda)
         lam_std = lam_max[:, None] * np.exp(steps * math.log(ratio) / max(n_lambda - 1, 1))[None, :]
+        xm, xs = prob.sets.xm[prob.gidx], prob.sets.xs[prob.gidx]
         zrows = None
         if predict_rows is not None:
-            zrows = (x0[predict_rows[sl]] - prob.xm[:, None, :]) / prob.xs[:, None, :]
+            zrows = (x0[predict_rows[sl]] - xm[:, None, :]) / xs[:, None, :]
         beta, n_used, pred = _solve_path(prob, lam_std, pf, alpha, np.full(lam_std.shape[0], n_lambda), True,
                                          zrows=zrows, keep_beta=predict_rows is None)
+        result = {"lam": lam_std * prob.ys[:, None], "n_used": n_used, "xm": xm, "xs": xs, "ym": prob.ym,
+                  "ys": prob.ys}
         if predict_rows is None:
-            results["beta"].append(beta)
+            result["beta"] = beta
         else:
-            results["pred"].append(prob.ym[:, None, None] + prob.ys[:, None, None] * pred)
-        results["lam"].append(lam_std * prob.ys[:, None])
-        results["n_used"].append(n_used)
-        for key in ("xm", "xs", "ym", "ys"):
-            results[key].append(getattr(prob, key))
-    return {k: np.concatenate(v) for k, v in results.items()}
+            result["pred"] = prob.ym[:, None, None] + prob.ys[:, None, None] * pred
+        yield sl, result
 
 
-def _fit_given_paths(x0, y, w, pf, alpha, lam, n_valid):
+def _concatenate(batches) -> dict:
+    parts = [result for _, result in batches]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None) -> dict:
+    """:func:`_iter_computed_paths`, all batches concatenated."""
+    return _concatenate(_iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows))
+
+
+def _fit_given_paths(x0, W, gidx, Y, yidx, pf, alpha, lam, n_valid):
     """Fits on a supplied λ sequence (units of y), as glmnet(lambda = ...)."""
-    B = y.shape[0]
     p = x0.shape[1]
     results = {k: [] for k in ("beta", "xm", "xs", "ym", "ys")}
-    for sl in _batches(B, p):
-        prob = _moments(x0, y[sl], w[sl])
+    for sl in _batches(gidx, _BATCH_ELEMENTS // max(p * p, 1)):
+        prob = _batch_problems(x0, W, gidx, Y, yidx, sl)
         beta, _, _ = _solve_path(prob, lam[sl] / prob.ys[:, None], pf, alpha, n_valid[sl], False)
         results["beta"].append(beta)
-        for key in ("xm", "xs", "ym", "ys"):
-            results[key].append(getattr(prob, key))
+        results["xm"].append(prob.sets.xm[prob.gidx])
+        results["xs"].append(prob.sets.xs[prob.gidx])
+        results["ym"].append(prob.ym)
+        results["ys"].append(prob.ys)
     return {k: np.concatenate(v) for k, v in results.items()}
-
-
-def _predict(fit: dict, rows: np.ndarray) -> np.ndarray:
-    """Predictions (B, L) of each problem's fit for one pre-scaled predictor row per problem (B, p)."""
-    z = (rows - fit["xm"]) / fit["xs"]
-    return fit["ym"][:, None] + fit["ys"][:, None] * np.einsum("blp,bp->bl", fit["beta"], z)
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,47 +519,87 @@ def _fold_ids(n: int, n_folds: int | None, rng: np.random.Generator | None) -> n
     return rng.permutation(ids) if rng is not None else ids
 
 
-def _cv_batch(x0, Y, W, pf, alpha, n_lambda, ratio, fold_ids):
-    """cv.glmnet for a stack of training sets (rows of W, responses Y), vectorised.
+def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=True):
+    """cv.glmnet for a stack of problems (training set ``W[gidx[b]]``, response ``Y[yidx[b]]``).
 
     ``fold_ids`` (B, n): the fold of each subject for problem b (-1 = not in that training set).
-    Returns the full fits, cvm (B, L), cvsd, index of λ_min and λ_1se.
+    Returns the full fits, cvm (B, L), cvsd (zeros unless ``with_sd``), index of λ_min and λ_1se.
+    The fold fits are streamed in batches, so memory does not grow with the number of
+    held-out subjects × λs.
     """
-    B, n = W.shape
-    full = _fit_computed_paths(x0, Y, W, pf, alpha, n_lambda, ratio)
+    B, n = fold_ids.shape
+    full = _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio)
     L = full["lam"].shape[1]
     # one fold problem per (problem, fold), rows ordered by problem then fold
     n_folds = fold_ids.max(axis=1) + 1
     parent = np.repeat(np.arange(B), n_folds)
     fold = np.concatenate([np.arange(k) for k in n_folds])
     held = fold_ids[parent] == fold[:, None]  # (F, n)
+    F = parent.size
+    # held-out subjects of each fold, ascending, padded with subject 0 (discarded)
+    f_idx, subj = np.nonzero(held)
+    size = np.bincount(f_idx, minlength=F)
+    first = np.concatenate([[0], np.cumsum(size)[:-1]])
+    slot = np.arange(f_idx.size) - first[f_idx]
+    r = int(size.max())
+    order = np.zeros((F, r), dtype=int)
+    order[f_idx, slot] = subj
+    valid = np.arange(r)[None, :] < size[:, None]
+    W_fold = W[gidx[parent]] * ~held
+    cv_sum = np.zeros((B, L))
+    errors = []
     # cv.glmnet fits each fold on its own computed λ path (glmnet(lambda = NULL)) and predicts
     # at the full-data λs by linear interpolation of the coefficients in λ (predict.glmnet,
-    # lambda.interp; λs outside the fold's path are clamped to its ends).
-    size = held.sum(axis=1)
-    r = int(size.max())
-    order = np.argsort(~held, axis=1, kind="stable")[:, :r]  # held-out subjects first, padded
-    fits = _fit_computed_paths(x0, Y[parent], W[parent] * ~held, pf, alpha, n_lambda, ratio, predict_rows=order)
-    f_idx, slot = np.nonzero(np.arange(r)[None, :] < size[:, None])
-    subj = order[f_idx, slot]
-    own = fits["pred"][f_idx, slot]
-    pred = _interpolate_in_lambda(own, fits["lam"][f_idx], fits["n_used"][f_idx], full["lam"][parent[f_idx]])
-    err = (Y[parent[f_idx], subj][:, None] - pred) ** 2
-    owner = parent[f_idx]
-    count = np.bincount(owner, minlength=B).astype(float)
-    cvm = np.zeros((B, L))
-    np.add.at(cvm, owner, err)
-    cvm /= count[:, None]
-    dev = np.zeros((B, L))
-    np.add.at(dev, owner, (err - cvm[owner]) ** 2)
-    cvsd = np.sqrt(dev / count[:, None] / np.maximum(count - 1, 1)[:, None])
+    # lambda.interp; λs outside the fold's path are clamped to its ends). With one or two
+    # held-out subjects (leave-one-out) the predictions are tracked along the path and
+    # interpolated; with many (K-fold) the coefficients are interpolated, then predicted.
+    along_path = r <= 2
+    batches = _iter_computed_paths(x0, W_fold, np.arange(F), Y, yidx[parent], pf, alpha, n_lambda, ratio,
+                                   predict_rows=order if along_path else None)
+    step = max(1, _PREDICTION_ELEMENTS // (r * L))
+    for sl, fits in batches:
+        for start in range(0, sl.stop - sl.start, step):
+            part = slice(start, min(sl.stop - sl.start, start + step))  # within the batch
+            rows = slice(sl.start + part.start, sl.start + part.stop)  # fold problems
+            owner = parent[rows]
+            targets = full["lam"][owner]
+            lam, n_used = fits["lam"][part], fits["n_used"][part]
+            if along_path:
+                pred = _interpolate_in_lambda(fits["pred"][part], lam, n_used, targets)
+            else:
+                beta = _interpolate_in_lambda(fits["beta"][part], lam, n_used, targets, axis=1)  # (f, L, p)
+                z = (x0[order[rows]] - fits["xm"][part, None, :]) / fits["xs"][part, None, :]
+                pred = (fits["ym"][part, None, None]
+                        + fits["ys"][part, None, None] * np.matmul(z, beta.transpose(0, 2, 1)))
+            err = (Y[yidx[owner][:, None], order[rows]][:, :, None] - pred) ** 2  # (f, r, L)
+            if with_sd:
+                ok = valid[rows]
+                errors.append((owner[np.nonzero(ok)[0]], err[ok]))
+            else:
+                np.add.at(cv_sum, owner, np.where(valid[rows][:, :, None], err, 0.0).sum(axis=1))
+    count = np.bincount(parent, weights=size, minlength=B)
+    cvsd = np.zeros((B, L))
+    if with_sd:
+        owner = np.concatenate([o for o, _ in errors])
+        err = np.concatenate([e for _, e in errors])
+        np.add.at(cv_sum, owner, err)
+        cvm = cv_sum / count[:, None]
+        dev = np.zeros((B, L))
+        np.add.at(dev, owner, (err - cvm[owner]) ** 2)
+        cvsd = np.sqrt(dev / count[:, None] / np.maximum(count - 1, 1)[:, None])
+    else:
+        cvm = cv_sum / count[:, None]
     i_min, i_1se = _select_lambda(cvm, cvsd, full["n_used"])
     return full, cvm, cvsd, i_min, i_1se
 
 
-def _interpolate_in_lambda(values, lam, n_used, targets):
-    """glmnet's lambda.interp: values (E, L) along each row's λ path, read at ``targets`` (E, T)."""
-    E, L = values.shape
+def _interpolate_in_lambda(values, lam, n_used, targets, axis=-1):
+    """glmnet's lambda.interp: ``values`` along each row's λ path (λ on ``axis``), read at ``targets`` (E, T).
+
+    ``values`` is (E, L), (E, r, L) (several predictions per path) or, with ``axis=1``,
+    (E, L, p) (coefficients).
+    """
+    E, L = lam.shape
     rows = np.arange(E)[:, None]
     last = np.maximum(n_used - 1, 0)
     lam_first = lam[:, :1]
@@ -455,7 +613,15 @@ def _interpolate_in_lambda(values, lam, n_used, targets):
     lam_r = lam[rows, right]
     same = left == right
     frac = np.where(same, 1.0, (s - lam_r) / np.where(same, 1.0, lam_l - lam_r))
-    return frac * values[rows, left] + (1.0 - frac) * values[rows, right]
+    if values.ndim == 2:
+        return frac * values[rows, left] + (1.0 - frac) * values[rows, right]
+    if axis == 1:  # (E, L, p)
+        left, right, frac = left[:, :, None], right[:, :, None], frac[:, :, None]
+        return (frac * np.take_along_axis(values, left, axis=1)
+                + (1.0 - frac) * np.take_along_axis(values, right, axis=1))
+    # (E, r, L): the same weights for every row predicted along a path
+    left, right, frac = left[:, None, :], right[:, None, :], frac[:, None, :]
+    return frac * np.take_along_axis(values, left, axis=2) + (1.0 - frac) * np.take_along_axis(values, right, axis=2)
 
 
 def _select_lambda(cvm, cvsd, n_used):
@@ -470,13 +636,18 @@ def _select_lambda(cvm, cvsd, n_used):
     return i_min, i_1se
 
 
-def _loo_cv_batch(x0, Y, W, pf, alpha, n_lambda, ratio, n_folds=None, rngs=None):
-    """_cv_batch with LOO (``n_folds`` None) or seeded K-fold folds over each problem's training subjects."""
-    fold_ids = np.full(W.shape, -1)
-    for b in range(W.shape[0]):
-        members = np.flatnonzero(W[b] > 0)
+def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=None, rngs=None, with_sd=True):
+    """_cv_batch with LOO (``n_folds`` None) or seeded K-fold folds over each problem's training subjects.
+
+    Problem b draws its folds with ``rngs[b]`` (problems in order, so a generator shared by
+    several problems draws for them in that order).
+    """
+    B = gidx.size
+    fold_ids = np.full((B, x0.shape[0]), -1)
+    for b in range(B):
+        members = np.flatnonzero(W[gidx[b]] > 0)
         fold_ids[b, members] = _fold_ids(len(members), n_folds, None if rngs is None else rngs[b])
-    return _cv_batch(x0, Y, W, pf, alpha, n_lambda, ratio, fold_ids)
+    return _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=with_sd)
 
 
 # ---------------------------------------------------------------------------------------
@@ -497,8 +668,8 @@ def glmnet_lambda_path(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, pen
     n, p = X.shape
     x0, _, _ = _prescale(X)
     pf = _penalty_factor(penalty_factor, p)
-    full = _fit_computed_paths(x0, y[None, :], np.ones((1, n)), pf, alpha, n_lambda,
-                               _lambda_min_ratio(n, p, lambda_min_ratio))
+    full = _fit_computed_paths(x0, np.ones((1, n)), np.zeros(1, dtype=int), y[None, :], np.zeros(1, dtype=int), pf,
+                               alpha, n_lambda, _lambda_min_ratio(n, p, lambda_min_ratio))
     return full["lam"][0, : full["n_used"][0]]
 
 
@@ -543,8 +714,9 @@ class GlmnetCV:
         x0, mean, sd = _prescale(X)
         pf = _penalty_factor(self.penalty_factor, p)
         ratio = _lambda_min_ratio(n, p, self.lambda_min_ratio)
-        full, cvm, cvsd, i_min, i_1se = _loo_cv_batch(x0, y[None, :], np.ones((1, n)), pf, self.alpha,
-                                                     self.n_lambda, ratio)
+        one = np.zeros(1, dtype=int)
+        full, cvm, cvsd, i_min, i_1se = _kfold_cv_batch(x0, np.ones((1, n)), one, y[None, :], one, pf, self.alpha,
+                                                        self.n_lambda, ratio)
         L = int(full["n_used"][0])
         self.lambdas_ = full["lam"][0, :L]
         self.cvm_ = cvm[0, :L]
@@ -579,72 +751,76 @@ def _spawn(seed: int, key: str, count: int) -> list[np.random.Generator]:
 
 
 def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
-    """Nested leave-one-out predictions for each row of Y (B, n).
+    """Nested leave-one-out predictions for each row of Y (Q, n).
 
     Outer fold i trains on all but i; its inner cv.glmnet's fold j trains on all but {i, j}.
     Since cv.glmnet fits each fold on its own computed λ path, that fit depends only on the
     training set, so one fit per unordered pair {i, j} serves both outer i (predicting j)
-    and outer j (predicting i): n + n(n−1)/2 path fits per row of Y instead of n².
+    and outer j (predicting i): n + n(n−1)/2 path fits per row of Y instead of n². The
+    training sets do not depend on Y, so all rows share their Gram matrices (problems are
+    ordered training set first, then row of Y).
     """
-    B, n = Y.shape
+    Q, n = Y.shape
     p = x0.shape[1]
     eye = np.eye(n, dtype=bool)
-    outer = _fit_computed_paths(x0, np.repeat(Y, n, axis=0), np.tile((~eye).astype(float), (B, 1)), pf, alpha,
-                                n_lambda, _lambda_min_ratio(n - 1, p, lambda_min_ratio),
-                                predict_rows=np.tile(np.arange(n), B)[:, None])
+    rows_q = np.arange(Q)
+    gidx = np.repeat(np.arange(n), Q)
+    outer = _fit_computed_paths(x0, (~eye).astype(float), gidx, Y, np.tile(rows_q, n), pf, alpha, n_lambda,
+                                _lambda_min_ratio(n - 1, p, lambda_min_ratio), predict_rows=gidx[:, None])
     iu, ju = np.triu_indices(n, 1)
     n_pairs = iu.size
     W_pair = np.ones((n_pairs, n))
     W_pair[np.arange(n_pairs), iu] = 0.0
     W_pair[np.arange(n_pairs), ju] = 0.0
-    pairs = _fit_computed_paths(x0, np.repeat(Y, n_pairs, axis=0), np.tile(W_pair, (B, 1)), pf, alpha, n_lambda,
+    gidx = np.repeat(np.arange(n_pairs), Q)
+    pairs = _fit_computed_paths(x0, W_pair, gidx, Y, np.tile(rows_q, n_pairs), pf, alpha, n_lambda,
                                 _lambda_min_ratio(n - 2, p, lambda_min_ratio),
-                                predict_rows=np.tile(np.stack([iu, ju], axis=1), (B, 1)))
+                                predict_rows=np.stack([iu, ju], axis=1)[gidx])
     pair_index = np.full((n, n), -1)
     pair_index[iu, ju] = np.arange(n_pairs)
     pair_index[ju, iu] = np.arange(n_pairs)
     oi, oj = np.nonzero(~eye)  # outer i, inner held-out j (row-major: j ascending within i)
     slot = (oj > oi).astype(int)  # the pair fit {i, j} predicts iu in slot 0, ju in slot 1
-    b_idx = np.repeat(np.arange(B), oi.size)
-    q = b_idx * n_pairs + np.tile(pair_index[oi, oj], B)
-    o = b_idx * n + np.tile(oi, B)
-    own = pairs["pred"][q, np.tile(slot, B)]
+    q = (pair_index[oi, oj][:, None] * Q + rows_q).ravel()  # (n(n−1)·Q,) pair problems
+    o = (oi[:, None] * Q + rows_q).ravel()  # their outer problems
+    own = pairs["pred"][q, np.repeat(slot, Q)]
     interp = _interpolate_in_lambda(own, pairs["lam"][q], pairs["n_used"][q], outer["lam"][o])
-    err = (Y[b_idx, np.tile(oj, B)][:, None] - interp) ** 2
-    cvm = err.reshape(B * n, n - 1, -1).mean(axis=1)
+    err = (Y[np.tile(rows_q, oi.size), np.repeat(oj, Q)][:, None] - interp) ** 2
+    cvm = err.reshape(n, n - 1, Q, -1).mean(axis=1).reshape(n * Q, -1)  # outer problem order
     i_min, _ = _select_lambda(cvm, np.zeros_like(cvm), outer["n_used"])
-    pred = outer["pred"][np.arange(B * n), 0, i_min].reshape(B, n)
+    pred = outer["pred"][np.arange(n * Q), 0, i_min].reshape(n, Q).T
     train_mean = (Y.sum(axis=1, keepdims=True) - Y) / (n - 1)
     return pred, train_mean
 
 
 def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_folds, inner_folds, rngs):
-    """Outer-fold predictions for each row of Y (B, n): an inner cv.glmnet picks λ_min.
+    """Outer-fold predictions for each row of Y (Q, n): an inner cv.glmnet picks λ_min.
 
     ``outer_folds``: fold id per subject (LOO = arange(n)); ``inner_folds``: None (LOO) or K,
-    drawn with ``rngs[b]`` for the rows of permutation b. Returns predictions (B, n) and the
-    outer-training means of y (B, n), the reference of the out-of-sample R².
+    drawn with ``rngs[q]`` for the outer folds (in order) of row q. Returns predictions (Q, n)
+    and the outer-training means of y (Q, n), the reference of the out-of-sample R².
     """
-    B, n = Y.shape
+    Q, n = Y.shape
     p = x0.shape[1]
     n_outer = int(outer_folds.max()) + 1
     if inner_folds is None and n_outer == n:
         return _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio)
-    rows_b = np.repeat(np.arange(B), n_outer)
-    held = outer_folds[None, :] == np.tile(np.arange(n_outer), B)[:, None]  # (R, n)
+    held = outer_folds[None, :] == np.arange(n_outer)[:, None]  # (n_outer, n)
     W = (~held).astype(float)
-    Yr = Y[rows_b]
-    inner_rngs = None if inner_folds is None else [rngs[b] for b in rows_b]
+    gidx = np.repeat(np.arange(n_outer), Q)  # outer fold first, then row of Y
+    yidx = np.tile(np.arange(Q), n_outer)
+    inner_rngs = None if inner_folds is None else [rngs[q] for q in yidx]
     ratio = _lambda_min_ratio(int(W[0].sum()), p, lambda_min_ratio)
-    full, _, _, i_min, _ = _loo_cv_batch(x0, Yr, W, pf, alpha, n_lambda, ratio, inner_folds, inner_rngs)
-    r_idx, subj = np.nonzero(held)
+    full, _, _, i_min, _ = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, inner_folds,
+                                           inner_rngs, with_sd=False)
+    r_idx, subj = np.nonzero(held[gidx])
     z = (x0[subj] - full["xm"][r_idx]) / full["xs"][r_idx]
     beta = full["beta"][r_idx, i_min[r_idx]]
-    pred = np.zeros((B, n))
-    train_mean = np.zeros((B, n))
-    pred[rows_b[r_idx], subj] = full["ym"][r_idx] + full["ys"][r_idx] * np.einsum("ep,ep->e", beta, z)
-    means = (Yr * W).sum(axis=1) / W.sum(axis=1)
-    train_mean[rows_b[r_idx], subj] = means[r_idx]
+    pred = np.zeros((Q, n))
+    train_mean = np.zeros((Q, n))
+    pred[yidx[r_idx], subj] = full["ym"][r_idx] + full["ys"][r_idx] * np.einsum("ep,ep->e", beta, z)
+    means = (Y[yidx] * W[gidx]).sum(axis=1) / W[gidx].sum(axis=1)
+    train_mean[yidx[r_idx], subj] = means[r_idx]
     return pred, train_mean
 
 
@@ -696,6 +872,17 @@ def _permutation_chunk(x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inne
     return prediction_metrics(Y, pred, train_mean)["r2"]
 
 
+def _permutation_chunk_size(n: int, p: int, n_outer: int, inner: int | None) -> int:
+    """Permutations per chunk: a few solver batches of path fits, memory bounded for large n."""
+    if inner is None:  # LOO: the n + n(n−1)/2 training sets are shared by the chunk's permutations
+        per_permutation = n + n * (n - 1) // 2
+        return int(np.clip(4 * (_BATCH_ELEMENTS // max(p * p, 1)) // per_permutation, 1, 64))
+    # K-fold: every inner fold of every permutation is its own training set; a (fold, subject)
+    # weight matrix is held per chunk
+    per_permutation = n_outer * (1 + inner) * n
+    return int(np.clip(_CHUNK_ELEMENTS // per_permutation, 1, 64))
+
+
 def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n_lambda=100,
                      lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=100,
                      nested_k_folds=10, chunk_size=None) -> dict:
@@ -713,9 +900,11 @@ def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n
     pf = _penalty_factor(penalty_factor, p)
     outer, inner = _outer_folds(n, nested_max_loo, nested_k_folds, seed)
     rngs = _spawn(seed, "permutations", n_permutations)
-    n_problems = n + n * (n - 1) // 2 if inner is None else len(np.unique(outer)) * (1 + inner)
-    if chunk_size is None:  # about one solver batch of path fits per chunk
-        chunk_size = max(1, min(64, (_BATCH_ELEMENTS // max(p * p, 1)) // max(n_problems, 1)))
+    if chunk_size is None:
+        chunk_size = _permutation_chunk_size(n, p, int(outer.max()) + 1, inner)
+        if n_jobs != 1:  # at least a few chunks per process (load balance)
+            workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+            chunk_size = max(1, min(chunk_size, math.ceil(n_permutations / (4 * workers))))
     chunks = [rngs[i:i + chunk_size] for i in range(0, n_permutations, chunk_size)]
 
     args = (x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner)
@@ -749,7 +938,7 @@ def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.
     rngs = _spawn(seed, "bootstrap", n_bootstrap)
     W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n).astype(float) for rng in rngs])
     lam = np.broadcast_to(np.asarray(lambdas, dtype=float)[: index_min + 1], (n_bootstrap, index_min + 1))
-    fits = _fit_given_paths(x0, np.broadcast_to(y, (n_bootstrap, n)), W, pf, alpha, np.ascontiguousarray(lam),
-                            np.full(n_bootstrap, index_min + 1))
+    fits = _fit_given_paths(x0, W, np.arange(n_bootstrap), y[None, :], np.zeros(n_bootstrap, dtype=int), pf, alpha,
+                            np.ascontiguousarray(lam), np.full(n_bootstrap, index_min + 1))
     selected = fits["beta"][:, index_min, :] != 0
     return {"n_bootstrap": int(n_bootstrap), "frequency": selected.mean(axis=0)}
