@@ -217,12 +217,12 @@ class _SystemCache:
         return self.cols[rows, :k], self.block[rows, :k, :k]
 
 
-def _solve_on_active(cache: _SystemCache, rows, rhs, A, l2):
-    """Solve ``(G_AA + diag(l2_A)) x_A = rhs_A`` for problems ``rows`` (x = 0 off A).
+def _solve_on_active(cache: _SystemCache, rows, c, sign, lam, l1w, l2w, A):
+    """Solve ``(G_AA + λ diag(l2w_A)) x_A = c_A − λ l1w_A ∘ sign_A`` for problems ``rows`` (x = 0 off A).
 
-    Problems are grouped by the size k of their active set; each group is solved on its
-    compressed k×k systems (LAPACK cost ∝ k³, one batched call per k). Only ``rhs`` on the
-    active set is read.
+    ``lam`` (n,) is each problem's λ. Problems are grouped by the size k of their active set;
+    each group is solved on its compressed k×k systems (LAPACK cost ∝ k³, one batched call
+    per k).
     """
     n, p = A.shape
     out = np.zeros((n, p))
@@ -234,10 +234,12 @@ def _solve_on_active(cache: _SystemCache, rows, rhs, A, l2):
         local = by_size[start:start + counts[k]]
         start += counts[k]
         cols, sub = cache.blocks(rows[local], A[local], k)
+        lam_k = lam[local, None]
         # the standardised Gram matrix has exactly 1 on its diagonal
-        sub.reshape(local.size, k * k)[:, :: k + 1] = 1.0 + np.take_along_axis(l2[local], cols, axis=1)
-        x = np.linalg.solve(sub, np.take_along_axis(rhs[local], cols, axis=1)[..., None])[..., 0]
-        out[local[:, None], cols] = x
+        sub.reshape(local.size, k * k)[:, :: k + 1] = 1.0 + lam_k * l2w[cols]
+        rhs = np.take_along_axis(c[local], cols, axis=1) - (lam_k * l1w[cols]) * np.take_along_axis(sign[local], cols,
+                                                                                                     axis=1)
+        out[local[:, None], cols] = np.linalg.solve(sub, rhs[..., None])[..., 0]
     return out
 
 
@@ -323,29 +325,30 @@ def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: flo
         rows = np.flatnonzero(at < n_used)
         if rows.size == 0:
             break
-        k = at[rows]
+        sel = slice(None) if rows.size == B else rows  # views while every problem runs
+        k = at[sel]
         lam = lam_std[rows, k][:, None]
-        c = prob.c[rows]
-        ex = prob.excluded[rows]
+        c = prob.c[sel]
+        ex = prob.excluded[sel]
         l1 = lam * l1w
         l2 = lam * l2w
-        A, s, cur = active[rows], sign[rows], beta[rows]
-        guess = (rounds[rows] == 0) & (k >= 2)
+        A, s, cur = active[sel], sign[sel], beta[sel]
+        guess = (rounds[sel] == 0) & (k >= 2)
         if guess.any():
             lam_1 = lam_std[rows, np.maximum(k - 1, 0)]
             lam_2 = lam_std[rows, np.maximum(k - 2, 0)]
             with np.errstate(divide="ignore", invalid="ignore"):
                 rho = (lam[:, 0] - lam_1) / (lam_1 - lam_2)
             rho = np.where(guess & np.isfinite(rho), rho, 0.0)[:, None]
-            g_guess = grad_1[rows] + rho * (grad_1[rows] - grad_2[rows])
-            b_guess = cur + rho * (cur - beta_2[rows])
+            g_guess = grad_1[sel] + rho * (grad_1[sel] - grad_2[sel])
+            b_guess = cur + rho * (cur - beta_2[sel])
             enter = guess[:, None] & ~A & pen & ~ex & (np.abs(g_guess) > l1)
             leave = guess[:, None] & A & pen & (b_guess * s < 0.0)
             A = (A | enter) & ~leave
             s = np.where(enter, np.sign(g_guess), np.where(leave, 0.0, s))
             cur = np.where(leave, 0.0, cur)
         # one active-set round
-        b = _solve_on_active(cache, rows, c - l1 * s, A, l2)
+        b = _solve_on_active(cache, rows, c, s, lam[:, 0], l1w, l2w, A)
         wrong = A & pen & (b * s <= 0.0)
         infeasible = wrong.any(axis=1)
         if infeasible.any():
@@ -366,7 +369,7 @@ def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: flo
         grad = c - _gram_dot(prob, rows, new)
         excess = np.where(~A_new & pen & ~ex, np.abs(grad) - l1 * (1.0 + _KKT_RTOL) - 1e-14, -np.inf)
         violated = (excess > 0) & ~infeasible[:, None]
-        all_at_once = (rounds[rows] < _PRIMAL_DUAL_ROUNDS) & ~one_at_a_time[rows]
+        all_at_once = (rounds[sel] < _PRIMAL_DUAL_ROUNDS) & ~one_at_a_time[sel]
         if not all_at_once.all():
             best = idx[None, :] == np.argmax(excess, axis=1)[:, None]
             violated_add = np.where(all_at_once[:, None], violated, violated & best)
@@ -375,10 +378,10 @@ def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: flo
         A_new = A_new | violated_add
         s_new = np.where(violated_add, np.sign(grad), np.where(A_new, s, 0.0))
         ok = ~infeasible & ~violated.any(axis=1)
-        beta[rows] = new
-        active[rows] = A_new
-        sign[rows] = s_new
-        stuck = ~ok & (rounds[rows] + 1 >= _MAX_ACTIVE_SET_ROUNDS)
+        beta[sel] = new
+        active[sel] = A_new
+        sign[sel] = s_new
+        stuck = ~ok & (rounds[sel] + 1 >= _MAX_ACTIVE_SET_ROUNDS)
         if stuck.any():  # safety net, not expected: batched coordinate descent
             sr = rows[stuck]
             G = prob.sets.G[prob.gidx[sr]]
