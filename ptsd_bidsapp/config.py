@@ -255,6 +255,9 @@ def _check_elastic_net(config: Mapping) -> list[str]:
     en = config["elastic_net"]
     if not 0.0 <= float(en["alpha"]) <= 1.0:
         problems.append(f"elastic_net.alpha must be within [0, 1] (got {en['alpha']})")
+    if en.get("standardize") is not True:
+        problems.append("elastic_net.standardize: only true (glmnet's default, predictors scaled to unit SD "
+                        f"before penalising) is implemented (got {en.get('standardize')!r})")
     if int(en["min_subjects"]) < 3:
         problems.append("elastic_net.min_subjects must be at least 3")
     for name, model in en["models"].items():

@@ -72,3 +72,11 @@ def test_dcm_shape_checked(tmp_path):
         load_config(path)
     text = str(exc.value)
     assert "dcm.a must be a 2x2 matrix" in text and "'sad'" in text
+
+
+def test_unimplemented_standardize_false_rejected(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text("elastic_net:\n  standardize: false\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "elastic_net.standardize" in str(exc.value)

@@ -38,9 +38,10 @@ BIDSIGNORE = [
     "*_dcm.json",
     "*_dcm.npz",
     "*_design.tsv",
-    "figures/",
-    "logs/",
-    "group/",
+    # bare names: the validator does not honour a trailing slash (bids-standard/bids-validator#291)
+    "figures",
+    "logs",
+    "group",
     "ptsd_bidsapp_config.yml",
 ]
 
