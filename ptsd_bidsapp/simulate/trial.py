@@ -82,7 +82,13 @@ def _normalised(x: np.ndarray, sd: float) -> np.ndarray:
     return x * (sd / s) if s > 0 else x
 
 
-GPPI_SHARED_PSC = 1.0  # SD (percent signal change) of vmPFC's HRF-convolved fluctuation
+#: SD (percent signal change) of vmPFC's HRF-convolved fluctuation that the amygdala follows
+#: (the gPPI ground truth). The participant-level DCM is deterministic, so this fluctuation is
+#: noise to it: at 1.0 the per-session error of the fearful B (amygdala -> vmPFC) estimate had
+#: SD 0.38 Hz over 20 simulated 21-subject trials (DCM stage only), at 0.5 SD 0.24 Hz. Halving
+#: it doubles the gPPI estimate's noise, so the gPPI ground truth in generative.EFFECTS (mean,
+#: SDs, slopes) is twice what it was at 1.0.
+GPPI_SHARED_PSC = 0.5
 GPPI_NEUTRAL_GAIN = 0.2  # amygdala gain on it outside fearful blocks
 
 

@@ -31,7 +31,7 @@ the midazolam arm; `ketamine`: ketamine only), `slope_interaction` = ketamine sl
 slope, `null: true` marks measures generated with no relation to improvement or drug.
 
 - `gppi_faces_fearfulMinusNeutral_vmpfc-amygdala` -- the amygdala follows vmPFC's neural
-  fluctuation z(t) (HRF-convolved SD 1 % in vmPFC) with gain 0.2 outside fearful blocks and
+  fluctuation z(t) (HRF-convolved SD 0.5 % in vmPFC) with gain 0.2 outside fearful blocks and
   `0.2 + value` during fearful blocks (top-down, condition-dependent coupling). The value is the
   expected vmPFC-seed -> amygdala gPPI fearful-minus-neutral interaction beta; the reverse direction
   (amygdala seed -> vmPFC) also carries the DCM's fearful modulation of amygdala -> vmPFC, which
