@@ -15,10 +15,16 @@ Effect sizes are chosen so that a 21-subject trial can detect them through the w
 pipeline (images -> participant estimates -> group models), not only in the generative
 parameters. The DCM slopes were sized with a 20-seed Monte Carlo of the faces DCM stage
 (simulator ROI signals -> per-session DCM -> change PEB + BMR, no image stage): with B slope
--0.40 Hz and A slope -0.30 Hz the planted B x improvement effect reached posterior
-probability > 0.95 in 15/20 trials (right sign 20/20), the A x improvement x drug effect in
-10/20 (right sign 18/20); at -0.10 / -0.08 in 2/20 and 8/20 (right sign 5/20). Truly null effects
-exceeded 0.95 in 5/160.
+-0.40 Hz and A slope -0.30 Hz (and the gPPI settings below) the planted B x improvement effect
+reached posterior probability > 0.95 in 17/20 trials (right sign 20/20), the A x improvement x
+drug effect in 12/20 (right sign in 11 of them); at -0.10 / -0.08 in 2/20 and 8/20 (right sign
+5). Truly null covariate effects exceeded 0.95 in 3/160. The dACC slope (-2.5 PSC; was -1.5)
+was sized on the demo trial (seed 1): at -1.5 the ketamine-only elastic net (n = 11) did not
+retain the dACC change (r = -0.61 with improvement there), at -2.0 and -2.5 it did.
+
+Implied, not listed: the fearful modulation of amygdala -> vmPFC drives vmPFC's fearful-face
+response, so its planted fall with improvement also lowers the vmPFC fearful-minus-neutral
+activation change (demo: r = -0.63 with improvement across subjects).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ EFFECTS: dict[str, dict] = {
     "activation_conflict_conflictRegulation_dacc": {
         "description": "dACC response to iI minus cI trials (amplitude of the HRF-convolved 1 s event regressor, "
                        "percent signal change); change decreases with improvement under ketamine only",
-        "slope_by_group": {"ketamine": -1.50, "midazolam": 0.0},
+        "slope_by_group": {"ketamine": -2.50, "midazolam": 0.0},
         "applies_to": "ketamine",
         "noise_sd": 0.50,
         "pre_mean": -0.50,

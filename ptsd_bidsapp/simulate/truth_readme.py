@@ -45,7 +45,8 @@ slope, `null: true` marks measures generated with no relation to improvement or 
   insula rest signals (shared latent fluctuation). Change rises with improvement under ketamine only.
   Measured correlations are attenuated by noise; the change is what is planted.
 - `dcm_faces_B_fearful_amygdala-vmpfc` -- fearful-face modulation of amygdala -> vmPFC (Hz):
-  decreases with improvement under either drug.
+  decreases with improvement under either drug. It drives vmPFC's fearful-face response, so the vmPFC
+  fearful-minus-neutral activation change also falls with improvement (implied, not listed).
 - `dcm_faces_A_vmpfc-amygdala` -- intrinsic vmPFC -> amygdala (Hz, negative = inhibition): more
   negative with improvement under ketamine only; a less negative baseline goes with more
   improvement under ketamine.
