@@ -1,6 +1,6 @@
 """Bootstrap of the output derivative dataset (SPEC §8).
 
-``dataset_description.json``, ``.bidsignore``, the atlas description and the
+``dataset_description.json``, ``README.md``, ``.bidsignore``, the atlas description and the
 resolved configuration are written once, under a file lock, so several
 participant jobs started at the same time on a cluster do not race.
 """
@@ -44,6 +44,23 @@ BIDSIGNORE = [
     "group",
     "ptsd_bidsapp_config.yml",
 ]
+
+
+#: ``README.md`` of the output dataset (BIDS recommends one; the validator warns without it).
+README_TEXT = """# ptsd_bidsapp derivatives
+
+Written by ptsd_bidsapp {version} from the BIDS dataset and fMRIPrep derivatives listed in
+`dataset_description.json` (`SourceDatasets`).
+
+- `sub-<label>/ses-<label>/func/`: per run ROI time series, activation tables, connectivity
+  matrices (gPPI, task-free), VOIs, motion QC, DCM posteriors; per session the long
+  `desc-measures_features.tsv` table the group level reads;
+- `sub-<label>.html`: the per-subject report (figures embedded); `logs/`: run logs;
+- `group/`: change scores, elastic-net models, DCM PEB and the group report;
+- `ptsd_bidsapp_config.yml`: the resolved analysis configuration.
+
+File formats and columns are documented in the ptsd_bidsapp README ("Outputs").
+"""
 
 
 def container_info() -> dict:
@@ -113,6 +130,9 @@ def bootstrap_output(output_dir: Path, bids_dir: Path, fmriprep_dir: Path, confi
         description = output_dir / "dataset_description.json"
         if not description.exists():
             write_json(description, dataset_description(bids_dir, fmriprep_dir))
+        readme = output_dir / "README.md"
+        if not readme.exists():
+            atomic_write_text(readme, README_TEXT.format(version=__version__))
         ignore = output_dir / ".bidsignore"
         existing = ignore.read_text().splitlines() if ignore.exists() else []
         wanted = existing + [line for line in BIDSIGNORE + [".ptsd_bidsapp.lock"] if line not in existing]

@@ -20,3 +20,4 @@ def test_bidsignore_uses_names_the_validator_honours(tmp_path):
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert (out / "ptsd_bidsapp_config.yml").is_file()
+    assert "ptsd_bidsapp" in (out / "README.md").read_text()
