@@ -15,8 +15,8 @@ Effect sizes are chosen so that a 21-subject trial can detect them through the w
 pipeline (images -> participant estimates -> group models), not only in the generative
 parameters. The DCM slopes were sized with a 20-seed Monte Carlo of the faces DCM stage
 (``scripts/dcm_monte_carlo.py``: simulator ROI signals -> per-session DCM -> change PEB + BMR,
-no image stage): with B slope -0.40 Hz, A slope -0.30 Hz and ``trial.GPPI_SHARED_PSC`` 0.5, the planted B x improvement effect
-reached posterior probability > 0.95 in 17/20 trials (right sign 20/20), the A x improvement x
+no image stage): with B slope -0.40 Hz, A slope -0.30 Hz and ``trial.GPPI_SHARED_PSC`` 0.5,
+the planted B x improvement effect reached posterior probability > 0.95 in 17/20 trials (right sign 20/20), the A x improvement x
 drug effect in 12/20 (right sign in 11 of them); at -0.10 / -0.08 in 2/20 and 8/20 (right sign
 5). Truly null covariate effects exceeded 0.95 in 3/160. The dACC slope (-2.5 PSC; was -1.5)
 was sized on the demo trial (seed 1): at -1.5 the ketamine-only elastic net (n = 11) did not
