@@ -284,6 +284,8 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
                 _forget_failed_runs(work_dir, meta.name, subject, status.get("failed_run_keys", []))
     ok = [s for s in subjects if s not in failures]
     print(f"ptsd_bidsapp participant level: {len(ok)}/{len(subjects)} subject(s) succeeded")
+    if ok and not args.no_reports:
+        print(f"  reports: {output_dir}/sub-<label>.html")
     for subject, reason in failures.items():
         print(f"  FAILED sub-{subject}: {reason}")
     if not failures:
