@@ -53,7 +53,7 @@ def draw_parameters(n: int, rng: np.random.Generator) -> dict:
         B[1, i + 1, i] = rng.uniform(-0.4, 0.4)
     C = np.zeros((n, 2))
     C[0, 0] = rng.uniform(0.3, 0.6)
-    return {"A": A, "B": B, "C": C, "transit": rng.normal(0, 1 / 16, n), "decay": rng.normal(0, 1 / 16, n),
+    return {"A": A, "B": B, "C": C, "transit": rng.normal(0, 1 / 16, n), "decay": rng.normal(0, 1 / 16),
             "epsilon": float(rng.normal(0, 1 / 16))}
 
 

@@ -204,7 +204,6 @@ def _batch_dict(vectors: np.ndarray, n: int, m: int) -> dict:
     i += n * m
     transit = vectors[:, i:i + n]
     i += n
-    decay = vectors[:, i:i + n]
-    i += n
-    epsilon = vectors[:, i]
+    decay = vectors[:, i:i + 1]          # one shared decay (r7771), broadcast over regions
+    epsilon = vectors[:, i + 1]
     return {"A": A, "B": B, "C": C, "transit": transit, "decay": decay, "epsilon": epsilon}

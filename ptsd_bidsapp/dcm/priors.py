@@ -12,16 +12,20 @@ field           prior mean                prior variance
 ``A`` diagonal  0 (log self-inhibition)   1/64 always (self-connections always free)
 ``B``           0                         1 where ``b`` = 1, else 0
 ``C``           0                         1 where ``c`` = 1, else 0
-``transit``     0 (log scale of 2 s)      1/256
-``decay``       0 (log scale of 0.64/s)   1/256
+``transit``     0 (log scale of 2 s)      1/256, one per region
+``decay``       0 (log scale of 0.64/s)   1/256, ONE shared by all regions (r7771)
 ``epsilon``     0 (log scale of 1)        1/256
 ==============  ========================  =========================================
 
-Vectorised parameter order (SPM ``spm_vec`` of ``pE``; the order of every vector and
-covariance this package writes): ``A`` column-major (index ``to + n*from``), then
-``B`` input by input, each column-major, then ``C`` column-major (``to + n*input``),
-then ``transit`` (n), ``decay`` (n), ``epsilon`` (1); ``n^2 (1 + m) + n m + 2n + 1``
-parameters for ``n`` regions and ``m`` inputs.
+Revision followed: the SPM12 r7771 release of ``spm_dcm_fmri_priors``, which has one ``decay``
+for all regions; the 2016 revision ($Id 6759) that earlier versions of this package
+followed had one per region.
+
+Vectorised parameter order: owned by :mod:`ptsd_bidsapp.contracts` (SPM ``spm_vec`` of
+``pE``; the order of every vector and covariance this package writes): ``A`` column-major
+(index ``to + n*from``), then ``B`` input by input, each column-major, then ``C``
+column-major (``to + n*input``), then ``transit`` (n), ``decay`` (1), ``epsilon`` (1);
+``n^2 (1 + m) + n m + n + 2`` parameters for ``n`` regions and ``m`` inputs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from ptsd_bidsapp import contracts
 
 __all__ = [
     "CONNECTION_PRECISION",
@@ -49,9 +55,8 @@ HEMODYNAMIC_VARIANCE = 1.0 / 256.0
 
 
 def n_parameters(n_regions: int, n_inputs: int) -> int:
-    """Length of the DCM parameter vector (see module docstring for the order)."""
-    n, m = n_regions, n_inputs
-    return n * n * (1 + m) + n * m + 2 * n + 1
+    """Length of the DCM parameter vector (:func:`ptsd_bidsapp.contracts.dcm_n_parameters`)."""
+    return contracts.dcm_n_parameters(n_regions, n_inputs)
 
 
 def _as_b_array(b, n: int, m: int, input_names: Sequence[str] | None = None) -> np.ndarray:
@@ -104,8 +109,8 @@ def dcm_fmri_priors(a, b, c, input_names: Sequence[str] | None = None) -> tuple[
     Returns
     -------
     pE, pC : dict
-        Fields ``A`` (n, n), ``B`` (m, n, n), ``C`` (n, m), ``transit`` (n,), ``decay`` (n,),
-        ``epsilon`` (float). ``pC`` holds prior *variances* (the prior covariance is
+        Fields ``A`` (n, n), ``B`` (m, n, n), ``C`` (n, m), ``transit`` (n,), ``decay`` (float,
+        shared by all regions), ``epsilon`` (float). ``pC`` holds prior *variances* (the prior covariance is
         diagonal, ``np.diag(pack_parameters(pC))``).
     """
     a = np.asarray(a, dtype=float)
@@ -119,7 +124,7 @@ def dcm_fmri_priors(a, b, c, input_names: Sequence[str] | None = None) -> tuple[
         "B": np.zeros((m, n, n)),
         "C": np.zeros((n, m)),
         "transit": np.zeros(n),
-        "decay": np.zeros(n),
+        "decay": 0.0,
         "epsilon": 0.0,
     }
     pC = {
@@ -127,7 +132,7 @@ def dcm_fmri_priors(a, b, c, input_names: Sequence[str] | None = None) -> tuple[
         "B": (b != 0).astype(float),
         "C": (c != 0).astype(float),
         "transit": np.full(n, HEMODYNAMIC_VARIANCE),
-        "decay": np.full(n, HEMODYNAMIC_VARIANCE),
+        "decay": HEMODYNAMIC_VARIANCE,
         "epsilon": HEMODYNAMIC_VARIANCE,
     }
     return pE, pC
@@ -152,12 +157,20 @@ def pack_parameters(params: Mapping, n: int | None = None, m: int | None = None,
     B = _as_b_array(params.get("B"), n, m, input_names)
     C = np.zeros((n, m)) if params.get("C") is None else np.asarray(params["C"], dtype=float).reshape(n, m)
     transit = np.broadcast_to(np.asarray(params.get("transit", 0.0), dtype=float), (n,))
-    decay = np.broadcast_to(np.asarray(params.get("decay", 0.0), dtype=float), (n,))
-    epsilon = float(np.asarray(params.get("epsilon", 0.0), dtype=float).ravel()[0])
+    decay = _scalar(params.get("decay", 0.0), "decay")
+    epsilon = _scalar(params.get("epsilon", 0.0), "epsilon")
     parts = [A.ravel(order="F")]
     parts += [B[k].ravel(order="F") for k in range(m)]
-    parts += [C.ravel(order="F"), transit, decay, [epsilon]]
+    parts += [C.ravel(order="F"), transit, [decay], [epsilon]]
     return np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
+
+
+def _scalar(value, name: str) -> float:
+    arr = np.asarray(value, dtype=float).ravel()
+    if arr.size != 1:
+        raise ValueError(f"DCM parameter {name!r} is one value shared by all regions (SPM12 r7771), "
+                         f"got {arr.size} values")
+    return float(arr[0])
 
 
 def unpack_parameters(vector: np.ndarray, n: int, m: int) -> dict:
@@ -172,23 +185,10 @@ def unpack_parameters(vector: np.ndarray, n: int, m: int) -> dict:
     i += m * n * n
     C = v[i:i + n * m].reshape(n, m, order="F"); i += n * m
     transit = v[i:i + n].copy(); i += n
-    decay = v[i:i + n].copy(); i += n
-    return {"A": A.copy(), "B": B.copy(), "C": C.copy(), "transit": transit, "decay": decay,
-            "epsilon": float(v[i])}
+    return {"A": A.copy(), "B": B.copy(), "C": C.copy(), "transit": transit, "decay": float(v[i]),
+            "epsilon": float(v[i + 1])}
 
 
 def parameter_names(region_names: Sequence[str], input_names: Sequence[str]) -> list[str]:
-    """Names of the parameter vector, same order as :func:`pack_parameters`.
-
-    ``A_<from>-<to>``, ``B_<input>_<from>-<to>``, ``C_<input>_<to>``, ``transit_<region>``,
-    ``decay_<region>``, ``epsilon`` (ARCHITECTURE Contract 2 ids without ``dcm_<task>_``;
-    identical to :func:`ptsd_bidsapp.group.dcm_group.dcm_parameter_names`).
-    """
-    regions = list(region_names)
-    names = [f"A_{src}-{dst}" for src in regions for dst in regions]  # column-major: "to" fastest
-    for inp in input_names:
-        names += [f"B_{inp}_{src}-{dst}" for src in regions for dst in regions]
-    for inp in input_names:
-        names += [f"C_{inp}_{dst}" for dst in regions]
-    names += [f"transit_{r}" for r in regions] + [f"decay_{r}" for r in regions] + ["epsilon"]
-    return names
+    """Names of the parameter vector (:func:`ptsd_bidsapp.contracts.dcm_parameter_names`)."""
+    return contracts.dcm_parameter_names(region_names, input_names)

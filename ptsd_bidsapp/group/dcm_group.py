@@ -47,8 +47,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ptsd_bidsapp import contracts
 from ptsd_bidsapp.bids.outputs import write_json, write_tsv
-from ptsd_bidsapp.dcm.peb import (
+from ptsd_bidsapp.dcm import priors
+from ptsd_bidsapp.peb import (
     BMAResult,
     LOOResult,
     PEBResult,
@@ -61,8 +63,6 @@ from ptsd_bidsapp.dcm.peb import (
 
 __all__ = [
     "DCMPosterior",
-    "dcm_parameter_names",
-    "flatten_dcm_parameters",
     "read_dcm_posterior",
     "collect_dcm_posteriors",
     "peb_design",
@@ -95,56 +95,15 @@ class DCMPosterior:
     path: Path | None = None
 
 
-def dcm_parameter_names(regions: Sequence[str], inputs: Sequence[str]) -> list[str]:
-    """Names of the DCM parameter vector in SPM's ``spm_vec`` order.
-
-    ``A`` (a[to][from], column-major: "to" fastest), ``B`` per input likewise, ``C``
-    (c[to][input], column-major), ``transit`` and ``decay`` per region, ``epsilon``.
-    Connection names are ``<field>[_<input>]_<from>-<to>`` (ARCHITECTURE Contract 2 ids
-    without the ``dcm_<task>_`` prefix).
-    """
-    names = [f"A_{src}-{dst}" for src in regions for dst in regions]
-    for inp in inputs:
-        names += [f"B_{inp}_{src}-{dst}" for src in regions for dst in regions]
-    for inp in inputs:
-        names += [f"C_{inp}_{dst}" for dst in regions]
-    names += [f"transit_{r}" for r in regions] + [f"decay_{r}" for r in regions] + ["epsilon"]
-    return names
-
-
-def flatten_dcm_parameters(params: Mapping, regions: Sequence[str], inputs: Sequence[str]) -> np.ndarray:
-    """Vectorise a parameter dict ``{A, B: {input: ...} | [..], C, transit, decay, epsilon}``.
-
-    Order as :func:`dcm_parameter_names`. ``B`` may be a dict keyed by input name or a
-    list ``B[input][to][from]``.
-    """
-    n = len(regions)
-    A = np.asarray(params["A"], dtype=float).reshape(n, n)
-    values = list(A.ravel(order="F"))
-    B = params.get("B", {})
-    for k, inp in enumerate(inputs):
-        if isinstance(B, Mapping):
-            matrix = B.get(inp, np.zeros((n, n)))
-        else:
-            matrix = B[k] if len(B) > k else np.zeros((n, n))
-        values += list(np.asarray(matrix, dtype=float).reshape(n, n).ravel(order="F"))
-    C = np.asarray(params.get("C", np.zeros((n, len(inputs)))), dtype=float).reshape(n, len(inputs))
-    values += list(C.ravel(order="F"))
-    values += list(np.asarray(params.get("transit", np.zeros(n)), dtype=float).ravel())
-    values += list(np.asarray(params.get("decay", np.zeros(n)), dtype=float).ravel())
-    values += [float(np.asarray(params.get("epsilon", 0.0), dtype=float).ravel()[0])]
-    return np.asarray(values, dtype=float)
-
-
 def _as_vector(value, regions, inputs) -> np.ndarray:
     if isinstance(value, Mapping):
-        return flatten_dcm_parameters(value, regions, inputs)
+        return priors.pack_parameters(value, len(regions), len(inputs), inputs)
     return np.asarray(value, dtype=float).ravel()
 
 
 def _as_covariance(value, regions, inputs) -> np.ndarray:
     if isinstance(value, Mapping):  # prior variances given per field, like SPM's pC structure
-        return np.diag(flatten_dcm_parameters(value, regions, inputs))
+        return np.diag(priors.pack_parameters(value, len(regions), len(inputs), inputs))
     array = np.asarray(value, dtype=float)
     return np.diag(array) if array.ndim == 1 else array
 
@@ -183,7 +142,7 @@ def read_dcm_posterior(path: Path | str) -> DCMPosterior:
     if missing:
         raise ValueError(f"{path}: DCM posterior lacks {', '.join(missing)} (expected in the JSON or {npz.name})")
     names = get("param_names", "Pnames")
-    names = list(names) if names is not None else dcm_parameter_names(regions, inputs)
+    names = list(names) if names is not None else contracts.dcm_parameter_names(regions, inputs)
     Ep, pE = _as_vector(Ep, regions, inputs), _as_vector(pE, regions, inputs)
     Cp, pC = _as_covariance(Cp, regions, inputs), _as_covariance(pC, regions, inputs)
     if not (len(names) == Ep.size == pE.size == Cp.shape[0] == pC.shape[0]):

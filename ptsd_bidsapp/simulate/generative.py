@@ -182,7 +182,9 @@ def subject_parameters(seed: int, index: int, group: str) -> dict:
                   "fearful": [[0.0, float(b_av)], [measures[ses]["dcm_faces_B_fearful_amygdala-vmpfc"], 0.0]]},
             "C": [[float(1.4 + 0.1 * rng.standard_normal()), 0.0], [0.0, 0.0]],  # SPM units (C u / 16)
             "transit": [float(0.05 * rng.standard_normal()) for _ in range(2)],
-            "decay": [float(0.05 * rng.standard_normal()) for _ in range(2)],
+            # one decay shared by the regions (SPM12 r7771); the second draw keeps the random
+            # stream (and so every other planted value) of the per-region layout it replaced
+            "decay": [float(0.05 * rng.standard_normal()) for _ in range(2)][0],
             "epsilon": 0.0,
         }
     return {

@@ -52,6 +52,6 @@ def random_faces_parameters(rng: np.random.Generator, b_min: float = 0.0, c_rang
         "B": {"fearful": [[0.0, b_av], [b_va, 0.0]]},
         "C": [[float(rng.uniform(*c_range)), 0.0], [0.0, 0.0]],
         "transit": rng.normal(0, 1 / 16, 2),
-        "decay": rng.normal(0, 1 / 16, 2),
+        "decay": rng.normal(0, 1 / 16),
         "epsilon": float(rng.normal(0, 1 / 16)),
     }

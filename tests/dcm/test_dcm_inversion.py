@@ -12,7 +12,7 @@ from ptsd_bidsapp.dcm.inversion import spm_dx
 from tests.dcm.dcm_fixtures import faces_spec, random_faces_parameters
 
 PARAMS = {"A": [[0.1, -0.3], [0.4, -0.1]], "B": {"fearful": [[0, -0.2], [0.3, 0]]}, "C": [[0.6, 0], [0, 0]],
-          "transit": [0.05, -0.05], "decay": [0.02, -0.03], "epsilon": 0.05}
+          "transit": [0.05, -0.05], "decay": 0.02, "epsilon": 0.05}
 
 
 def _fit(params, snr=None, rng=None, with_b=True, **spec_kwargs):

@@ -12,7 +12,7 @@ from ptsd_bidsapp.dcm.integrate import make_schedule
 from tests.dcm.dcm_fixtures import INPUTS, REGIONS, TE, TR, faces_spec
 
 PARAMS = {"A": [[0.1, -0.3], [0.4, -0.1]], "B": {"fearful": [[0, -0.2], [0.3, 0]]}, "C": [[0.6, 0], [0, 0]],
-          "transit": [0.05, -0.05], "decay": [0.02, -0.03], "epsilon": 0.05}
+          "transit": [0.05, -0.05], "decay": 0.02, "epsilon": 0.05}
 
 
 def test_priors_follow_spm_dcm_fmri_priors():
@@ -29,8 +29,8 @@ def test_priors_follow_spm_dcm_fmri_priors():
     assert all(np.all(np.asarray(pE[k]) == 0) for k in ("B", "C", "transit", "decay", "epsilon"))
 
 
-def test_parameter_vector_roundtrip_and_names_match_the_group_reader():
-    from ptsd_bidsapp.group.dcm_group import dcm_parameter_names, flatten_dcm_parameters
+def test_parameter_vector_roundtrip_and_names_match_the_contract():
+    from ptsd_bidsapp import contracts
 
     spec = faces_spec()
     vec = pack_parameters(PARAMS, 2, 2, INPUTS)
@@ -38,8 +38,12 @@ def test_parameter_vector_roundtrip_and_names_match_the_group_reader():
     np.testing.assert_array_equal(back["A"], PARAMS["A"])
     np.testing.assert_array_equal(back["B"][1], PARAMS["B"]["fearful"])
     np.testing.assert_array_equal(back["B"][0], np.zeros((2, 2)))
-    assert parameter_names(REGIONS, INPUTS) == dcm_parameter_names(REGIONS, INPUTS) == spec.parameter_names()
-    np.testing.assert_array_equal(vec, flatten_dcm_parameters(PARAMS, REGIONS, INPUTS))
+    assert parameter_names(REGIONS, INPUTS) == contracts.dcm_parameter_names(REGIONS, INPUTS) \
+        == spec.parameter_names()
+    # SPM12 r7771 spm_dcm_fmri_priors: one decay for all regions -> 20 parameters for 2 regions
+    # with one driving and one modulatory input (the 2016 revision had 21)
+    assert vec.size == 20 == len(spec.parameter_names())
+    assert spec.parameter_names()[-2:] == ["decay", "epsilon"] and back["decay"] == PARAMS["decay"]
     names = spec.parameter_names()
     # A[to][from]: A[1][0] is amygdala -> vmpfc
     assert vec[names.index("A_amygdala-vmpfc")] == PARAMS["A"][1][0]

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ptsd_bidsapp import contracts
+from ptsd_bidsapp.dcm.priors import pack_parameters
 from ptsd_bidsapp.group import dcm_group
 from ptsd_bidsapp.group.dcm_group import (
-    dcm_parameter_names,
-    flatten_dcm_parameters,
     peb_design,
     read_dcm_posterior,
     run_dcm_group,
@@ -32,7 +32,7 @@ def _prior_variances():
         "B": {"faces": [[0, 0], [0, 0]], "fearful": [[0, 1.0], [1.0, 0]]},
         "C": [[1.0, 0.0], [0.0, 0.0]],
         "transit": [1 / 256, 1 / 256],
-        "decay": [1 / 256, 1 / 256],
+        "decay": 1 / 256,
         "epsilon": 1 / 256,
     }
 
@@ -60,8 +60,8 @@ def trial(tmp_path_factory):
     change of A vmPFC→amygdala falls with improvement under ketamine only (interaction)."""
     root = tmp_path_factory.mktemp("dcmgroup")
     rng = np.random.default_rng(42)
-    names = dcm_parameter_names(REGIONS, INPUTS)
-    prior_var = flatten_dcm_parameters(_prior_variances(), REGIONS, INPUTS)
+    names = contracts.dcm_parameter_names(REGIONS, INPUTS)
+    prior_var = pack_parameters(_prior_variances(), 2, 2, INPUTS)
     idx_b = names.index("B_fearful_amygdala-vmpfc")
     idx_a = names.index("A_vmpfc-amygdala")
     rows = []
@@ -86,16 +86,16 @@ def trial(tmp_path_factory):
 
 def test_parameter_vector_order_matches_names():
     params = {"A": [[1, 2], [3, 4]], "B": {"fearful": [[0, 5], [6, 0]]}, "C": [[7, 0], [0, 0]],
-              "transit": [8, 9], "decay": [10, 11], "epsilon": 12}
-    vector = flatten_dcm_parameters(params, REGIONS, INPUTS)
-    named = dict(zip(dcm_parameter_names(REGIONS, INPUTS), vector))
+              "transit": [8, 9], "decay": 10, "epsilon": 12}
+    vector = pack_parameters(params, 2, 2, INPUTS)
+    named = dict(zip(contracts.dcm_parameter_names(REGIONS, INPUTS), vector))
     assert named["A_vmpfc-amygdala"] == 2  # a[to=amygdala][from=vmpfc]
     assert named["A_amygdala-vmpfc"] == 3
     assert named["B_fearful_amygdala-vmpfc"] == 6
     assert named["B_fearful_vmpfc-amygdala"] == 5
     assert named["C_faces_amygdala"] == 7
-    assert named["epsilon"] == 12
-    assert len(vector) == 21
+    assert named["decay"] == 10 and named["epsilon"] == 12
+    assert len(vector) == 20  # SPM12 r7771: one decay shared by the two regions
 
 
 def test_design_coding():
@@ -115,7 +115,7 @@ def test_read_posterior_combines_json_and_npz(trial):
     path = next(root.glob("sub-01/ses-pre/func/*_dcm.json"))
     posterior = read_dcm_posterior(path)
     assert posterior.subject == "01" and posterior.session == "pre"
-    assert posterior.Cp.shape == (21, 21)
+    assert posterior.Cp.shape == (20, 20)
     index = posterior.param_names.index("B_fearful_amygdala-vmpfc")
     assert posterior.pC[index, index] == 1.0
     assert posterior.Cp[index, index] > 0
