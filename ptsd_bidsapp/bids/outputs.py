@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +26,10 @@ ENTITY_ORDER = (
     "rec", "dir", "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi", "space", "split",
     "recording", "chunk", "atlas", "seg", "scale", "res", "den", "label", "desc",
 )
+#: Entities of derivative files that the BIDS 1.11 schema cannot name yet (``model-dcm``);
+#: they go last, and files using them are listed in ``.bidsignore``.
+DERIVATIVE_ENTITIES = ("model",)
+_NAME_ORDER = ENTITY_ORDER + DERIVATIVE_ENTITIES
 
 #: Long pybids entity names -> short file-name keys.
 ENTITY_KEYS = {
@@ -71,31 +76,36 @@ def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> s
         if value is None:
             continue
         short_key = ENTITY_KEYS.get(key, key)
-        if short_key not in ENTITY_ORDER:
+        if short_key not in _NAME_ORDER:
             raise ValueError(f"unknown BIDS entity {key!r}")
         short[short_key] = value
-    parts = [f"{k}-{short[k]}" for k in ENTITY_ORDER if k in short]
+    parts = [f"{k}-{short[k]}" for k in _NAME_ORDER if k in short]
     return "_".join(parts + [suffix]) + extension
 
 
-def derivative_path(
-    out_dir: os.PathLike | str,
-    entities: Mapping[str, Any],
-    suffix: str,
-    extension: str,
-    datatype: str | None = "func",
-) -> Path:
-    """Full path of a participant-level derivative file.
+_SUFFIX_EXT = re.compile(r"^(?P<suffix>[A-Za-z0-9]+)(?P<ext>(\.[A-Za-z0-9]+)*)$")
 
-    ``out_dir/sub-<label>[/ses-<label>][/<datatype>]/<bids_filename>``.
+
+def parse_filename(name: str) -> tuple[dict[str, str], str, str]:
+    """Inverse of :func:`bids_filename`: ``(entities by short key, suffix, extension)``.
+
+    Raises ``ValueError`` when ``name`` is not ``key-value_..._suffix.ext`` with known keys in
+    :data:`ENTITY_ORDER` (+ :data:`DERIVATIVE_ENTITIES`) order.
     """
-    ents = {ENTITY_KEYS.get(k, k): v for k, v in entities.items() if v is not None}
-    path = Path(out_dir) / f"sub-{ents['sub']}"
-    if "ses" in ents:
-        path = path / f"ses-{ents['ses']}"
-    if datatype:
-        path = path / datatype
-    return path / bids_filename(ents, suffix, extension)
+    *pairs, last = str(name).split("_")
+    match = _SUFFIX_EXT.match(last)
+    if not match:
+        raise ValueError(f"{name!r}: no BIDS suffix")
+    entities = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("-")
+        if not sep or key not in _NAME_ORDER or not value.isalnum():
+            raise ValueError(f"{name!r}: {pair!r} is not a known BIDS entity")
+        entities[key] = value
+    order = [_NAME_ORDER.index(k) for k in entities]
+    if order != sorted(order):
+        raise ValueError(f"{name!r}: entities out of BIDS order")
+    return entities, match["suffix"], match["ext"]
 
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:

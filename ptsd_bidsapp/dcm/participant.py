@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ptsd_bidsapp import contracts
 from ptsd_bidsapp.dcm.api import DCMSpec
 from ptsd_bidsapp.dcm.inversion import DCMResult, estimate_dcm
 
@@ -273,7 +274,7 @@ def dcm_measures(result: DCMResult, task: str) -> dict[str, float]:
     ``dcm_faces_C_faces_amygdala``.
     """
     prior_var = np.diag(result.pC)
-    return {f"dcm_{task}_{name}": float(result.Ep_vector[i])
+    return {contracts.dcm_measure_id(task, name): float(result.Ep_vector[i])
             for i, name in enumerate(result.param_names) if name[0] in "ABC" and prior_var[i] > 0}
 
 

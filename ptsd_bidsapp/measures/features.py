@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-FEATURE_COLUMNS = ["measure", "value", "task", "kind", "qc_pass", "note"]
+from ptsd_bidsapp import contracts
+from ptsd_bidsapp.contracts import FEATURE_COLUMNS
 
 
 def _row(measure, value, task, kind, qc_pass, note=""):
@@ -22,17 +23,24 @@ def activation_features(table: pd.DataFrame, task: str, contrast: str, qc_pass: 
     rows = []
     for roi, value in zip(table["roi"], table["effect_size"]):
         note = "insufficient ROI coverage" if roi in low_coverage else ""
-        rows.append(_row(f"activation_{task}_{contrast}_{roi}", np.nan if note else value, task, "activation",
-                         qc_pass, note))
+        rows.append(_row(contracts.activation_id(task, contrast, roi), np.nan if note else value, task,
+                         "activation", qc_pass, note))
     return rows
 
 
-def pair_features(matrix: pd.DataFrame, prefix: str, task: str, kind: str, qc_pass: bool = True,
+def pair_features(matrix: pd.DataFrame, task: str, kind: str, contrast: str | None = None, qc_pass: bool = True,
                   low_coverage: Sequence[str] = ()) -> list[dict]:
-    """Upper-triangle rows ``<prefix>_<roiA>-<roiB>`` in atlas (matrix) order, A before B.
+    """Upper-triangle rows of an undirected ROI x ROI matrix, pairs in atlas (matrix) order.
 
-    ``prefix`` is e.g. ``gppi_faces_fearfulMinusNeutral`` or ``fc_rest``.
+    ``kind`` is ``"gppi"`` (needs ``contrast``; :func:`ptsd_bidsapp.contracts.gppi_id`) or
+    ``"fc"`` (:func:`ptsd_bidsapp.contracts.fc_id`).
     """
+    if kind == "gppi":
+        make_id = lambda a, b: contracts.gppi_id(task, contrast, a, b)  # noqa: E731
+    elif kind == "fc":
+        make_id = lambda a, b: contracts.fc_id(task, a, b)  # noqa: E731
+    else:
+        raise ValueError(f"pair_features: kind must be 'gppi' or 'fc', got {kind!r}")
     names = list(matrix.index)
     rows = []
     for i in range(len(names)):
@@ -40,15 +48,15 @@ def pair_features(matrix: pd.DataFrame, prefix: str, task: str, kind: str, qc_pa
             bad = [r for r in (names[i], names[j]) if r in low_coverage]
             note = f"insufficient ROI coverage: {', '.join(bad)}" if bad else ""
             value = np.nan if bad else matrix.iloc[i, j]
-            rows.append(_row(f"{prefix}_{names[i]}-{names[j]}", value, task, kind, qc_pass, note))
+            rows.append(_row(make_id(names[i], names[j]), value, task, kind, qc_pass, note))
     return rows
 
 
-def directed_features(matrix: pd.DataFrame, prefix: str, task: str, kind: str = "gppi_directed",
-                      qc_pass: bool = True, low_coverage: Sequence[str] = ()) -> list[dict]:
-    """Rows ``<prefix>_<seed>-<target>`` for every off-diagonal seed -> target entry with a seed row.
+def directed_features(matrix: pd.DataFrame, task: str, contrast: str, qc_pass: bool = True,
+                      low_coverage: Sequence[str] = ()) -> list[dict]:
+    """Rows for every off-diagonal seed -> target entry with a seed row.
 
-    ``prefix`` is e.g. ``gppidir_faces_fearfulMinusNeutral``; ``matrix.loc[seed, target]``
+    Ids from :func:`ptsd_bidsapp.contracts.gppi_directed_id`; ``matrix.loc[seed, target]``
     as returned by :func:`ptsd_bidsapp.measures.gppi.gppi_matrix` (directed).
     Seeds that were not modelled (all-NaN rows) give no rows.
     """
@@ -62,7 +70,8 @@ def directed_features(matrix: pd.DataFrame, prefix: str, task: str, kind: str = 
             bad = [r for r in (seed, target) if r in low_coverage]
             note = f"insufficient ROI coverage: {', '.join(bad)}" if bad else ""
             value = np.nan if bad else matrix.loc[seed, target]
-            rows.append(_row(f"{prefix}_{seed}-{target}", value, task, kind, qc_pass, note))
+            rows.append(_row(contracts.gppi_directed_id(task, contrast, seed, target), value, task,
+                             "gppi_directed", qc_pass, note))
     return rows
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptsd_bidsapp import contracts
 from ptsd_bidsapp.atlas import ROI_LABELS
 from ptsd_bidsapp.bids.outputs import write_tsv
 from ptsd_bidsapp.simulate import generative
@@ -30,15 +31,16 @@ def measure_ids(rois=ROI_LABELS) -> list[tuple[str, str, str]]:
     """(measure id, task, kind) of the default participant measures (Contract 2)."""
     out = []
     for roi in rois:
-        out.append((f"activation_faces_fearfulMinusNeutral_{roi}", "faces", "activation"))
-        out.append((f"activation_conflict_conflictRegulation_{roi}", "conflict", "activation"))
+        out.append((contracts.activation_id("faces", "fearfulMinusNeutral", roi), "faces", "activation"))
+        out.append((contracts.activation_id("conflict", "conflictRegulation", roi), "conflict", "activation"))
     for a, b in combinations(rois, 2):
-        out.append((f"gppi_faces_fearfulMinusNeutral_{a}-{b}", "faces", "gppi"))
-        out.append((f"fc_rest_{a}-{b}", "rest", "restfc"))
+        out.append((contracts.gppi_id("faces", "fearfulMinusNeutral", a, b), "faces", "gppi"))
+        out.append((contracts.fc_id("rest", a, b), "rest", "fc"))
     for a in rois:
         for b in rois:
             if a != b:
-                out.append((f"gppidir_faces_fearfulMinusNeutral_{a}-{b}", "faces", "gppi_directed"))
+                out.append((contracts.gppi_directed_id("faces", "fearfulMinusNeutral", a, b), "faces",
+                            "gppi_directed"))
     return out
 
 

@@ -51,11 +51,9 @@ def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, A
     result = fit_session_dcm(voi, events, tr, dcm_config, confounds=confounds if confounds.size else None,
                              slice_timing_ref=float(work.get("slice_time_ref") or 0.0) * tr)
     ents = {"sub": run_summary["subject"], "ses": run_summary["session"], "task": task,
-            "run": run_summary.get("run"), "space": config.get("space"), "model": None}
-    base = bids_filename({k: v for k, v in ents.items() if k != "model"}, "dcm", "")
-    base = base[: -len("_dcm")] + "_model-dcm_dcm"
-    json_path = Path(out_dir) / f"{base}.json"
-    npz_path = Path(out_dir) / f"{base}.npz"
+            "run": run_summary.get("run"), "space": config.get("space"), "model": "dcm"}
+    json_path = Path(out_dir) / bids_filename(ents, "dcm", ".json")
+    npz_path = Path(out_dir) / bids_filename(ents, "dcm", ".npz")
     content = dcm_result_to_json(result, subject=run_summary["subject"], session=run_summary["session"], task=task,
                                  include_timeseries=False)
     content["Sources"] = [run_summary.get("bold")]

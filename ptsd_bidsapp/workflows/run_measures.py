@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from ptsd_bidsapp import contracts
 from ptsd_bidsapp.bids.outputs import atomic_write_bytes, bids_filename, write_json, write_tsv  # noqa: F401
 
 LOGGER = logging.getLogger("ptsd_bidsapp.participant")
 
-FEATURE_COLUMNS = ["measure", "value", "task", "kind", "qc_pass", "note"]
 
 
 def _file_entry(path: Path, datatype: str | None = "func") -> dict:
@@ -241,7 +241,7 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
             "VolumesKept": int(len(sample_mask)) if sample_mask is not None else summary["n_volumes"],
             "LowPass": strategy.get("low_pass"), "HighPass": strategy.get("high_pass")})
         summary["report"].setdefault("relmat", {})[f"fc_{task}"] = str(path)
-        summary["features"].extend(features.pair_features(fc, f"fc_{task}", task, "fc", qc_pass, low))
+        summary["features"].extend(features.pair_features(fc, task, "fc", None, qc_pass, low))
         return
 
     conditions = list(spec["conditions"])
@@ -273,8 +273,10 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
         for contrast, expression in spec["contrasts"].items():
             directed, symmetric = gppi.gppi_matrix(
                 psc, names, task_cols, events_df, conditions, expression, tr, confounds=conf,
-                seeds=gcfg.get("seeds"), precision=float(gcfg.get("deconvolution_precision", 1.0)),
-                slice_time_ref=slice_ref, noise_model=glm.get("noise_model", "ar1"))
+                seeds=gcfg.get("seeds"), precision=gcfg.get("deconvolution_precision"),
+                slice_time_ref=slice_ref, noise_model=glm.get("noise_model", "ar1"),
+                method=gcfg.get("method", gppi.DEFAULT_METHOD), fmri_t=int(gcfg.get("fmri_t", gppi.MICROTIME_BINS)),
+                fmri_t0=gcfg.get("fmri_t0"))
             for desc, matrix, text in (
                 (contrast, symmetric, "symmetrised (mean of both directions)"),
                 (f"{contrast}Directed", directed, "directed: row = seed, column = target"),
@@ -285,10 +287,8 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
                     "RelationshipMeasure": "gPPI interaction beta contrast", "Atlas": atlas_name})
             summary["report"].setdefault("relmat", {})[f"gppi_{task}_{contrast}"] = str(
                 out_dir / bids_filename(dict(atlas_ents, desc=contrast), "relmat", ".tsv"))
-            summary["features"].extend(features.pair_features(symmetric, f"gppi_{task}_{contrast}", task, "gppi",
-                                                              qc_pass, low))
-            summary["features"].extend(features.directed_features(directed, f"gppidir_{task}_{contrast}", task,
-                                                                  "gppi_directed", qc_pass, low))
+            summary["features"].extend(features.pair_features(symmetric, task, "gppi", contrast, qc_pass, low))
+            summary["features"].extend(features.directed_features(directed, task, contrast, qc_pass, low))
 
 
 def compute_session_measures(
@@ -334,7 +334,7 @@ def compute_session_measures(
         else:
             warnings.append(f"no '{dcm_config['task']}' run for sub-{subject} ses-{session}: no DCM")
 
-    table = pd.DataFrame(features, columns=FEATURE_COLUMNS)
+    table = pd.DataFrame(features, columns=contracts.FEATURE_COLUMNS)
     table = table.sort_values(["kind", "task", "measure"], kind="mergesort").reset_index(drop=True)
     name = bids_filename(
         {"sub": subject, "ses": session, "space": config.get("space"), "atlas": config["atlas"]["name"],

@@ -50,3 +50,19 @@ def test_write_tsv_na_and_sidecar(tmp_path):
 def test_json_nan_becomes_null(tmp_path):
     path = outputs.write_json(tmp_path / "x.json", {"b": float("nan"), "a": np.float32(2.5), "c": np.arange(2)})
     assert path.read_text() == '{\n  "a": 2.5,\n  "b": null,\n  "c": [\n    0,\n    1\n  ]\n}\n'
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01_ses-pre_task-faces_space-MNI152NLin2009cAsym_atlas-ptsdcircuit_res-2_desc-x_timeseries.tsv",
+    "sub-01_ses-pre_task-faces_space-MNI152NLin2009cAsym_model-dcm_dcm.json",
+    "sub-01_ses-pre_task-faces_run-1_space-MNI152NLin2009cAsym_atlas-ptsdcircuit_dseg.nii.gz",
+])
+def test_parse_filename_inverts_bids_filename(name):
+    entities, suffix, extension = outputs.parse_filename(name)
+    assert outputs.bids_filename(entities, suffix, extension) == name
+
+
+@pytest.mark.parametrize("bad", ["sub-01_colour-red_bold.nii.gz", "task-faces_sub-01_bold.nii.gz", "sub-01_bold-.nii"])
+def test_parse_filename_rejects_names_the_builder_cannot_make(bad):
+    with pytest.raises(ValueError):
+        outputs.parse_filename(bad)

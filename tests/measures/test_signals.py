@@ -130,7 +130,7 @@ def test_features_rows_contract():
     table = pd.DataFrame({"roi": ["dacc", "amygdala"], "effect_size": [0.5, 0.2]})
     rows = activation_features(table, "faces", "fearfulMinusNeutral", low_coverage=["amygdala"])
     m = pd.DataFrame([[np.nan, 0.3], [0.3, np.nan]], index=["vmpfc", "amygdala"], columns=["vmpfc", "amygdala"])
-    rows += pair_features(m, "gppi_faces_fearfulMinusNeutral", "faces", "gppi")
+    rows += pair_features(m, "faces", "gppi", "fearfulMinusNeutral")
     df = features_table(rows)
     assert list(df.columns) == ["measure", "value", "task", "kind", "qc_pass", "note"]
     assert df.measure.tolist() == ["activation_faces_fearfulMinusNeutral_dacc",

@@ -140,3 +140,20 @@ def test_bad_inputs_fail_only_their_subject(trial, tmp_path, capsys):
     assert post["task"].eq("faces").any() and post["task"].eq("rest").any()
     status = json.loads((out / "logs" / "sub-03_status.json").read_text())
     assert any(bold.name in e for e in status["failed_runs"])
+
+
+def test_every_output_name_and_measure_id_is_built_by_its_contract(participant_run):
+    """Every BIDS file name and measure id the participant level writes parses with its owner
+    (bids.outputs / contracts) and rebuilds to the same string."""
+    from ptsd_bidsapp.bids.outputs import bids_filename, parse_filename
+    from ptsd_bidsapp.contracts import parse_measure_id
+
+    out = participant_run["out"]
+    names = [p.name for p in out.glob("sub-*/ses-*/**/*") if p.is_file()]
+    assert len(names) > 20
+    for name in names:
+        entities, suffix, extension = parse_filename(name)
+        assert bids_filename(entities, suffix, extension) == name
+    measures = pd.concat([_features(out, sub, ses) for sub in ("01", "02") for ses in SESSIONS])["measure"]
+    for measure in measures.unique():
+        assert parse_measure_id(measure).id == measure

@@ -1,0 +1,70 @@
+"""The identifier contracts: build -> parse -> build is the identity; bad ids are named."""
+
+import pytest
+
+from ptsd_bidsapp import contracts
+from ptsd_bidsapp.contracts import UnmatchedPatternError, match_measures, parse_measure_id
+
+IDS = [
+    ("activation_conflict_conflictRegulation_dacc", "activation", {"task": "conflict", "roi": "dacc"}),
+    ("activation_faces_fearfulMinusNeutral_dacc_L", "activation", {"roi": "dacc_L"}),
+    ("gppi_faces_fearfulMinusNeutral_vmpfc-amygdala", "gppi", {"source": "vmpfc", "target": "amygdala"}),
+    ("gppidir_faces_fearfulMinusNeutral_amygdala-vmpfc", "gppi_directed", {"source": "amygdala"}),
+    ("fc_rest_vmpfc_R-antinsula_L", "fc", {"source": "vmpfc_R", "target": "antinsula_L"}),
+    ("dcm_faces_B_fearful_amygdala-vmpfc", "dcm", {"parameter": "B_fearful_amygdala-vmpfc"}),
+    ("dcm_faces_decay", "dcm", {"parameter": "decay"}),
+]
+
+
+@pytest.mark.parametrize("measure, kind, fields", IDS)
+def test_parse_then_build_is_identity(measure, kind, fields):
+    parsed = parse_measure_id(measure)
+    assert parsed.kind == kind
+    for key, value in fields.items():
+        assert getattr(parsed, key) == value
+    assert parsed.id == measure
+
+
+@pytest.mark.parametrize("bad", ["activation_faces", "gppi_faces_c_vmpfc", "fc_rest_a-b-c", "restfc_rest_a-b",
+                                 "dcm_faces_Q_x", "dcm_faces_decay_amygdala"])
+def test_malformed_ids_are_rejected(bad):
+    with pytest.raises(ValueError, match="not|no "):
+        parse_measure_id(bad)
+
+
+def test_labels_with_the_pair_separator_cannot_be_built():
+    with pytest.raises(ValueError, match="cannot be part of an identifier"):
+        contracts.fc_id("rest", "ant-insula", "vmpfc")
+    with pytest.raises(ValueError, match="cannot be part of an identifier"):
+        contracts.activation_id("faces", "fearful_minus", "dacc")
+
+
+def test_undirected_patterns_match_either_order_directed_only_as_written():
+    ids = ["fc_rest_vmpfc-amygdala", "fc_rest_dacc-vmpfc", "gppi_faces_c_dacc-amygdala",
+           "gppidir_faces_c_vmpfc-amygdala", "gppidir_faces_c_amygdala-vmpfc"]
+    hits = match_measures(["fc_rest_amygdala-*", "gppi_faces_c_amygdala-dacc", "gppidir_faces_c_amygdala-*"], ids)
+    assert hits["fc_rest_amygdala-*"] == ["fc_rest_vmpfc-amygdala"]
+    assert hits["gppi_faces_c_amygdala-dacc"] == ["gppi_faces_c_dacc-amygdala"]
+    assert hits["gppidir_faces_c_amygdala-*"] == ["gppidir_faces_c_amygdala-vmpfc"]
+
+
+def test_a_pattern_matching_nothing_names_itself_and_the_nearest_ids():
+    with pytest.raises(UnmatchedPatternError) as err:
+        match_measures(["fc_rest_amygdla-*"], ["fc_rest_vmpfc-amygdala", "fc_rest_amygdala-dacc"])
+    assert "fc_rest_amygdla-*" in str(err.value) and "fc_rest_amygdala-dacc" in str(err.value)
+    assert match_measures(["nothing*"], ["a"], strict=False) == {"nothing*": []}
+
+
+def test_dcm_vector_follows_spm12_r7771():
+    # spm_dcm_fmri_priors (r7771): transit per region, ONE decay, one epsilon
+    regions, inputs = ["amygdala", "vmpfc"], ["faces", "fearful"]
+    names = contracts.dcm_parameter_names(regions, inputs)
+    assert len(names) == contracts.dcm_n_parameters(2, 2) == 20
+    assert names[:4] == ["A_amygdala-amygdala", "A_amygdala-vmpfc", "A_vmpfc-amygdala", "A_vmpfc-vmpfc"]
+    assert names[-4:] == ["transit_amygdala", "transit_vmpfc", "decay", "epsilon"]
+    assert contracts.dcm_n_parameters(3, 1) == 9 + 9 + 3 + 3 + 2
+    for name in names:
+        parsed = contracts.parse_dcm_parameter(name)
+        assert parsed.field == name.split("_")[0]
+    b = contracts.parse_dcm_parameter("B_fearful_amygdala-vmpfc")
+    assert (b.input, b.source, b.target, b.is_between_regions) == ("fearful", "amygdala", "vmpfc", True)
