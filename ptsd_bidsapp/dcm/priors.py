@@ -17,7 +17,7 @@ field           prior mean                prior variance
 ``epsilon``     0 (log scale of 1)        1/256
 ==============  ========================  =========================================
 
-Revision followed: the SPM12 r7771 release of ``spm_dcm_fmri_priors``, which has one ``decay``
+Revision followed: SPM12 r7771 ``spm_dcm_fmri_priors`` ($Id 7497), which has one ``decay``
 for all regions; the 2016 revision ($Id 6759) that earlier versions of this package
 followed had one per region.
 
