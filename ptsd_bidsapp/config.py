@@ -43,6 +43,8 @@ NULLABLE = {
     "denoising.*.high_pass": (float, int),
     "denoising.*.fd_threshold": (float, int),
     "elastic_net.models.*.subset": (str,),
+    "gppi.fmri_t0": (int,),
+    "gppi.deconvolution_precision": (float, int),
 }
 
 _TERM = re.compile(r"^\s*(?:(?P<coef>\d+(?:\.\d*)?|\.\d+)\s*\*?\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -213,7 +215,8 @@ def validate_config(config: Mapping, user: Mapping | None = None) -> list[str]:
 def _semantic_problems(config: Mapping) -> list[str]:
     """Cross-field checks, each section guarded so one bad value cannot hide the others."""
     problems: list[str] = []
-    for check in (_check_tasks, _check_sessions, _check_elastic_net, _check_measures, _check_dcm, _check_clinical):
+    for check in (_check_tasks, _check_sessions, _check_elastic_net, _check_measures, _check_dcm, _check_clinical,
+                  _check_gppi):
         try:
             problems.extend(check(config))
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -289,6 +292,23 @@ def _check_clinical(config: Mapping) -> list[str]:
     if clinical["source"] == "phenotype" and not clinical["phenotype_table"]:
         return ["clinical.source is 'phenotype' but clinical.phenotype_table is not set"]
     return []
+
+
+def _check_gppi(config: Mapping) -> list[str]:
+    gppi = config["gppi"]
+    problems = []
+    if gppi.get("method") not in ("spm", "slice_reference"):
+        problems.append(f"gppi.method must be 'spm' or 'slice_reference' (got {gppi.get('method')!r})")
+    fmri_t = gppi.get("fmri_t")
+    if isinstance(fmri_t, bool) or not isinstance(fmri_t, int) or fmri_t < 1:
+        return problems + [f"gppi.fmri_t must be a positive integer (microtime bins per TR; got {fmri_t!r})"]
+    t0 = gppi.get("fmri_t0")
+    if t0 is not None and (isinstance(t0, bool) or not isinstance(t0, int) or not 1 <= t0 <= fmri_t):
+        problems.append(f"gppi.fmri_t0 must be null or an integer within 1..gppi.fmri_t={fmri_t} (got {t0!r})")
+    precision = gppi.get("deconvolution_precision")
+    if precision is not None and not float(precision) > 0:
+        problems.append(f"gppi.deconvolution_precision must be null or > 0 (got {precision!r})")
+    return problems
 
 
 def _validate_dcm(dcm: Mapping, tasks: Mapping) -> list[str]:
