@@ -227,8 +227,9 @@ def build_null_trial(out_dir, n_subjects: int = 12, seed: int = 0, resolution: f
     out = Path(out_dir)
     if n_subjects < 4:
         raise ValueError("n_subjects must be >= 4")
-    if n_volumes < 40:
-        raise ValueError("n_volumes must be >= 40")
+    if images.cosine_basis(n_volumes, tr).shape[1] == 0:
+        raise ValueError(f"runs of {n_volumes} x {tr} s are too short for fMRIPrep's 128 s cosine high-pass basis "
+                         "(the app's denoising needs cosine_* columns): use n_volumes * tr >= 160 s")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise FileExistsError(f"{out} is not empty; pass force=True to replace an earlier null trial")
