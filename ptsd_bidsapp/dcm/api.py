@@ -65,6 +65,15 @@ class DCMSpec:
         (``options.hE = 6``, ``options.hC = 1/128``).
     max_iter : int
         Maximum number of VL iterations (``options.maxit``, 128).
+    tolerance : float
+        Convergence threshold on the predicted free-energy increase, nats: the inversion has
+        converged when ``dF`` stayed below it for four consecutive iterations
+        (``spm_nlsi_GN`` r7771 uses 0.1, the default).
+    prior_mean, prior_variance : mapping {parameter name: float}, optional
+        Overrides of single prior means / variances, by parameter name
+        (:func:`ptsd_bidsapp.contracts.dcm_parameter_names`, e.g. ``"A_vmpfc-amygdala"``), as
+        SPM's ``DCM.M.pE`` / ``DCM.M.pC`` edited by hand: variance 0 switches a parameter off
+        (fixed at its prior mean), a smaller variance shrinks it.
     """
 
     a: np.ndarray
@@ -84,6 +93,9 @@ class DCMSpec:
     hE: float = 6.0
     hC: float = 1.0 / 128.0
     max_iter: int = 128
+    tolerance: float = 0.1
+    prior_mean: Mapping | None = None
+    prior_variance: Mapping | None = None
     _schedule: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -129,6 +141,15 @@ class DCMSpec:
                 self.x0 = self.x0[:, None]
             if self.x0.shape[0] != self.n_scans:
                 raise ValueError(f"x0 has {self.x0.shape[0]} rows for {self.n_scans} scans")
+        if int(self.max_iter) < 1 or not float(self.tolerance) > 0 or not float(self.hC) > 0:
+            raise ValueError("max_iter must be >= 1, tolerance > 0 and hC > 0")
+        names = priors.parameter_names(self.region_names, self.input_names)
+        for label, overrides in (("prior_mean", self.prior_mean), ("prior_variance", self.prior_variance)):
+            unknown = sorted(set(overrides or {}) - set(names))
+            if unknown:
+                raise ValueError(f"{label} names unknown DCM parameters {unknown}; parameters are {names}")
+            if label == "prior_variance" and any(float(v) < 0 for v in (overrides or {}).values()):
+                raise ValueError("prior_variance values must be >= 0")
         if self.delays is None:
             self.delays = np.full(n, self.tr / 2.0)
         self.delays = np.broadcast_to(np.asarray(self.delays, dtype=float), (n,)).copy()
@@ -158,8 +179,19 @@ class DCMSpec:
         return self._schedule[1]
 
     def priors(self) -> tuple[dict, dict]:
-        """``(pE, pC)`` dicts (:func:`ptsd_bidsapp.dcm.priors.dcm_fmri_priors`)."""
-        return priors.dcm_fmri_priors(self.a, self.b, self.c)
+        """``(pE, pC)`` dicts (:func:`ptsd_bidsapp.dcm.priors.dcm_fmri_priors`) with the overrides applied."""
+        pE, pC = priors.dcm_fmri_priors(self.a, self.b, self.c)
+        if not self.prior_mean and not self.prior_variance:
+            return pE, pC
+        n, m = self.n_regions, self.n_inputs
+        names = self.parameter_names()
+        vectors = []
+        for base, overrides in ((pE, self.prior_mean), (pC, self.prior_variance)):
+            vec = priors.pack_parameters(base, n, m)
+            for name, value in (overrides or {}).items():
+                vec[names.index(name)] = float(value)
+            vectors.append(priors.unpack_parameters(vec, n, m))
+        return vectors[0], vectors[1]
 
     def parameter_names(self) -> list[str]:
         return priors.parameter_names(self.region_names, self.input_names)

@@ -38,6 +38,8 @@ __all__ = [
 
 #: microtime bins per TR (SPM ``defaults.stats.fmri.t = 16``)
 MICROTIME_BINS = 16
+#: echo time (s) that SPM12 r7771 ``spm_gx_fmri`` ($Id 6262) uses whatever ``DCM.TE`` says
+SPM12_TE = 0.04
 
 
 def build_inputs(events: pd.DataFrame, input_conditions: Mapping[str, Sequence[str]], n_scans: int,
@@ -89,7 +91,8 @@ def _matrix(value, shape, what) -> np.ndarray:
 
 
 def session_spec(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config: Mapping,
-                 confounds: np.ndarray | None = None, slice_timing_ref: float | None = None) -> DCMSpec:
+                 confounds: np.ndarray | None = None, slice_timing_ref: float | None = None,
+                 echo_time: float | None = None) -> DCMSpec:
     """The :class:`DCMSpec` of one session (see :func:`fit_session_dcm` for the arguments)."""
     regions = [str(r) for r in dcm_config["regions"]]
     absent = [r for r in regions if r not in voi.columns]
@@ -132,15 +135,25 @@ def session_spec(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config:
         conf = np.nan_to_num(conf - np.nanmean(conf, axis=0))
         conf = conf[:, np.abs(conf).max(axis=0) > 0] if conf.size else conf
         x0 = np.hstack([np.ones((n_scans, 1)), conf])
-    options = {k: dcm_config[k] for k in ("hE", "hC") if k in dcm_config}
-    return DCMSpec(a=a, b=b, c=c, u=u, u_dt=dt, tr=float(tr), te=float(dcm_config.get("te", 0.04)), y=y, x0=x0,
+    te = dcm_config.get("te", SPM12_TE)
+    if te == "sidecar":
+        if echo_time is None:
+            raise ValueError("dcm.te is 'sidecar' but the BOLD sidecar has no EchoTime")
+        te = echo_time
+    priors = dcm_config.get("priors") or {}
+    return DCMSpec(a=a, b=b, c=c, u=u, u_dt=dt, tr=float(tr), te=float(te), y=y, x0=x0,
                    region_names=regions, input_names=input_names, delays=delays,
                    centre_inputs=bool(dcm_config.get("centre_inputs", True)),
-                   max_iter=int(dcm_config.get("max_iterations", 128)), **options)
+                   max_iter=int(dcm_config.get("max_iterations", 128)),
+                   tolerance=float(dcm_config.get("tolerance", 0.1)),
+                   hE=float(dcm_config.get("hE", 6.0)), hC=float(dcm_config.get("hC", 1.0 / 128.0)),
+                   prior_mean={k: v["mean"] for k, v in priors.items() if v.get("mean") is not None},
+                   prior_variance={k: v["variance"] for k, v in priors.items() if v.get("variance") is not None})
 
 
 def fit_session_dcm(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config: Mapping,
-                    confounds: np.ndarray | None = None, slice_timing_ref: float | None = None) -> DCMResult:
+                    confounds: np.ndarray | None = None, slice_timing_ref: float | None = None,
+                    echo_time: float | None = None) -> DCMResult:
     """Estimate the DCM of one session (SPM12 ``spm_dcm_specify`` + ``spm_dcm_estimate``).
 
     Parameters
@@ -154,22 +167,25 @@ def fit_session_dcm(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_conf
     dcm_config : mapping
         The ``dcm:`` section of the analysis config: ``regions`` (order of the model),
         ``a`` (``a[to][from]``), ``b`` ({input: n x n}), ``c`` ({input: n}), ``inputs``
-        ({input: [conditions]}, the order of the inputs), ``te`` (s), ``centre_inputs``,
-        ``max_iterations``; optional ``hE``, ``hC`` (noise hyperpriors),
-        ``microtime_bins`` (default 16).
+        ({input: [conditions]}, the order of the inputs), ``te`` (s; default 0.04 as SPM12's
+        ``spm_gx_fmri``, or ``"sidecar"`` for ``echo_time``), ``centre_inputs``,
+        ``max_iterations``, ``tolerance`` (nats), ``hE``, ``hC`` (noise hyperpriors),
+        ``microtime_bins`` (16), ``priors`` ({parameter name: {mean, variance}} overrides).
     confounds : array (scans, k), optional
         Confound regressors (``Y.X0``); mean-centred and joined to a constant.
     slice_timing_ref : float, optional
         Acquisition time (s) within the TR that the data represent (fMRIPrep
         ``StartTime`` after slice-timing correction); the sampling delay of every
         region. Default TR/2 (``spm_dcm_specify``).
+    echo_time : float, optional
+        ``EchoTime`` of the BOLD sidecar (s), used when ``dcm_config["te"] == "sidecar"``.
 
     Returns
     -------
     DCMResult
         ``result.spec`` holds the model; see :func:`dcm_result_to_json`.
     """
-    return estimate_dcm(session_spec(voi, events, tr, dcm_config, confounds, slice_timing_ref))
+    return estimate_dcm(session_spec(voi, events, tr, dcm_config, confounds, slice_timing_ref, echo_time))
 
 
 def _jsonable(value):

@@ -9,6 +9,7 @@ PEB vectors) and the matching ``.npz`` (observed/predicted/residual BOLD, ``Ep``
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,8 +49,14 @@ def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, A
     events = pd.read_csv(work["events"], sep="\t", na_values="n/a", dtype={"trial_type": str})
     confounds = pd.read_csv(work["confounds"], sep="\t", na_values="n/a").to_numpy(float)
     tr = float(run_summary["tr"])
+    echo_time = None
+    if dcm_config.get("te") == "sidecar":
+        sidecar = Path(str(run_summary.get("bold", ""))).with_suffix("").with_suffix(".json")
+        echo_time = json.loads(sidecar.read_text()).get("EchoTime") if sidecar.is_file() else None
+        if echo_time is None:
+            raise ValueError(f"dcm.te is 'sidecar' but {sidecar} has no EchoTime: set dcm.te to seconds")
     result = fit_session_dcm(voi, events, tr, dcm_config, confounds=confounds if confounds.size else None,
-                             slice_timing_ref=float(work.get("slice_time_ref") or 0.0) * tr)
+                             slice_timing_ref=float(work.get("slice_time_ref") or 0.0) * tr, echo_time=echo_time)
     ents = {"sub": run_summary["subject"], "ses": run_summary["session"], "task": task,
             "run": run_summary.get("run"), "space": config.get("space"), "model": "dcm"}
     json_path = Path(out_dir) / bids_filename(ents, "dcm", ".json")

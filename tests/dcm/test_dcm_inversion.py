@@ -160,3 +160,35 @@ def test_a_model_without_driving_input_is_refused():
     spec.c = np.zeros_like(spec.c)
     with pytest.raises(ValueError, match="driving input"):
         estimate_dcm(spec)
+
+
+def test_prior_overrides_switch_a_connection_off_and_shrink_another():
+    from ptsd_bidsapp.dcm.priors import pack_parameters
+
+    overrides = dict(prior_variance={"A_vmpfc-amygdala": 0.0, "B_fearful_amygdala-vmpfc": 0.01},
+                     prior_mean={"A_vmpfc-amygdala": -0.2})
+    result, _ = _fit(PARAMS, snr=4, rng=np.random.default_rng(3), **overrides)
+    names = result.param_names
+    pE, pC = result.spec.priors()
+    mean, var = pack_parameters(pE, 2, 2), pack_parameters(pC, 2, 2)
+    assert mean[names.index("A_vmpfc-amygdala")] == -0.2 and var[names.index("A_vmpfc-amygdala")] == 0.0
+    assert var[names.index("B_fearful_amygdala-vmpfc")] == 0.01
+    # a parameter with zero prior variance stays at its prior mean, without posterior variance
+    assert result.Ep_vector[names.index("A_vmpfc-amygdala")] == -0.2
+    assert np.abs(result.Cp[names.index("A_vmpfc-amygdala")]).max() == 0.0
+    # the shrunk modulation cannot reach its true value 0.3 (prior SD 0.1), the free one can
+    default, _ = _fit(PARAMS, snr=4, rng=np.random.default_rng(3))
+    b = names.index("B_fearful_amygdala-vmpfc")
+    assert abs(result.Ep_vector[b]) < abs(default.Ep_vector[b])
+    with pytest.raises(ValueError, match="unknown DCM parameters"):
+        faces_spec(prior_variance={"A_vmpfc-insula": 0.0})
+
+
+def test_max_iter_and_tolerance_are_honoured():
+    capped, _ = _fit(PARAMS, snr=4, rng=np.random.default_rng(5), max_iter=3)
+    assert capped.n_iter == 3 and not capped.converged
+    loose, _ = _fit(PARAMS, snr=4, rng=np.random.default_rng(5), tolerance=1e6)
+    # a tolerance no predicted increase exceeds: the four-iteration rule is met as soon as it can be
+    assert loose.converged and loose.n_iter == 4
+    strict, _ = _fit(PARAMS, snr=4, rng=np.random.default_rng(5))
+    assert strict.converged and strict.n_iter > 4
