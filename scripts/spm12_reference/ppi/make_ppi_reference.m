@@ -27,16 +27,19 @@ if ~exist(out_dir, 'dir'), mkdir(out_dir); end
 work = tempname(); mkdir(work);            % spm_peb_ppi saves PPI_<name>.mat into SPM.swd
 
 conditions = {'fearful', 'neutral'};
-% input sets: name, TR (s), fMRI_T, scans, design, seed scale
+% input sets: name, TR (s), fMRI_T, scans, design, seed scale, random stream
+% (tr2p0_t16_scale10 is tr2p0_t16 with the seed x10: with known covariances the posterior mean is
+% linear in the data, so SPM's PPI.ppi is exactly 10 times that of tr2p0_t16; a noise variance
+% estimated from the data (ReML) would change its shape)
 inputs = { ...
-  'tr0p8_t16', 0.8, 16, 200, 'blocks', 1; ...
-  'tr0p8_t24', 0.8, 24, 200, 'blocks', 1; ...
-  'tr2p0_t16', 2.0, 16, 100, 'blocks', 1; ...
-  'tr2p0_t24', 2.0, 24, 100, 'blocks', 1; ...
-  'tr2p5_t16', 2.5, 16,  80, 'blocks', 1; ...
-  'tr2p5_t24', 2.5, 24,  80, 'blocks', 1; ...
-  'tr2p0_t16_events', 2.0, 16, 100, 'events', 1; ...
-  'tr2p0_t16_scale10', 2.0, 16, 100, 'blocks', 10};
+  'tr0p8_t16', 0.8, 16, 200, 'blocks', 1, 1; ...
+  'tr0p8_t24', 0.8, 24, 200, 'blocks', 1, 2; ...
+  'tr2p0_t16', 2.0, 16, 100, 'blocks', 1, 3; ...
+  'tr2p0_t24', 2.0, 24, 100, 'blocks', 1, 4; ...
+  'tr2p5_t16', 2.5, 16,  80, 'blocks', 1, 5; ...
+  'tr2p5_t24', 2.5, 24,  80, 'blocks', 1, 6; ...
+  'tr2p0_t16_events', 2.0, 16, 100, 'events', 1, 7; ...
+  'tr2p0_t16_scale10', 2.0, 16, 100, 'blocks', 10, 3};
 t0_sets = {[1 8], [1 8], [1 8], [1 8], [1 8], [1 8], [8], [8]};
 
 ids = {};
@@ -49,10 +52,10 @@ release = regexp(fileread(fullfile(spm_dir, 'Contents.m')), 'Version \d+ \(SPM12
 
 cases = {};
 for s = 1:size(inputs, 1)
-  [iname, TR, T, N, design, scale] = inputs{s, :};
+  [iname, TR, T, N, design, scale, stream] = inputs{s, :};
   dt = TR / T;
   % --- seed: smooth neural signal at microtime, canonical HRF, sampled at bin 0, + noise
-  randn('state', 1000 + s); rand('state', 2000 + s);
+  randn('state', 1000 + stream); rand('state', 2000 + stream);
   if strcmp(design, 'blocks')
     ons = {[], []}; dur = {[], []}; t = 10; k = 0;
     while t + 20 <= N * TR - 4
@@ -86,7 +89,6 @@ for s = 1:size(inputs, 1)
   X0 = [ones(N, 1), spm_dctmtx(N, 3)(:, 2:3), 0.2 * randn(N, 1)];
   seed = scale * (bold + 0.3 * randn(N, 1) + X0 * [100; 0.5; -0.3; 0.2]);
   xY = struct('u', seed, 'X0', X0, 'Sess', 1, 'name', iname);
-  dlmwrite(fullfile(out_dir, [iname '_inputs.csv']), [], 'delimiter', ',');
   fid = fopen(fullfile(out_dir, [iname '_inputs.csv']), 'w');
   fprintf(fid, 'seed,x0_1,x0_2,x0_3,x0_4\n');
   fprintf(fid, '%.10g,%.10g,%.10g,%.10g,%.10g\n', [seed X0]');

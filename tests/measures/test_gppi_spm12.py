@@ -1,0 +1,169 @@
+"""gPPI against SPM12 r7771 ``spm_peb_ppi`` (reference outputs made under Octave by
+``scripts/spm12_reference/ppi/make_ppi_reference.m``, stored in ``tests/data/spm12/ppi``)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptsd_bidsapp.measures import gppi
+from ptsd_bidsapp.measures.errors import MeasureError
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "spm12" / "ppi"
+META = json.loads((DATA / "cases.json").read_text())
+CASES = {case["name"]: case for case in META["cases"]}
+CONDITIONS = ["fearful", "neutral"]
+
+
+def _load(case):
+    inputs = pd.read_csv(DATA / case["inputs"])
+    outputs = pd.read_csv(DATA / case["outputs"])
+    xn = pd.read_csv(DATA / case["xn"])["xn"].to_numpy()
+    events = pd.DataFrame(case["events"])
+    confounds = inputs[[c for c in inputs.columns if c.startswith("x0_")]].to_numpy()[:, 1:]  # x0_1 = intercept
+    return inputs["seed"].to_numpy(), confounds, events, outputs, xn
+
+
+def _r(a, b):
+    return float(np.corrcoef(np.asarray(a, float), np.asarray(b, float))[0, 1])
+
+
+def test_reference_is_spm12_r7771():
+    assert META["spm_release"].startswith("Version 7771 (SPM12)")
+    assert any("spm_peb_ppi.m 6556" in i for i in META["spm_ids"])
+    assert any("spm_PEB.m 7654" in i for i in META["spm_ids"])
+    settings = {(c["tr"], c["fmri_t"], c["fmri_t0"]) for c in CASES.values()}
+    assert {0.8, 2.0, 2.5} <= {s[0] for s in settings}
+    assert {16, 24} <= {s[1] for s in settings} and {1, 8} <= {s[2] for s in settings}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_default_method_equals_spm_peb_ppi(name):
+    """Default method: PPI.ppi (per condition), PPI.xn and PPI.P as SPM12 at every TR / fMRI_T / fMRI_T0."""
+    case = CASES[name]
+    seed, confounds, events, ref, xn_ref = _load(case)
+    tr, t, t0 = case["tr"], case["fmri_t"], case["fmri_t0"]
+    xn = gppi.deconvolve_seed(seed, tr, confounds, fmri_t=t, fmri_t0=t0)
+    ppi = gppi.interaction_regressors(xn, events, CONDITIONS, tr, fmri_t=t, fmri_t0=t0)
+    rs = {c: _r(ppi[f"ppi_{c}"], ref[f"ppi_{c}"]) for c in CONDITIONS}
+    print(f"{name}: r(PPI.ppi) " + ", ".join(f"{c} {r:.10f} (1 - r = {1 - r:.1e})" for c, r in rs.items()))
+    assert min(rs.values()) > 0.99
+    # not only correlated: equal values (reference stored with 8-10 significant digits)
+    for c in CONDITIONS:
+        np.testing.assert_allclose(ppi[f"ppi_{c}"], ref[f"ppi_{c}"], atol=1e-5 * ref[f"ppi_{c}"].std())
+    np.testing.assert_allclose(xn, xn_ref, atol=1e-5 * xn_ref.std())
+    for c in CONDITIONS:  # PPI.P: psychological variable (spm_get_ons conventions) convolved, sampled at T0
+        psy = gppi.psychological_microtime(events, c, seed.size, tr, method="spm", fmri_t=t)
+        p = gppi.convolve_microtime(psy - psy.mean(), tr, fmri_t=t, fmri_t0=t0, method="spm")
+        np.testing.assert_allclose(p, ref[f"P_{c}"], atol=1e-6 * max(ref[f"P_{c}"].std(), 1e-12))
+    x0 = np.column_stack([np.ones(seed.size), confounds])  # PPI.Y: seed with confounds removed
+    np.testing.assert_allclose(seed - x0 @ np.linalg.lstsq(x0, seed, rcond=None)[0], ref["Y"], atol=1e-6)
+
+
+def test_slice_reference_option_changes_the_regressor():
+    """The earlier variant is a different regressor (r < 0.999 vs SPM on every case with T0 > 1)."""
+    worst = {}
+    for name, case in CASES.items():
+        seed, confounds, events, ref, _ = _load(case)
+        kw = dict(fmri_t=case["fmri_t"], fmri_t0=case["fmri_t0"])
+        xn = gppi.deconvolve_seed(seed, case["tr"], confounds, method="slice_reference", **kw)
+        ppi = gppi.interaction_regressors(xn, events, CONDITIONS, case["tr"], method="slice_reference", **kw)
+        worst[name] = min(_r(ppi[f"ppi_{c}"], ref[f"ppi_{c}"]) for c in CONDITIONS)
+        assert not np.allclose(ppi["ppi_fearful"] - ppi["ppi_fearful"].mean(), ref["ppi_fearful"], atol=1e-3)
+    print("slice_reference vs SPM, min r over conditions: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst.items())))
+    assert all(r < 0.999 for n, r in worst.items() if CASES[n]["fmri_t0"] > 1)
+
+
+def test_method_reaches_gppi_matrix_and_bad_method_raises():
+    case = CASES["tr2p0_t16_T08"]
+    seed, confounds, events, _, _ = _load(case)
+    rng = np.random.default_rng(0)
+    target = 0.5 * seed + rng.standard_normal(seed.size)
+    signals = np.column_stack([seed - seed.mean(), target])
+    task = pd.DataFrame(rng.standard_normal((seed.size, 2)), columns=CONDITIONS)
+    results = {m: gppi.gppi_matrix(signals, ["s", "t"], task, events, CONDITIONS, "fearful - neutral", 2.0,
+                                   seeds=["s"], method=m, fmri_t0=8)[0].loc["s", "t"] for m in gppi.METHODS}
+    assert np.isfinite(list(results.values())).all()
+    assert results["spm"] != pytest.approx(results["slice_reference"], rel=1e-6)
+    with pytest.raises(MeasureError):
+        gppi.deconvolve_seed(seed, 2.0, method="SPM")
+
+
+def test_noise_variance_is_known_not_estimated():
+    """spm_PEB treats spm_peb_ppi's non-cell covariances (P{1}.C = I/4, P{2}.C = Q) as known: no
+    hyperparameter is estimated. SPM's own outputs show it: with the seed x10 (same draws) PPI.ppi is
+    exactly 10x (the posterior mean is linear in the data); a noise variance estimated from the
+    data would grow with it (x100) and smooth the estimate differently."""
+    base, scaled = CASES["tr2p0_t16_T08"], CASES["tr2p0_t16_scale10_T08"]
+    seed1, conf1, events, ref1, _ = _load(base)
+    seed10, conf10, _, ref10, _ = _load(scaled)
+    np.testing.assert_allclose(seed10, 10 * seed1, rtol=1e-8)
+    np.testing.assert_allclose(conf10, conf1)
+    for c in CONDITIONS:
+        np.testing.assert_allclose(ref10[f"ppi_{c}"], 10 * ref1[f"ppi_{c}"], atol=1e-6 * ref10[f"ppi_{c}"].std())
+    xn = gppi.deconvolve_seed(seed10, 2.0, conf10, fmri_t0=8)
+    np.testing.assert_allclose(gppi.interaction_regressors(xn, events, CONDITIONS, 2.0, fmri_t0=8)["ppi_fearful"],
+                               ref10["ppi_fearful"], atol=1e-5 * ref10["ppi_fearful"].std())
+    # had the variance followed the data (x100), the regressor would not be SPM's
+    xn_var = gppi.deconvolve_seed(seed10, 2.0, conf10, precision=0.25 * 100, fmri_t0=8)
+    ppi_var = gppi.interaction_regressors(xn_var, events, CONDITIONS, 2.0, fmri_t0=8)["ppi_fearful"]
+    assert _r(ppi_var, ref10["ppi_fearful"]) < 0.99
+    # an explicit precision equal to SPM's 1/4 is the default; another value changes the estimate
+    assert np.allclose(gppi.deconvolve_seed(seed1, 2.0, conf1, precision=0.25), gppi.deconvolve_seed(seed1, 2.0, conf1))
+    assert not np.allclose(gppi.deconvolve_seed(seed1, 2.0, conf1, precision=1.0), gppi.deconvolve_seed(seed1, 2.0, conf1))
+
+
+def test_reference_bin_mapping():
+    assert gppi.reference_bin(16, None, 0.0) == 1
+    assert gppi.reference_bin(16, None, 0.5) == 9            # bin at 0.5 TR: (9 - 1) * TR / 16
+    assert gppi.reference_bin(24, None, 0.5) == 13
+    assert gppi.reference_bin(16, None, 1.0) == 16           # clamped to the last bin
+    assert gppi.reference_bin(16, 8, 0.5) == 8               # explicit fMRI_T0 wins
+    for bad in (0, 17, 2.5):
+        with pytest.raises(MeasureError):
+            gppi.reference_bin(16, bad)
+    with pytest.raises(MeasureError):
+        gppi.reference_bin(0)
+
+
+def test_fmri_t_and_t0_handling():
+    case = CASES["tr2p5_t24_T01"]
+    seed, confounds, events, _, _ = _load(case)
+    xn16 = gppi.deconvolve_seed(seed, 2.5, confounds, fmri_t=16)
+    xn24 = gppi.deconvolve_seed(seed, 2.5, confounds, fmri_t=24)
+    assert xn16.size == seed.size * 16 and xn24.size == seed.size * 24
+    # spm: the basis sits at bin 0 whatever fMRI_T0 (only the interaction moves)
+    np.testing.assert_array_equal(gppi.deconvolve_seed(seed, 2.5, confounds, fmri_t=24, fmri_t0=20), xn24)
+    np.testing.assert_array_equal(gppi.deconvolve_seed(seed, 2.5, confounds, fmri_t=24, slice_time_ref=0.7), xn24)
+    # slice_reference: the basis follows the reference bin
+    a = gppi.deconvolve_seed(seed, 2.5, confounds, method="slice_reference", fmri_t=24, fmri_t0=1)
+    b = gppi.deconvolve_seed(seed, 2.5, confounds, method="slice_reference", fmri_t=24, fmri_t0=12)
+    assert not np.allclose(a, b)
+    # T0 samples the microtime convolution (T0 - 1) bins after the scan start
+    micro = np.zeros(seed.size * 24)
+    micro[24 * 10] = 1.0  # impulse at the start of scan 10
+    hrf = gppi.spm_canonical_hrf(2.5 / 24)
+    for t0 in (1, 8, 24):
+        sampled = gppi.convolve_microtime(micro, 2.5, fmri_t=24, fmri_t0=t0, method="spm")
+        assert sampled[12] == pytest.approx(hrf[2 * 24 + t0 - 1])
+    # slice_time_ref fraction -> the same bin as the explicit T0
+    np.testing.assert_array_equal(gppi.convolve_microtime(micro, 2.5, 0.5, fmri_t=24, method="spm"),
+                                  gppi.convolve_microtime(micro, 2.5, fmri_t=24, fmri_t0=13, method="spm"))
+    with pytest.raises(MeasureError):
+        gppi.deconvolve_seed(seed, 2.5, fmri_t=0)
+
+
+def test_spm_hrf_and_stimulus_conventions():
+    hrf = gppi.spm_canonical_hrf(2.0 / 16)
+    assert hrf.size == 257 and hrf.sum() == pytest.approx(1.0) and hrf[0] == 0.0
+    assert np.argmax(hrf) * 2.0 / 16 == pytest.approx(5.0, abs=0.2)  # peak near 5 s
+    events = pd.DataFrame({"onset": [1.0, 1.0, 10.0], "duration": [2.0, 2.0, 0.0], "trial_type": ["a", "a", "b"]})
+    a = gppi.psychological_microtime(events, "a", 10, 2.0, method="spm")
+    dt = 2.0 / 16
+    assert a[8] == 2.0 and a[8 + 16] == 2.0 and a[8 + 17] == 0.0 and a[7] == 0.0  # inclusive end, overlaps add
+    b = gppi.psychological_microtime(events, "b", 10, 2.0, method="spm")
+    assert b[80] == pytest.approx(1 / dt) and b.sum() == pytest.approx(1 / dt)      # zero duration: height 1/dt
+    old = gppi.psychological_microtime(events, "a", 10, 2.0)                           # earlier convention
+    assert old.max() == 1.0 and old[8:24].all() and old[24] == 0.0
