@@ -28,7 +28,7 @@ import pandas as pd
 
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.dcm.participant import dcm_result_to_json, fit_session_dcm
-from ptsd_bidsapp.dcm.peb import bmr_search, fit_session_change
+from ptsd_bidsapp.peb import bmr_search, fit_session_change
 from ptsd_bidsapp.group.dcm_group import peb_design, select_parameters
 from ptsd_bidsapp.simulate import design, generative
 from ptsd_bidsapp.simulate.trial import ROI, faces_signals

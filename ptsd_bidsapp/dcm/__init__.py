@@ -26,15 +26,18 @@ Modules: :mod:`~ptsd_bidsapp.dcm.priors` (``spm_dcm_fmri_priors``),
 :mod:`~ptsd_bidsapp.dcm.integrate` (``spm_int``), :mod:`~ptsd_bidsapp.dcm.simulate`
 (``spm_dcm_generate``), :mod:`~ptsd_bidsapp.dcm.inversion` (``spm_nlsi_GN`` /
 ``spm_dcm_estimate``), :mod:`~ptsd_bidsapp.dcm.participant` (per-session DCMs from VOIs and
-events), :mod:`~ptsd_bidsapp.dcm.peb` and :mod:`~ptsd_bidsapp.dcm.bmr` (group level).
+events). The group level (PEB, BMR/BMA, LOO) over these posteriors is :mod:`ptsd_bidsapp.peb`.
 """
 
 from ptsd_bidsapp.dcm.api import DCMSpec, as_parameter_dict
+from ptsd_bidsapp.dcm.inversion import DCMResult, estimate_dcm
 from ptsd_bidsapp.dcm.priors import dcm_fmri_priors, pack_parameters, parameter_names, unpack_parameters
 from ptsd_bidsapp.dcm.simulate import simulate_dcm
 
 __all__ = [
     "DCMSpec",
+    "DCMResult",
+    "estimate_dcm",
     "simulate_dcm",
     "as_parameter_dict",
     "dcm_fmri_priors",
@@ -42,10 +45,3 @@ __all__ = [
     "unpack_parameters",
     "parameter_names",
 ]
-
-try:  # the inversion lands after the forward model
-    from ptsd_bidsapp.dcm.inversion import DCMResult, estimate_dcm  # noqa: F401
-
-    __all__ += ["DCMResult", "estimate_dcm"]
-except ImportError:  # pragma: no cover
-    pass

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from ptsd_bidsapp.dcm.bmr import reduced_free_energy
+from ptsd_bidsapp.peb.reduce import reduced_free_energy
 
 TOL_F = 1e-8
 TOL_MOMENTS = 1e-8

@@ -1,11 +1,11 @@
-"""Parametric Empirical Bayes (PEB) over DCM posteriors.
+"""Parametric Empirical Bayes (PEB) over DCM posteriors (SPM12 ``spm_dcm_peb``).
 
 A second-level (between-subject) general linear model over first-level parameters,
 inverted from the subjects' Gaussian posteriors alone by Bayesian model reduction
 (Friston et al. 2016, "Bayesian model reduction and empirical Bayes for group (DCM)
 studies", NeuroImage 128:413; Zeidman et al. 2019, "A guide to group effective
 connectivity analysis, part 2", NeuroImage 200:12). Conventions mirror SPM12
-``spm_dcm_peb`` / ``spm_dcm_bmr_all`` / ``spm_dcm_peb_bmc`` / ``spm_dcm_loo``:
+``spm_dcm_peb``:
 
 Hierarchical model (Friston et al. 2016, eqs. 1–3 and A.7–A.10)::
 
@@ -41,12 +41,17 @@ Hierarchical model (Friston et al. 2016, eqs. 1–3 and A.7–A.10)::
 
 Group-effect ordering: ``vec(Ep)`` with the parameter index fastest, i.e. column *j* of
 ``Ep`` (parameters × covariates) holds the effects of covariate *j*.
+
+Also here: the selection of the parameters entered into a PEB (SPM's ``field`` argument)
+and the posterior probability of an effect's sign, shared by the result tables.
+
+Over 500 lines because it is one SPM routine: the PEB objective with its exact gradient and
+curvature, the optimiser and its result are read together.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import itertools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -54,17 +59,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ptsd_bidsapp.dcm.bmr import reduced_free_energy
+from ptsd_bidsapp.peb.reduce import _inv, _logdet_pd, _prepare_subject, _reduce, _sym
 
 __all__ = [
     "PEBResult",
-    "BMAResult",
-    "SessionChangeResult",
-    "LOOResult",
     "fit_peb",
-    "bmr_search",
-    "fit_session_change",
-    "loo_predict",
     "select_parameters",
     "parameter_field",
     "posterior_probability_nonzero",
@@ -75,8 +74,6 @@ _PRECISION_FLOOR = 1.0 / 4096.0
 #: Increase of the log time constant after an accepted step (SPM: 1/4; 1/2 reaches
 #: Gauss–Newton steps in half the iterations with the same optimum).
 _LOG_TIME_INCREMENT = 0.5
-#: Occam's window for Bayesian model averaging, in nats (``spm_dcm_bmr_all``).
-OCCAM_WINDOW = 8.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -267,19 +264,6 @@ class PEBResult:
 # ---------------------------------------------------------------------------------------
 # fitting
 # ---------------------------------------------------------------------------------------
-def _sym(matrix):
-    return (matrix + matrix.T) / 2
-
-
-def _inv(matrix):
-    return _sym(np.linalg.inv(matrix))
-
-
-def _logdet_pd(matrix) -> float:
-    sign, value = np.linalg.slogdet(matrix)
-    return float(value) if sign > 0 else -np.inf
-
-
 def _precision_components(pQ: np.ndarray, fields: list[str], option: str) -> list[np.ndarray]:
     """Between-subject precision components (``spm_dcm_peb``, ``M.Q``)."""
     n = pQ.shape[0]
@@ -305,41 +289,16 @@ def _precision_components(pQ: np.ndarray, fields: list[str], option: str) -> lis
     raise ValueError(f"random_effects must be 'all', 'fields', 'single' or 'none', not {option!r}")
 
 
-@dataclass
-class _Subject:
-    """Precomputed terms of one subject's BMR (full-rank case, Friston & Penny 2011 eq. 7)."""
-
-    qP: np.ndarray
-    likelihood_precision: np.ndarray  # qP − pP
-    likelihood_linear: np.ndarray  # qP qE − pP pE
-    constant: float  # ½ln|qP| − ½ln|pP| − ½qE'qP qE + ½pE'pP pE
-
-
-def _prepare_subject(qE, qC, pE, pC) -> _Subject:
-    qP, pP = _inv(qC), _inv(pC)
-    constant = 0.5 * (_logdet_pd(qP) - _logdet_pd(pP)) - 0.5 * qE @ qP @ qE + 0.5 * pE @ pP @ pE
-    return _Subject(qP, qP - pP, qP @ qE - pP @ pE, float(constant))
-
-
-def _reduce(subject: _Subject, rE, rP, logdet_rP):
-    """Reduced free energy, posterior mean/covariance for a full-rank empirical prior."""
-    sP = _sym(subject.likelihood_precision + rP)
-    sC = _inv(sP)
-    sE = sC @ (subject.likelihood_linear + rP @ rE)
-    logdet_sP = _logdet_pd(sP)
-    if not np.isfinite(logdet_sP):
-        # reduced posterior precision not positive definite (an approximate first-level
-        # posterior less precise than its prior): this empirical prior is inadmissible
-        return -np.inf, sE, sC
-    dF = subject.constant + 0.5 * (logdet_rP - logdet_sP) - 0.5 * rE @ rP @ rE + 0.5 * sE @ sP @ sE
-    return dF, sE, sC
-
-
 def _regularised_step(hessian, gradient, log_time):
     """Ascent step ``(e^{τJ} − I) J⁻¹ g`` (the local-linearisation update of ``spm_dx``).
 
     ``τ = exp(log_time) / |J|^{1/n}`` as in ``spm_dx``. Positive curvatures (non-concave
     directions) are reflected to negative so the step is always an ascent direction.
+
+    Not :func:`ptsd_bidsapp.dcm.inversion.spm_dx` (the DCM inversion's step, SPM's own
+    augmented-matrix exponential): that one steps along positive curvatures as they are,
+    which the PEB's exact Hessian in γ can have far from the mode; this one, computed in
+    the eigenbasis, never does.
     """
     values, vectors = np.linalg.eigh(_sym(hessian))
     magnitude = np.maximum(np.abs(values), 1e-12 * max(np.abs(values).max(), 1e-300))
@@ -652,411 +611,3 @@ def fit_peb(
         random_effects=random_effects,
         joint_cov=joint,
     )
-
-
-# ---------------------------------------------------------------------------------------
-# Bayesian model reduction over group effects + Bayesian model averaging
-# ---------------------------------------------------------------------------------------
-@dataclass
-class BMAResult:
-    """Greedy BMR search and BMA over second-level parameters (``spm_dcm_peb_bmc``).
-
-    Attributes
-    ----------
-    param_names, covariate_names : list of str
-    Ep : ndarray, (Np, Nx)
-        Bayesian model average of the group effects.
-    Cp : ndarray, (Np·Nx, Np·Nx)
-        BMA covariance (exact moments of the Gaussian mixture).
-    Pp : ndarray, (Np, Nx)
-        Posterior probability that each effect is present (model family with vs without).
-    free_energies : ndarray
-        Reduced free energies (relative to the full PEB) of the models in the last search.
-    model_space : ndarray of bool
-        Rows: models of the last search; columns: the searched effects; True = removed.
-    searched : ndarray of int
-        Indices (into ``vec(Ep)``) of the effects in the last search.
-    best_model_F : float
-        Reduced free energy of the winning model relative to the full model (nats).
-    n_models_averaged : int
-    """
-
-    param_names: list
-    covariate_names: list
-    Ep: np.ndarray
-    Cp: np.ndarray
-    Pp: np.ndarray
-    free_energies: np.ndarray
-    model_space: np.ndarray
-    searched: np.ndarray
-    best_model_F: float
-    n_models_averaged: int
-
-    @property
-    def Pp_sign(self) -> np.ndarray:
-        return posterior_probability_nonzero(self.Ep, np.diag(self.Cp).reshape(self.Ep.shape, order="F"))
-
-    def table(self) -> pd.DataFrame:
-        """Long table: parameter, covariate, Ep, Cp (variance), Pp_sign, Pp (presence)."""
-        return _effects_table(self.param_names, self.covariate_names, self.Ep, np.diag(self.Cp), Pp=self.Pp)
-
-
-def _reduced_prior(pE, pC, present):
-    """Switch off parameters: mean and (co)variance set to zero (``spm_dcm_bmr_all``, β = γ = 0)."""
-    R = np.diag(present.astype(float))
-    return R @ pE, R @ pC @ R
-
-
-def bmr_search(peb: PEBResult, max_exhaustive: int = 8, occam_window: float = OCCAM_WINDOW) -> BMAResult:
-    """Greedy Bayesian model reduction over group effects, then Bayesian model averaging.
-
-    Follows ``spm_dcm_bmr_all`` as called by ``spm_dcm_peb_bmc(PEB)`` (Friston et al. 2016,
-    sec. 2.4; Zeidman et al. 2019, sec. 2.6): while more than ``max_exhaustive`` effects are
-    free, the ``max_exhaustive`` effects whose individual removal costs least evidence are
-    searched exhaustively (all 2^k subsets switched off), the best model's removals are
-    kept, and the search repeats until nothing more is removed. ``Pp`` of the effects in
-    the last search is the posterior probability of the family of models that contain
-    them; effects removed earlier get 0, free effects not in the last search get 1. The
-    BMA pools the reduced posteriors of the last search's models within ``occam_window``
-    nats of the best (SPM: 8), weighted by their posterior probabilities.
-
-    Notes
-    -----
-    Deviation from SPM (documented): the BMA uses the model set of the last search as it
-    was scored (SPM re-applies the winning model's removals to every model in the window).
-
-    As in SPM, effects whose prior variance is below 1/1024 of the mean prior variance are
-    treated as fixed (never searched, ``Pp`` = 0). The prior of a group effect scales as
-    N / Σx², so a covariate in large units (e.g. CAPS-5 points rather than SD units) can
-    push its effects on A parameters below that threshold; designs should use
-    comparable scales (:func:`ptsd_bidsapp.group.dcm_group.peb_design` z-scores).
-
-    ``Pp`` is a model-evidence probability: an effect is kept only when its evidence
-    outweighs the Occam factor of its prior (≈ ln(prior SD / posterior SD) nats for a
-    single effect, Savage–Dickey), so it can be far below ``Pp_sign`` (the posterior
-    probability of the effect's sign) for effects of moderate size under a wide prior.
-    """
-    qE = peb.Ep.ravel(order="F")
-    qC = peb.Cp
-    pE = peb.prior_mean
-    pC = peb.prior_cov
-    prior_var = np.diag(pC)
-    small = prior_var < 1024
-    threshold = np.mean(prior_var[small]) / 1024 if np.any(small) else 0.0
-    free = prior_var > threshold
-
-    def score(present):
-        rE, rC = _reduced_prior(pE, pC, present)
-        return reduced_free_energy(qE, qC, pE, pC, rE, rC)
-
-    while True:
-        candidates = np.flatnonzero(free)
-        greedy = candidates.size > max_exhaustive
-        if candidates.size == 0:
-            raise ValueError("the PEB has no free group effects to reduce")
-        if greedy:
-            gains = []
-            for index in candidates:
-                present = free.copy()
-                present[index] = False
-                gains.append(score(present)[0])
-            # Effects whose removal increases the evidence most (least evidence for them).
-            order = np.argsort(-np.asarray(gains), kind="stable")
-            candidates = candidates[order[:max_exhaustive]]
-        model_space = np.array(list(itertools.product([False, True], repeat=candidates.size)), dtype=bool)
-        G = np.empty(len(model_space))
-        for m, removed in enumerate(model_space):
-            present = free.copy()
-            present[candidates[removed]] = False
-            G[m] = score(present)[0]
-        best = int(np.argmax(G))
-        n_removed = int(model_space[best].sum())
-        searched_free = free.copy()
-        free[candidates[model_space[best]]] = False
-        if not (greedy and n_removed):
-            break
-
-    posterior = np.exp(G - G.max())
-    posterior /= posterior.sum()
-    Pp_vec = free.astype(float)
-    # Pp of an effect = Σ p(models that keep it) — equal families, so means ∝ sums.
-    Pp_vec[candidates] = [posterior[~model_space[:, c]].sum() for c in range(candidates.size)]
-    # Effects that were never free keep probability 0.
-    Pp_vec[~(prior_var > threshold)] = 0.0
-
-    window = np.flatnonzero(G > G.max() - occam_window)
-    weights = posterior[window] / posterior[window].sum()
-    mean = np.zeros_like(qE)
-    second = np.zeros_like(qC)
-    for w, m in zip(weights, window):
-        present = searched_free.copy()
-        present[candidates[model_space[m]]] = False
-        _, sE, sC = score(present)
-        mean += w * sE
-        second += w * (sC + np.outer(sE, sE))
-    cov = _sym(second - np.outer(mean, mean))
-    shape = peb.Ep.shape
-    return BMAResult(
-        param_names=list(peb.param_names),
-        covariate_names=list(peb.covariate_names),
-        Ep=mean.reshape(shape, order="F"),
-        Cp=cov,
-        Pp=Pp_vec.reshape(shape, order="F"),
-        free_energies=G,
-        model_space=model_space,
-        searched=candidates,
-        best_model_F=float(G.max()),
-        n_models_averaged=int(window.size),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# session change: PEB of PEBs
-# ---------------------------------------------------------------------------------------
-#: Within-subject design over the two sessions: a session mean and the change post − pre
-#: (rows: pre, post). With ±½ coding the second coefficient is the change post − pre.
-WITHIN_SUBJECT_DESIGN = np.array([[1.0, -0.5], [1.0, 0.5]])
-WITHIN_SUBJECT_EFFECTS = ("mean", "change")
-
-
-@dataclass
-class SessionChangeResult:
-    """Two-level PEB of PEBs for the change in connectivity between sessions.
-
-    Attributes
-    ----------
-    within : list of PEBResult
-        One per subject: PEB over the subject's two session DCMs with design
-        :data:`WITHIN_SUBJECT_DESIGN` (effects ``mean`` and ``change``).
-    between : PEBResult
-        PEB over the subjects' ``change`` effects with the between-subject design.
-    """
-
-    within: list
-    between: PEBResult
-
-
-def fit_session_change(
-    Ep_pre: Sequence[np.ndarray],
-    Cp_pre: Sequence[np.ndarray],
-    Ep_post: Sequence[np.ndarray],
-    Cp_post: Sequence[np.ndarray],
-    pE,
-    pC,
-    X: np.ndarray,
-    param_names: Sequence[str],
-    covariate_names: Sequence[str] | None = None,
-    *,
-    select: Sequence[int] | None = None,
-    F_pre: Sequence[float] | None = None,
-    F_post: Sequence[float] | None = None,
-    subject_names: Sequence[str] | None = None,
-    effects: Sequence[str] = ("change",),
-    within_beta: float = 1024.0,
-    between_hE: float | None = None,
-    **peb_options,
-) -> SessionChangeResult:
-    """Session change by PEB of PEBs (Zeidman et al. 2019, sec. 2.8 "longitudinal designs").
-
-    Design
-    ------
-    1. Within subject: for each subject a PEB over its pre and post DCM posteriors with
-       design ``[[1, −½], [1, +½]]`` (columns ``mean``, ``change``); the ``change`` effect
-       is the subject's connectivity change post − pre, with its posterior covariance.
-       With two sessions a session-specific residual is not identifiable (it is confounded
-       with the change), so this level has no random-effects hyperparameters and a small
-       fixed residual covariance ``pC/within_beta`` (default pC/1024): it is then almost a
-       re-parameterisation of the two session posteriors into mean and change. (SPM's
-       default between-"subject" covariance pC/16 would add its variance twice to every
-       change estimate — e.g. SD 0.35 for B parameters with prior variance 1.)
-    2. Between subjects: a PEB whose "first-level posteriors" are the within-subject PEB
-       posteriors (their priors are the within-subject third-level priors), restricted to
-       the ``effects`` (default: ``change``), with the between-subject design ``X``
-       (e.g. mean, improvement, drug, improvement × drug, centred). Its group effects are
-       then: the average change (column 0) and how the change depends on each covariate.
-       The within level's prior on ``change`` is ``4·pC`` (covariate-norm scaling of the
-       ±½ column), so the default random-effects covariance ``prior/16`` would be
-       ``pC/4``; ``between_hE`` (default ``ln 4``) restores SPM's usual random-effects
-       scale ``pC/16`` relative to the first-level DCM prior.
-
-    Parameters are as in :func:`fit_peb`; ``peb_options`` are passed to both levels.
-    """
-    n_subjects = len(Ep_pre)
-    pE_list = _as_list_of_arrays(pE, n_subjects, "vec")
-    pC_list = _as_list_of_arrays(pC, n_subjects)
-    within = []
-    names = subject_names if subject_names is not None else [f"subject{i + 1}" for i in range(n_subjects)]
-    for i in range(n_subjects):
-        F_i = None
-        if F_pre is not None and F_post is not None:
-            F_i = [F_pre[i], F_post[i]]
-        within.append(
-            fit_peb(
-                [Ep_pre[i], Ep_post[i]],
-                [Cp_pre[i], Cp_post[i]],
-                pE_list[i],
-                pC_list[i],
-                WITHIN_SUBJECT_DESIGN,
-                param_names,
-                list(WITHIN_SUBJECT_EFFECTS),
-                select=select,
-                F_list=F_i,
-                subject_names=[f"{names[i]}_pre", f"{names[i]}_post"],
-                random_effects="none",
-                beta=within_beta,
-                **{k: v for k, v in peb_options.items() if k not in ("random_effects", "beta")},
-            )
-        )
-    posteriors = [w.as_posterior() for w in within]
-    level_names = posteriors[0]["names"]
-    chosen = [k for k, name in enumerate(level_names) if name.split(":")[0] in effects]
-    if between_hE is None:
-        column = WITHIN_SUBJECT_DESIGN[:, 1]
-        between_hE = float(np.log(len(column) / np.sum(column**2)))
-    peb_options = dict(peb_options)
-    peb_options.setdefault("hE", between_hE)
-    between = fit_peb(
-        [p["Ep"] for p in posteriors],
-        [p["Cp"] for p in posteriors],
-        [p["pE"] for p in posteriors],
-        [p["pC"] for p in posteriors],
-        X,
-        level_names,
-        covariate_names,
-        select=chosen,
-        F_list=[p["F"] for p in posteriors],
-        subject_names=names,
-        **peb_options,
-    )
-    return SessionChangeResult(within=within, between=between)
-
-
-# ---------------------------------------------------------------------------------------
-# leave-one-out prediction
-# ---------------------------------------------------------------------------------------
-@dataclass
-class LOOResult:
-    """Leave-one-out posterior predictive of one covariate (``spm_dcm_loo``).
-
-    Attributes
-    ----------
-    predicted, predicted_sd : ndarray, (Ns,)
-        Posterior predictive mean and SD of the left-out subject's covariate.
-    observed : ndarray, (Ns,)
-    r : float
-        Out-of-sample Pearson correlation of predicted with observed.
-    p : float
-        One-sided p-value of a positive slope of predicted on observed
-        (t-test with Ns − 2 df, as ``spm_dcm_loo``).
-    df : int
-    covariate : str
-    """
-
-    predicted: np.ndarray
-    predicted_sd: np.ndarray
-    observed: np.ndarray
-    r: float
-    p: float
-    df: int
-    covariate: str
-    subject_names: list
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame({"subject": self.subject_names, "observed": self.observed,
-                             "predicted": self.predicted, "predicted_sd": self.predicted_sd})
-
-
-def _predict_covariate(peb: PEBResult, qE, qC, pE, pC, x_known, target, prior_mean, prior_var):
-    """Posterior of one design entry of a new subject given its parameter posterior.
-
-    The subject's parameters θ ~ N(W x, Ce) with W = ``peb.Ep`` (the PEB's group effects)
-    and Ce the random-effects covariance; the unknown entry x_t ~ N(prior_mean, prior_var),
-    the other entries known. The subject's posterior enters through BMR: ΔF(rE) is
-    quadratic in the empirical prior mean rE = W x, so the posterior over x_t is Gaussian
-    (the single-subject PEB of ``spm_dcm_ppd``, solved in closed form).
-    """
-    subject = _prepare_subject(qE, qC, pE, pC)
-    rC = peb.Ce
-    rP = _inv(rC)
-    sC = _inv(_sym(subject.likelihood_precision + rP))
-    # ΔF(rE) = const + rE'·rP·sC·η − ½ rE'(rP − rP·sC·rP) rE
-    curvature = rP - rP @ sC @ rP
-    linear = rP @ sC @ subject.likelihood_linear
-    w = peb.Ep[:, target]
-    offset = peb.Ep @ x_known
-    precision = w @ curvature @ w + 1.0 / prior_var
-    mean = (w @ (linear - curvature @ offset) + prior_mean / prior_var) / precision
-    return mean, 1.0 / precision
-
-
-def loo_predict(
-    Ep_list: Sequence[np.ndarray],
-    Cp_list: Sequence[np.ndarray],
-    pE,
-    pC,
-    X: np.ndarray,
-    param_names: Sequence[str],
-    covariate_names: Sequence[str] | None = None,
-    *,
-    target: int = 1,
-    select: Sequence[int] | None = None,
-    subject_names: Sequence[str] | None = None,
-    **peb_options,
-) -> LOOResult:
-    """Leave-one-out prediction of a covariate from DCM parameters (``spm_dcm_loo``).
-
-    For each subject, a PEB is fitted to the other subjects (design ``X`` without that
-    row); the left-out subject's value of column ``target`` is then inferred from its own
-    parameter posterior under the training PEB's group effects and random-effects
-    covariance, with the prior ``N(mean of training column, 4 × variance of the column)``
-    (``spm_dcm_ppd`` uses a prior variance of 4 × var). The other design entries of the
-    left-out subject are treated as known.
-
-    Returns
-    -------
-    LOOResult
-        Out-of-sample predictive means/SDs, Pearson r with the observed values and the
-        one-sided p-value of a positive relation.
-    """
-    X = np.atleast_2d(np.asarray(X, dtype=float))
-    n_subjects = X.shape[0]
-    pE_list = _as_list_of_arrays(pE, n_subjects, "vec")
-    pC_list = _as_list_of_arrays(pC, n_subjects)
-    if select is None:
-        select = [i for i in range(len(param_names)) if pC_list[0][i, i] > 0]
-    select = list(select)
-    idx = np.ix_(select, select)
-    predicted = np.zeros(n_subjects)
-    predicted_var = np.zeros(n_subjects)
-    for i in range(n_subjects):
-        train = [j for j in range(n_subjects) if j != i]
-        peb = fit_peb([Ep_list[j] for j in train], [Cp_list[j] for j in train], [pE_list[j] for j in train],
-                      [pC_list[j] for j in train], X[train], param_names, covariate_names, select=select,
-                      **peb_options)
-        column = X[train, target]
-        x_known = X[i].copy()
-        x_known[target] = 0.0
-        mean, var = _predict_covariate(
-            peb,
-            np.asarray(Ep_list[i], dtype=float).ravel()[select],
-            np.asarray(Cp_list[i], dtype=float)[idx],
-            pE_list[i].ravel()[select],
-            pC_list[i][idx],
-            x_known,
-            target,
-            float(column.mean()),
-            float(4.0 * column.var(ddof=1)),
-        )
-        predicted[i], predicted_var[i] = mean, var
-    observed = X[:, target]
-    df = n_subjects - 2
-    r = float(np.corrcoef(predicted, observed)[0, 1]) if np.std(predicted) > 0 else float("nan")
-    if np.isfinite(r) and abs(r) < 1:
-        t = r * np.sqrt(df) / np.sqrt(1 - r**2)
-        p = float(stats.t.sf(t, df))
-    else:
-        p = float("nan") if not np.isfinite(r) else (0.0 if r > 0 else 1.0)
-    names = covariate_names[target] if covariate_names is not None else f"covariate{target + 1}"
-    return LOOResult(predicted=predicted, predicted_sd=np.sqrt(predicted_var), observed=observed, r=r, p=p, df=df,
-                     covariate=names,
-                     subject_names=list(subject_names) if subject_names is not None else [f"subject{i + 1}" for i in range(n_subjects)])

@@ -6,6 +6,10 @@ follow analytically, without re-fitting (Friston & Penny 2011, "Post hoc Bayesia
 selection", NeuroImage 56:2089, eqs. 6–9; Friston et al. 2016, NeuroImage 128:413, eq. A.6).
 This is the convention of SPM12 ``spm_log_evidence_reduce``.
 
+Also the per-subject reduction that ``spm_dcm_peb`` repeats at every iteration
+(``_prepare_subject``, ``_reduce``): the same algebra for a full-rank empirical prior, with
+the terms that do not depend on that prior precomputed (Friston & Penny 2011, eq. 7).
+
 Writing the (implicit) likelihood as the ratio ``q(θ)/p(θ)``, i.e. a Gaussian in θ with
 precision ``Λ = qP − pP`` and linear term ``η = qP·qE − pP·pE``::
 
@@ -26,6 +30,8 @@ Singular covariances are handled exactly rather than by regularised inversion:
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,9 +56,12 @@ def range_basis(cov: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
     return vectors[:, keep]
 
 
-def _sym_inv(matrix: np.ndarray) -> np.ndarray:
-    inv = np.linalg.inv(matrix)
-    return (inv + inv.T) / 2
+def _sym(matrix):
+    return (matrix + matrix.T) / 2
+
+
+def _inv(matrix):
+    return _sym(np.linalg.inv(matrix))
 
 
 def _logdet(matrix: np.ndarray) -> float:
@@ -101,8 +110,8 @@ def reduced_free_energy(qE, qC, pE, pC, rE, rC, rtol: float = 1e-12):
     u_qE, u_pE, u_rE = U.T @ qE, U.T @ pE, U.T @ rE
     u_qC, u_pC, u_rC = U.T @ qC @ U, U.T @ pC @ U, U.T @ rC @ U
 
-    qP = _sym_inv(u_qC)
-    pP = _sym_inv(u_pC)
+    qP = _inv(u_qC)
+    pP = _inv(u_pC)
     likelihood_precision = qP - pP                       # Λ
     likelihood_linear = qP @ u_qE - pP @ u_pE            # η
 
@@ -121,10 +130,10 @@ def reduced_free_energy(qE, qC, pE, pC, rE, rC, rtol: float = 1e-12):
     k = V.shape[1]
     if k:
         gradient = V.T @ (likelihood_linear - likelihood_precision @ u_rE)
-        S_inv = _sym_inv(S)
+        S_inv = _inv(S)
         H = V.T @ likelihood_precision @ V + S_inv          # reduced posterior precision over z
         H = (H + H.T) / 2
-        z_cov = _sym_inv(H)
+        z_cov = _inv(H)
         z_mean = z_cov @ gradient
         F += -0.5 * (_logdet(S) + _logdet(H)) + 0.5 * (gradient @ z_mean)
         u_sE = u_rE + V @ z_mean
@@ -137,3 +146,41 @@ def reduced_free_energy(qE, qC, pE, pC, rE, rC, rtol: float = 1e-12):
     sE = U @ u_sE + (rE - U @ (U.T @ rE))
     sC = U @ u_sC @ U.T
     return float(F), sE, (sC + sC.T) / 2
+
+
+# ---------------------------------------------------------------------------------------
+# per-subject reduction for the PEB (full-rank empirical priors)
+# ---------------------------------------------------------------------------------------
+def _logdet_pd(matrix) -> float:
+    sign, value = np.linalg.slogdet(matrix)
+    return float(value) if sign > 0 else -np.inf
+
+
+@dataclass
+class _Subject:
+    """Precomputed terms of one subject's BMR (full-rank case, Friston & Penny 2011 eq. 7)."""
+
+    qP: np.ndarray
+    likelihood_precision: np.ndarray  # qP − pP
+    likelihood_linear: np.ndarray  # qP qE − pP pE
+    constant: float  # ½ln|qP| − ½ln|pP| − ½qE'qP qE + ½pE'pP pE
+
+
+def _prepare_subject(qE, qC, pE, pC) -> _Subject:
+    qP, pP = _inv(qC), _inv(pC)
+    constant = 0.5 * (_logdet_pd(qP) - _logdet_pd(pP)) - 0.5 * qE @ qP @ qE + 0.5 * pE @ pP @ pE
+    return _Subject(qP, qP - pP, qP @ qE - pP @ pE, float(constant))
+
+
+def _reduce(subject: _Subject, rE, rP, logdet_rP):
+    """Reduced free energy, posterior mean/covariance for a full-rank empirical prior."""
+    sP = _sym(subject.likelihood_precision + rP)
+    sC = _inv(sP)
+    sE = sC @ (subject.likelihood_linear + rP @ rE)
+    logdet_sP = _logdet_pd(sP)
+    if not np.isfinite(logdet_sP):
+        # reduced posterior precision not positive definite (an approximate first-level
+        # posterior less precise than its prior): this empirical prior is inadmissible
+        return -np.inf, sE, sC
+    dF = subject.constant + 0.5 * (logdet_rP - logdet_sP) - 0.5 * rE @ rP @ rE + 0.5 * sE @ sP @ sE
+    return dF, sE, sC

@@ -1,0 +1,142 @@
+"""PEB inversion (``spm_dcm_peb``): objective derivatives, closed-form group effects, options."""
+
+import numpy as np
+import pytest
+
+from ptsd_bidsapp.peb import fit as fit_module
+from ptsd_bidsapp.peb import bmr_search, fit_peb, select_parameters
+from ptsd_bidsapp.peb.reduce import _prepare_subject, _reduce, reduced_free_energy
+from tests.peb.peb_fixtures import COVARIATES, PARAM_NAMES, PRIOR_VAR, simulate_group
+
+
+def _objective(Ep, Cp, pE, pC, X, monkeypatch):
+    captured = {}
+    original = fit_module._PEBObjective
+
+    class Capture(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            captured["objective"] = self
+
+    monkeypatch.setattr(fit_module, "_PEBObjective", Capture)
+    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    return result, captured["objective"]
+
+
+def test_subject_reduction_matches_bmr():
+    """The PEB's fast per-subject BMR equals ``reduced_free_energy`` (1e-9: same algebra)."""
+    _, _, Ep, Cp, pE, pC = simulate_group(0)
+    subject = _prepare_subject(Ep[0], Cp[0], pE, pC)
+    rE = np.array([0.05, -0.05, 0.2, -0.1])
+    rC = np.diag(PRIOR_VAR / 16)
+    rP = np.linalg.inv(rC)
+    dF, sE, sC = _reduce(subject, rE, rP, np.linalg.slogdet(rP)[1])
+    dF_ref, sE_ref, sC_ref = reduced_free_energy(Ep[0], Cp[0], pE, pC, rE, rC)
+    assert dF == pytest.approx(dF_ref, abs=1e-9)
+    np.testing.assert_allclose(sE, sE_ref, atol=1e-9)
+    np.testing.assert_allclose(sC, sC_ref, atol=1e-9)
+
+
+def test_gradient_and_curvature_match_finite_differences(monkeypatch):
+    """Analytic ∂L/∂(β,γ) and ∂²L (Friston et al. 2016, eq. A.11) vs central differences.
+
+    L is the variational energy (F without the log-determinant term). Step 1e-6; tolerance
+    relative 1e-5 of the largest entry (difference error O(h²)·L''' and round-off ε/h).
+    """
+    X, _, Ep, Cp, pE, pC = simulate_group(1)
+    _, objective = _objective(Ep, Cp, pE, pC, X, monkeypatch)
+    rng = np.random.default_rng(2)
+    b = objective.prior_mean + rng.normal(size=objective.n_b) * 0.1
+    g = rng.normal(size=objective.n_hyper) * 0.5
+    n = objective.n_b + objective.n_hyper
+
+    def energy(point):
+        out = objective(point[: objective.n_b], point[objective.n_b:])
+        logdet = np.sum(np.log(np.abs(np.linalg.eigvalsh(out["hess"]))))
+        return out["F"] - 0.5 * (objective.logdet_joint_prior_prec - logdet)
+
+    point = np.concatenate([b, g])
+    reference = objective(b, g)
+    h = 1e-6
+    numeric_grad = np.zeros(n)
+    numeric_hess = np.zeros((n, n))
+    for k in range(n):
+        step = np.zeros(n)
+        step[k] = h
+        numeric_grad[k] = (energy(point + step) - energy(point - step)) / (2 * h)
+        up = objective((point + step)[: objective.n_b], (point + step)[objective.n_b:])["grad"]
+        down = objective((point - step)[: objective.n_b], (point - step)[objective.n_b:])["grad"]
+        numeric_hess[k] = (up - down) / (2 * h)
+    assert np.max(np.abs(numeric_grad - reference["grad"])) < 1e-5 * np.max(np.abs(reference["grad"]))
+    assert np.max(np.abs(numeric_hess - reference["hess"])) < 1e-5 * np.max(np.abs(reference["hess"]))
+
+
+def test_group_effects_are_the_empirical_bayes_glm_solution():
+    """Given the estimated random-effects covariance, β's posterior is exact and closed-form.
+
+    Each subject's reduced free energy is quadratic in its empirical prior mean, so
+    Cp⁻¹ = bP + Σ x_i x_i' ⊗ (rP − rP sC rP) and Ep = Cp(bP bE + Σ x_i ⊗ rP sC η_i).
+    At convergence fit_peb must agree (tolerance 1e-6: the VL stops when F gains < 1e-4).
+    """
+    X, _, Ep, Cp, pE, pC = simulate_group(3)
+    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    assert result.converged
+    rP = np.linalg.inv(result.Ce)
+    precision = np.linalg.inv(result.prior_cov)
+    linear = precision @ result.prior_mean
+    for qE, qC, x in zip(Ep, Cp, X):
+        qC = np.linalg.inv(np.linalg.inv(qC) + np.linalg.inv(pC) / 16)  # SPM's shrinkage
+        qP, pP = np.linalg.inv(qC), np.linalg.inv(pC)
+        sC = np.linalg.inv(qP - pP + rP)
+        precision += np.kron(np.outer(x, x), rP - rP @ sC @ rP)
+        linear += np.kron(x, rP @ sC @ (qP @ qE - pP @ pE))
+    cov = np.linalg.inv(precision)
+    np.testing.assert_allclose(result.Ep.ravel(order="F"), cov @ linear, atol=1e-6)
+    np.testing.assert_allclose(result.Cp, cov, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("option, n_components", [("all", 4), ("fields", 2), ("single", 1)])
+def test_precision_component_options(option, n_components):
+    X, _, Ep, Cp, pE, pC = simulate_group(6)
+    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES, random_effects=option)
+    assert len(result.precision_components) == n_components
+    assert result.converged
+    assert np.isfinite(result.F)
+    # random-effects SD of B (0.15 planted) is estimated within a factor of 2
+    sd_B = np.sqrt(np.diag(result.Ce)[2:])
+    if option == "all":
+        assert np.all((sd_B > 0.075) & (sd_B < 0.3))
+
+
+def test_select_parameters_between_only():
+    names = ["A_amygdala-amygdala", "A_vmpfc-amygdala", "B_fearful_amygdala-vmpfc", "B_fearful_vmpfc-vmpfc",
+             "C_faces_amygdala", "transit_amygdala"]
+    assert select_parameters(names, fields=("A", "B"), between_only=True) == [1, 2]
+    assert select_parameters(names, fields=("A", "B")) == [0, 1, 2, 3]
+    assert select_parameters(names, fields=("B",), prior_variance=np.array([1, 1, 0, 1, 1, 1.0])) == [3]
+
+
+def test_inference_is_invariant_to_covariate_units():
+    """The prior of each group effect is scaled by N / Σx² (``spm_dcm_peb``), so rescaling a
+    covariate (e.g. CAPS-5 points instead of SD units) rescales its effects and changes
+    neither the free energy nor the posterior of anything else. This needs the fit to end
+    at the mode of the variational energy, not wherever F stopped rising along the
+    optimisation path (which depends on the scaling: F differed by up to 0.1 nats).
+
+    BMR inherits SPM's rule that effects with prior variance below mean/1024 are fixed
+    (``spm_dcm_bmr_all``), which is not unit-invariant for extreme rescalings (×9 shrinks
+    the prior variance of an A effect 81-fold, below that threshold); it is checked at ×3.
+    """
+    X, _, Ep, Cp, pE, pC = simulate_group(4)
+    reference = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    for factor in (9.0, 1 / 9, 3.0, 1 / 3):
+        scaled = X.copy()
+        scaled[:, 1] *= factor
+        result = fit_peb(Ep, Cp, pE, pC, scaled, PARAM_NAMES, COVARIATES)
+        assert result.converged
+        assert result.F == pytest.approx(reference.F, abs=1e-6)
+        np.testing.assert_allclose(result.Eh, reference.Eh, atol=1e-5)
+        np.testing.assert_allclose(result.Ep[:, 1] * factor, reference.Ep[:, 1], atol=1e-6)
+        np.testing.assert_allclose(result.Pp_sign, reference.Pp_sign, atol=1e-6)
+        if factor in (3.0, 1 / 3):
+            np.testing.assert_allclose(bmr_search(result).Pp, bmr_search(reference).Pp, atol=1e-6)
