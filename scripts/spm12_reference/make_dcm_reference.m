@@ -70,7 +70,8 @@ for ci = 1:numel(cases)
     % ---- outputs
     S.outputs.param_names = names;
     S.outputs.pE = full(spm_vec(pE))';
-    S.outputs.pC_diag = full(spm_vec(pC))';
+    if isstruct(pC), pC = diag(spm_vec(pC)); end   % r7771 returns pC as a (diagonal) matrix
+    S.outputs.pC_diag = full(diag(pC))';
     S.outputs.Ep = full(spm_vec(E.Ep))';
     S.outputs.Cp = full(E.Cp);
     S.outputs.Cp_diag = full(diag(E.Cp))';

@@ -157,7 +157,7 @@ S.peb.Ch = full(PEB.Ch);
 S.peb.Ce_diag = full(diag(PEB.Ce))';
 S.peb.F = full(PEB.F);
 S.peb.seconds = peb_seconds;
-S.peb.log = peblog;
+S.peb.log = keep_text_lines(peblog);
 S.bma.Ep = reshape(full(spm_vec(BMA.Ep)), Np, Nx);
 if isvector(BMA.Cp) && numel(BMA.Cp) == Np * Nx
     Cd = full(BMA.Cp(:));
@@ -167,7 +167,7 @@ end
 S.bma.Cp_diag = reshape(Cd, Np, Nx);
 S.bma.Pp = reshape(full(spm_vec(BMA.Pp)), Np, Nx);
 S.bma.seconds = bmc_seconds;
-S.bma.log = bmclog;
+S.bma.log = keep_text_lines(bmclog);   % drop gnuplot's text-terminal plots
 S.bma.note = 'spm_dcm_peb_bmc(PEB) -> spm_dcm_bmr_all(PEB): greedy BMR search, BMA; Pp = posterior probability of each effect being present';
 spm12_ref_common('write', fullfile(outdir, 'peb_2region.json'), S);
 end
@@ -177,4 +177,12 @@ function p = make_absolute(p)
 if ~(numel(p) > 0 && (p(1) == '/' || p(1) == filesep))
     p = fullfile(pwd, p);
 end
+end
+
+
+function s = keep_text_lines(s)
+% keep the lines SPM prints (iterations, models removed), not text-terminal plots
+lines = strsplit(s, "\n");
+keep = ~cellfun(@isempty, regexp(lines, '(VL Iteration|parameters removed|BMR|BMC|Iteration)', 'once'));
+s = strjoin(lines(keep), "\n");
 end
