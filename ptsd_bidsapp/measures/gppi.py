@@ -157,7 +157,7 @@ def _scan_indices(n_scans: int, fmri_t: int, t0: int) -> np.ndarray:
 
 def convolve_microtime(signal: np.ndarray, t_r: float, slice_time_ref: float = 0.0, *,
                        fmri_t: int = MICROTIME_BINS, fmri_t0: int | None = None,
-                       method: str = "slice_reference") -> np.ndarray:
+                       method: str = DEFAULT_METHOD) -> np.ndarray:
     """Convolve microtime signal(s) with the HRF and sample at the reference bin of every scan.
 
     Parameters
@@ -170,9 +170,9 @@ def convolve_microtime(signal: np.ndarray, t_r: float, slice_time_ref: float = 0
         Slice-time reference (fraction of TR) giving the reference bin when ``fmri_t0`` is None.
     fmri_t, fmri_t0 : int
         SPM ``fMRI_T`` / ``fMRI_T0`` (see :func:`reference_bin`).
-    method : {"slice_reference", "spm"}
-        HRF: nilearn's ``spm_hrf`` (``slice_reference``, the earlier behaviour) or SPM12's
-        ``spm_hrf(dt)`` exactly (``spm``).
+    method : {"spm", "slice_reference"}
+        HRF: SPM12's ``spm_hrf(dt)`` exactly (``spm``, default) or nilearn's ``spm_hrf``
+        (``slice_reference``, the earlier behaviour).
 
     Returns
     -------
@@ -289,7 +289,7 @@ def _spm_round(x: np.ndarray) -> np.ndarray:
 
 
 def psychological_microtime(events: pd.DataFrame, condition: str, n_scans: int, t_r: float, *,
-                            method: str = "slice_reference", fmri_t: int = MICROTIME_BINS) -> np.ndarray:
+                            method: str = DEFAULT_METHOD, fmri_t: int = MICROTIME_BINS) -> np.ndarray:
     """Stimulus function of ``condition`` at microtime (onsets/durations in s).
 
     Parameters
@@ -300,8 +300,8 @@ def psychological_microtime(events: pd.DataFrame, condition: str, n_scans: int, 
     n_scans : int
     t_r : float
         Repetition time (s).
-    method : {"slice_reference", "spm"}
-        ``spm``: as ``spm_get_ons`` (bins ``round(onset/dt)`` .. ``round(onset/dt) + round(duration/dt)``
+    method : {"spm", "slice_reference"}
+        ``spm`` (default): as ``spm_get_ons`` (bins ``round(onset/dt)`` .. ``round(onset/dt) + round(duration/dt)``
         inclusive, overlaps add, height ``1/dt`` (1/s) when all durations are 0); ``slice_reference``
         (earlier behaviour): bins ``round(onset/dt)`` .. ``round((onset + duration)/dt) - 1``, height 1.
     fmri_t : int

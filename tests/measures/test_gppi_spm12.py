@@ -165,5 +165,5 @@ def test_spm_hrf_and_stimulus_conventions():
     assert a[8] == 2.0 and a[8 + 16] == 2.0 and a[8 + 17] == 0.0 and a[7] == 0.0  # inclusive end, overlaps add
     b = gppi.psychological_microtime(events, "b", 10, 2.0, method="spm")
     assert b[80] == pytest.approx(1 / dt) and b.sum() == pytest.approx(1 / dt)      # zero duration: height 1/dt
-    old = gppi.psychological_microtime(events, "a", 10, 2.0)                           # earlier convention
+    old = gppi.psychological_microtime(events, "a", 10, 2.0, method="slice_reference")  # earlier convention
     assert old.max() == 1.0 and old[8:24].all() and old[24] == 0.0
