@@ -16,7 +16,8 @@ writers), two sessions ``pre``/``post``, tasks ``faces``, ``conflict``, ``rest``
   per-voxel loading (mean 1) plus small white voxel noise (``voxel_noise_pct``);
 * the confounds table is a **real** fMRIPrep table: nilearn's
   ``nilearn/interfaces/fmriprep/data/test_desc-confounds_regressors.tsv`` (30 volumes of real
-  fMRIPrep output shipped as nilearn test data, BSD-3-Clause). Its rows (motion parameters,
+  fMRIPrep output shipped as nilearn test data, BSD-3-Clause; its first, non-steady-state volume
+  is dropped). Its rows (motion parameters,
   ``std_dvars``, ``dvars``) are mirror-tiled to the run length from a random offset (forward,
   backward, forward ... so no jump is created: the frame-to-frame differences, hence the
   framewise displacement, are real ones); the ``csf``, ``white_matter`` and ``global_signal``
@@ -68,7 +69,7 @@ CONFOUND_SOURCE = {
     "file": "interfaces/fmriprep/data/test_desc-confounds_regressors.tsv",
     "license": "BSD-3-Clause (nilearn)",
     "description": "first 30 volumes of a real fMRIPrep confounds table (shipped as nilearn test data for "
-                   "load_confounds); mean FD 0.11 mm",
+                   "load_confounds); the non-steady-state first volume is dropped, 29 volumes used; mean FD 0.1 mm",
 }
 #: Non-ROI columns of the nitime file (used as the tissue confounds, never as ROI signals).
 NUISANCE_COLUMNS = {"white_matter": "WM", "csf": "Vent", "global_signal": "Brain"}
@@ -99,9 +100,15 @@ def load_roi_source() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def load_confound_source() -> pd.DataFrame:
-    """The real fMRIPrep confounds table shipped with nilearn (30 rows)."""
-    return pd.read_csv(_package_file(CONFOUND_SOURCE["package"], CONFOUND_SOURCE["file"]), sep="\t",
-                       na_values=["n/a"])
+    """The real fMRIPrep confounds table shipped with nilearn, without its non-steady-state volume (29 rows).
+
+    fMRIPrep flags the first volume non-steady-state (``non_steady_state_outlier00``); its motion
+    estimate is not a real head position, so it is dropped before tiling.
+    """
+    table = pd.read_csv(_package_file(CONFOUND_SOURCE["package"], CONFOUND_SOURCE["file"]), sep="\t",
+                        na_values=["n/a"])
+    outliers = table.filter(like="non_steady_state_outlier").fillna(0).to_numpy().sum(axis=1) > 0
+    return table.loc[~outliers].reset_index(drop=True)
 
 
 def _reflect_index(n_out: int, n_in: int, offset: int) -> np.ndarray:

@@ -40,7 +40,7 @@ def test_sources_are_the_packaged_real_recordings():
     lag1 = [np.corrcoef(c[:-1], c[1:])[0, 1] for c in rois.to_numpy().T]
     assert np.median(lag1) > 0.5
     confounds = real_null.load_confound_source()
-    assert len(confounds) == 30 and {"trans_x", "rot_z", "framewise_displacement", "std_dvars"} <= set(confounds)
+    assert len(confounds) == 29 and {"trans_x", "rot_z", "framewise_displacement", "std_dvars"} <= set(confounds)
     assert confounds["framewise_displacement"].mean() < 0.5  # passes the app's motion QC
 
 
@@ -82,8 +82,9 @@ def test_motion_and_fd_are_the_real_table_tiled(null_trial):
     assert set(np.round(table["trans_x"].to_numpy(), 5)) <= {round(v, 5) for v in real}
     src_fd = np.sort(source["framewise_displacement"].dropna().to_numpy())
     fd = table["framewise_displacement"].dropna().to_numpy()
-    # every frame-to-frame displacement is one of the real table's (recomputed with Power's formula)
-    assert np.all(np.min(np.abs(fd[:, None] - src_fd[None, :]), axis=1) < 1e-3)
+    # every frame-to-frame displacement is one of the real table's, recomputed with Power's formula from
+    # the table's (rounded) parameters: equal to fMRIPrep's value within 0.005 mm
+    assert np.all(np.min(np.abs(fd[:, None] - src_fd[None, :]), axis=1) < 5e-3)
     assert {"cosine_00", "csf", "white_matter", "global_signal", "rot_z_derivative1_power2"} <= set(table)
 
 
