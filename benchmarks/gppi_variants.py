@@ -85,7 +85,8 @@ def recovery(runs: list[dict], tr: float, method: str, noise: float, seed: int) 
     d_est = wide[("est", "post")] - wide[("est", "pre")]
     d_true = wide[("planted", "post")] - wide[("planted", "pre")]
     return {"neural_r_micro": float(np.median(r_micro)), "neural_r_tr": float(np.median(r_tr)),
-            "gppi_r_runs": float(np.corrcoef(est, planted)[0, 1]), "gppi_r_change": float(np.corrcoef(d_est, d_true)[0, 1]),
+            "gppi_r_runs": float(np.corrcoef(est, planted)[0, 1]),
+            "gppi_r_change": float(np.corrcoef(d_est, d_true)[0, 1]),
             "gppi_slope_runs": float(np.polyfit(planted, est, 1)[0])}
 
 

@@ -5,7 +5,11 @@ resolution: ``fmri_t`` bins per TR (SPM ``fMRI_T``, default 16), bin width ``dt 
 Two variants (``method``):
 
 ``"spm"`` (default) — equal to SPM12 r7771 ``spm_peb_ppi.m`` ($Id 6556; with ``spm_PEB.m`` 7654,
-``spm_hrf.m`` 7721, ``spm_dctmtx.m`` 6416, ``spm_get_ons.m`` 4855):
+``spm_hrf.m`` 7721, ``spm_dctmtx.m`` 6416, ``spm_get_ons.m`` 4855; Gitelman et al. 2003,
+NeuroImage 19:200). Checked against SPM12 run under Octave (``tests/measures/test_gppi_spm12.py``,
+``scripts/spm12_reference/ppi/``): equal values, not only correlated. SPM whitens ``H`` with the
+first level's ``SPM.xX.W``; here (and in the reference cases) ``W = I``, SPM's value for an
+i.i.d. first level:
 
 * basis ``xb`` = DCT (``spm_dctmtx``) of ``N*fmri_t + 128`` microtime bins and ``N`` components
   (``N`` scans); ``H`` (N x N) = ``xb`` convolved with the canonical HRF (``spm_hrf(dt)``) and
@@ -14,13 +18,16 @@ Two variants (``method``):
   ``Cov(e) = sigma2 I``, ``Cov(b) = N / trace(H'H) I``, ``Cov(g) = 1e6 I`` (``spm_peb_ppi`` passes
   ``P{1}.C = I/4`` and ``P{2}.C = Q`` as matrices, not cells, and ``spm_PEB`` treats non-cell
   ``C`` as *known* covariances: no hyperparameter is estimated, the EM loop stops after one
-  E-step). ``sigma2 = 1/4`` (data units squared) unless ``precision`` says otherwise.
-  The posterior mean (``spm_PEB`` E-step; Friston et al. 2002, NeuroImage 16:465, eq. 3)::
+  E-step; the issue text's "ReML-estimated precision" does not happen in r7771, and SPM's own
+  outputs for a seed scaled x10 are exactly x10, which a data-driven variance would not give).
+  ``sigma2 = 1/4`` (data units squared) unless ``precision`` says otherwise. The posterior mean
+  (the E-step of parametric empirical Bayes with known covariances; Friston et al. 2002,
+  NeuroImage 16:465, section "Parametric empirical Bayes")::
 
       [b; g] = (X' X / sigma2 + Cp^-1)^-1 X' y / sigma2,   X = [H, X0],
       Cp = blkdiag(N / trace(H'H) I, 1e6 I)                                            (1)
 
-  (``spm_PEB`` also adds 1e-6 to both known covariances and exp(-16) in ``spm_inv``; both kept);
+  (``spm_PEB``'s 1e-6 added to known covariances and ``spm_inv``'s tolerances are reproduced);
 * neural signal ``xn = xb[128:] b``, mean removed (``spm_detrend``);
 * per condition ``c`` the psychological variable ``psy_c`` is built like ``spm_get_ons`` (bins
   ``round(onset/dt)`` to ``round(onset/dt) + round(duration/dt)`` inclusive, overlapping events add,
@@ -29,10 +36,11 @@ Two variants (``method``):
   bin ``fmri_t0`` of scan ``j`` is at time ``(j * fmri_t + fmri_t0 - 1) * dt``), mean removed.
   ``spm_peb_ppi`` called with ``Uu = [c 1 1]`` per condition gives exactly these columns.
 
-``"slice_reference"`` — the app's earlier variant (kept; it recovered the planted neural
-signal better on the simulated trial, see ``benchmarks/gppi_variants.py``): ``H`` and the
-interaction are both sampled at the reference bin, confounds are projected out exactly, the
-HRF is nilearn's ``spm_hrf`` at ``dt``, and ``b`` is the ridge estimate::
+``"slice_reference"`` — the app's earlier variant, kept as an option (on one seed it recovered
+the true neural signal better than SPM's, r 0.80 vs 0.69; on the simulated trial's faces runs
+the two recover the planted signal and gPPI change about equally, ``benchmarks/gppi_variants.py``):
+``H`` and the interaction are both sampled at the reference bin, confounds are projected out
+exactly, the HRF is nilearn's ``spm_hrf`` at ``dt``, and ``b`` is the ridge estimate::
 
     b = (H' R H + lambda I)^-1 H' R y,   lambda = precision * trace(H' R H) / N                 (2)
 
@@ -40,7 +48,7 @@ HRF is nilearn's ``spm_hrf`` at ``dt``, and ``b`` is the ridge estimate::
 ``round(onset/dt)`` to ``round((onset + duration)/dt) - 1`` with height 1.
 
 In both, ``precision`` is the noise variance ``sigma2`` assumed under the prior
-``Cov(b) = N / trace(H'H) I`` (config ``gppi.deconvolution_precision``; ``null`` = the method's
+``Cov(b) = N / trace(H'H) I`` (``H' R H`` for ``slice_reference``; config ``gppi.deconvolution_precision``; ``null`` = the method's
 default, 0.25 for ``spm`` as ``spm_peb_ppi``, 1.0 for ``slice_reference``); larger = smoother.
 
 The reference bin (``fmri_t0``, 1-based) defaults to the run's slice-time reference:

@@ -72,7 +72,8 @@ def test_slice_reference_option_changes_the_regressor():
         ppi = gppi.interaction_regressors(xn, events, CONDITIONS, case["tr"], method="slice_reference", **kw)
         worst[name] = min(_r(ppi[f"ppi_{c}"], ref[f"ppi_{c}"]) for c in CONDITIONS)
         assert not np.allclose(ppi["ppi_fearful"] - ppi["ppi_fearful"].mean(), ref["ppi_fearful"], atol=1e-3)
-    print("slice_reference vs SPM, min r over conditions: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst.items())))
+    print("slice_reference vs SPM, min r over conditions: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in sorted(worst.items())))
     assert all(r < 0.999 for n, r in worst.items() if CASES[n]["fmri_t0"] > 1)
 
 
@@ -111,8 +112,9 @@ def test_noise_variance_is_known_not_estimated():
     ppi_var = gppi.interaction_regressors(xn_var, events, CONDITIONS, 2.0, fmri_t0=8)["ppi_fearful"]
     assert _r(ppi_var, ref10["ppi_fearful"]) < 0.99
     # an explicit precision equal to SPM's 1/4 is the default; another value changes the estimate
-    assert np.allclose(gppi.deconvolve_seed(seed1, 2.0, conf1, precision=0.25), gppi.deconvolve_seed(seed1, 2.0, conf1))
-    assert not np.allclose(gppi.deconvolve_seed(seed1, 2.0, conf1, precision=1.0), gppi.deconvolve_seed(seed1, 2.0, conf1))
+    default = gppi.deconvolve_seed(seed1, 2.0, conf1)
+    assert np.allclose(gppi.deconvolve_seed(seed1, 2.0, conf1, precision=0.25), default)
+    assert not np.allclose(gppi.deconvolve_seed(seed1, 2.0, conf1, precision=1.0), default)
 
 
 def test_reference_bin_mapping():
