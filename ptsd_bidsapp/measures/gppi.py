@@ -47,9 +47,10 @@ exactly, the HRF is nilearn's ``spm_hrf`` at ``dt``, and ``b`` is the ridge esti
 (``R`` the residual-forming matrix of ``X0``; ``precision`` default 1.0); the boxcar covers bins
 ``round(onset/dt)`` to ``round((onset + duration)/dt) - 1`` with height 1.
 
-In both, ``precision`` is the noise variance ``sigma2`` assumed under the prior
-``Cov(b) = N / trace(H'H) I`` (``H' R H`` for ``slice_reference``; config ``gppi.deconvolution_precision``; ``null`` = the method's
-default, 0.25 for ``spm`` as ``spm_peb_ppi``, 1.0 for ``slice_reference``); larger = smoother.
+In both, ``precision`` is the noise variance ``sigma2`` (data units squared, e.g. PSC^2) assumed
+under the prior ``Cov(b) = N / trace(H'H) I`` (``H' R H`` for ``slice_reference``); config
+``gppi.deconvolution_precision``, ``null`` = the method's default (0.25 for ``spm`` as
+``spm_peb_ppi``, 1.0 for ``slice_reference``); larger = smoother.
 
 The reference bin (``fmri_t0``, 1-based) defaults to the run's slice-time reference:
 ``round(slice_time_ref * fmri_t) + 1`` (clamped to 1..fmri_t), i.e. the microtime bin at
