@@ -156,11 +156,7 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
 @pytest.mark.slow
 def test_null_calibration_benchmark_end_to_end(tmp_path, capsys):
     """Small CI version of benchmarks/null_calibration.py: 10 subjects, 8 mm, 100 volumes, one seed."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    try:
-        import null_calibration
-    finally:
-        sys.path.pop(0)
+    null_calibration = _benchmark_module()
     code = null_calibration.main(["--seeds", "0", "--n-subjects", "10", "--resolution", "8", "--n-volumes", "100",
                                   "--work", str(tmp_path), "--nprocs", "2"])
     out = capsys.readouterr().out
@@ -171,3 +167,38 @@ def test_null_calibration_benchmark_end_to_end(tmp_path, capsys):
     assert {"drug", "improvement", "interaction", "session_change"} <= set(counts)
     assert 0 <= counts["all"]["pp95"] <= counts["all"]["n"]
     assert "Null calibration of the group DCM" in out
+
+
+def _benchmark_module():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        import null_calibration
+    finally:
+        sys.path.pop(0)
+    return null_calibration
+
+
+def test_benchmark_reads_and_counts_group_dcm_tables(tmp_path):
+    """The benchmark's reader on tables shaped as group/dcm/model-*_peb.tsv (with and without ``finding``)."""
+    bench = _benchmark_module()
+    dcm = tmp_path / "group" / "dcm"
+    dcm.mkdir(parents=True)
+    params = ["A_amygdala-vmpfc", "B_fearful_vmpfc-amygdala"]
+    covs = ["mean", "improvement", "drug", "improvement_x_drug"]
+    rows = [{"parameter": p, "effect": "change", "covariate": c, "Ep": 0.1, "Cp": 0.01, "Pp_sign": 0.9,
+             "Ep_bma": 0.1, "Cp_bma": 0.01, "Pp": 0.99 if c == "drug" else 0.2} for p in params for c in covs]
+    pd.DataFrame(rows).to_csv(dcm / "model-change_peb.tsv", sep="\t", index=False)
+    base = [dict(r, effect="n/a", Pp=0.97 if r["covariate"] == "mean" else 0.5) for r in rows]
+    for r in base:
+        r["finding"] = r["covariate"] == "mean"
+        r["p_perm"] = 0.5
+    pd.DataFrame(base).to_csv(dcm / "model-baseline_peb.tsv", sep="\t", index=False, na_rep="n/a")
+    effects = bench.read_dcm_effects(tmp_path)
+    # baseline group means are not between-subject effects; the change model's mean is the session change
+    assert len(effects) == 2 * 4 + 2 * 3
+    counts = bench.summarise(effects)
+    assert counts["session_change"]["n"] == 2 and counts["drug"]["n"] == 4
+    assert counts["all"]["pp95"] == 2 and counts["drug"]["pp95"] == 2
+    assert counts["all"]["findings"] is None  # the change table has no finding column: n/a, not 0
+    baseline_only = bench.summarise(effects[effects["model"] == "baseline"])
+    assert baseline_only["all"]["findings"] == 0 and baseline_only["all"]["perm_p05"] == 0
