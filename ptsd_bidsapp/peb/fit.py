@@ -1,43 +1,50 @@
-"""Parametric Empirical Bayes (PEB) over DCM posteriors (SPM12 ``spm_dcm_peb``).
+"""Parametric Empirical Bayes (PEB) over DCM posteriors: SPM12 r7771 ``spm_dcm_peb`` ($Id 7720).
 
 A second-level (between-subject) general linear model over first-level parameters,
 inverted from the subjects' Gaussian posteriors alone by Bayesian model reduction
 (Friston et al. 2016, "Bayesian model reduction and empirical Bayes for group (DCM)
 studies", NeuroImage 128:413; Zeidman et al. 2019, "A guide to group effective
-connectivity analysis, part 2", NeuroImage 200:12). Conventions mirror SPM12
-``spm_dcm_peb``:
+connectivity analysis, part 2", NeuroImage 200:12). Follows ``spm_dcm_peb`` of SPM12
+release r7771 (``$Id: spm_dcm_peb.m 7720``); our own implementation of the equations.
 
 Hierarchical model (Friston et al. 2016, eqs. 1–3 and A.7–A.10)::
 
-    level 1: subject posteriors q(θ_i) = N(qE_i, qC_i) obtained under the priors N(pE, pC)
+    level 1: subject posteriors q(θ_i) = N(qE_i, qC_i) obtained under the priors N(pE_i, pC_i)
     level 2: θ_i = (x_i ⊗ I) β + ε_i,   ε_i ~ N(0, Σ(γ)),
-             Σ(γ)⁻¹ = pQ/4096 + Σ_j exp(γ_j) Q_j,   pQ = (pC/β_scale)⁻¹      (β_scale = 16)
-    level 3: β ~ N([pE; 0; …], diag(c) ⊗ pC/α)   c_j = N / Σ_i x_ij²        (α = 1)
+             Σ(γ)⁻¹ = pQ·e⁻⁸ + Σ_j exp(γ_j) Q_j,    pQ = (PC/β_scale)⁻¹   (β_scale = 16)
+    level 3: β ~ N([PE; 0; …], diag(c) ⊗ PC/α)    c_j = N / Σ_i x_ij²        (α = 1)
              γ ~ N(hE = 0, hC = 1/16 · I)
 
-* Precision components ``Q_j``: ``'all'`` one per parameter (our default, the setting of
-  the Zeidman et al. 2019 tutorial, ``M.Q = 'all'``; ``spm_dcm_peb`` itself defaults to
-  ``'single'``), ``'fields'`` one per parameter field (A, B, …), ``'single'`` one in all,
-  ``'none'`` no hyperparameters (covariance fixed at ``pC/16``).
+with ``PE``, ``PC`` the first-level priors averaged over subjects and everything projected
+on the principal subspace of ``PC`` (singular vectors whose squared singular value exceeds
+1e-6 of the mean, as ``spm_svd``).
+
+* Precision components ``Q_j`` (``M.Q``): ``'single'`` one in all (the ``spm_dcm_peb``
+  default), ``'fields'`` one per parameter field (A, B, …), ``'all'`` one per parameter
+  (the setting of the Zeidman et al. 2019 tutorial), ``'none'`` no hyperparameters
+  (covariance fixed at ``PC/β_scale``), or a list of 0/1 masks (``'manual'``).
 * ``c_j`` scales the prior of each group effect by the norm of its covariate, so the prior
-  is invariant to covariate units (``spm_dcm_peb``, "adjust priors for the norm of
-  explanatory variables").
-* Subject posteriors are shrunk, ``qC ← (qC⁻¹ + pC⁻¹/16)⁻¹``, to accommodate inefficient
-  first-level inversions (``spm_dcm_peb``; set ``shrink_posteriors=False`` to disable).
-* The free energy is ``Σ_i [ΔF_i(β, γ) + F_i] − KL`` under the Laplace assumption, where
-  ``ΔF_i`` is the reduced free energy of subject *i* under its empirical prior
-  ``N((x_i ⊗ I)β, Σ(γ))`` (eq. A.10) and the second-level complexity uses the joint
-  Hessian over (β, γ). Variational Laplace: Gauss–Newton on (β, γ) with exact gradients
-  and curvatures (eq. A.11), regularised as SPM's ``spm_dx`` (step ``(e^{τJ} − I)J⁻¹g``
-  with a log time constant increased after an improvement and decreased after a failure),
-  then Newton steps to the fixed point of that scheme, the mode of the variational energy
-  L (the expansion point of the Laplace approximation), where F is evaluated.
-  Deviation from SPM (documented): ``spm_dcm_peb`` accepts a step when F (L plus the
-  log-determinant term) rises and stops when it no longer does, which can leave it short
-  of the mode at a point that depends on the optimisation path — e.g. on the units of a
-  covariate (differences of up to 0.1 nats in F and 0.07 in the log precisions in our
-  tests); steps here are accepted on L and the fit ends at its mode (Newton decrement
-  < 1e-10 nats), so the result does not depend on where the path happened to stop.
+  is invariant to covariate units.
+* Subject posteriors are shrunk, ``qC ← (qC⁻¹ + pC⁻¹/16)⁻¹`` (Ns > 1), to accommodate
+  inefficient first-level inversions.
+* Free energy ``F = Σ_i [ΔF_i(β, γ) + F_i] − ½β'bPβ − ½γ'gPγ + ½ln|ipC·Cp|`` with
+  ``ΔF_i`` the reduced free energy of subject *i* under its empirical prior (eq. A.10),
+  ``Cp`` the inverse negative joint Hessian over (β, γ) and — as in r7720 — the quadratic
+  complexity terms *not* centred on the prior means (the gradients are).
+
+Variational Laplace as r7720: exact gradients and curvatures (eq. A.11); the step
+``(e^{τJ} − I)J⁻¹g`` of ``spm_dx`` with ``τ = e^t/|J|^{1/n}`` on the joint Hessian (recomputed
+with the block-diagonal Hessian when its 1-norm is ≥ 8); ``β += Δβ``, ``γ += tanh(Δγ)``; a
+point is accepted when its F is ≥ the best so far (``t ← min(t + ¼, 2)``), otherwise the
+last accepted point is restored (``t ← max(t − 1, −4)``) and the next step is taken from it
+along the rejected point's gradient; stop after more than 4 iterations when ``t ≤ −4`` or
+the last accepted gain was < 1e-4 nats, at most 64 iterations. As in SPM the returned
+``Ep``/``Eh`` are the parameters after the last (unevaluated) step and ``F``, ``Cp``, ``Ch``,
+``Ce`` those of the last evaluated point.
+
+Option ``polish=True`` (not SPM; off by default): after SPM's scheme, Newton steps to the
+mode of the variational energy and an exact conditional β update, so the result does not
+depend on where the path stopped (e.g. on the units of a covariate: up to 0.1 nats in F).
 
 Group-effect ordering: ``vec(Ep)`` with the parameter index fastest, i.e. column *j* of
 ``Ep`` (parameters × covariates) holds the effects of covariate *j*.
@@ -69,11 +76,12 @@ __all__ = [
     "posterior_probability_nonzero",
 ]
 
-#: Lower bound on the random-effects precision relative to pQ (``spm_dcm_peb``).
-_PRECISION_FLOOR = 1.0 / 4096.0
-#: Increase of the log time constant after an accepted step (SPM: 1/4; 1/2 reaches
-#: Gauss–Newton steps in half the iterations with the same optimum).
-_LOG_TIME_INCREMENT = 0.5
+#: Lower bound on the random-effects precision relative to pQ (``spm_dcm_peb`` r7720: e⁻⁸).
+_PRECISION_FLOOR = float(np.exp(-8.0))
+#: Log time constant of spm_dx: start, increment after an accepted step, bounds (r7720).
+_LOG_TIME_START, _LOG_TIME_INCREMENT, _LOG_TIME_MAX, _LOG_TIME_MIN = -4.0, 0.25, 2.0, -4.0
+#: Default maximum number of VL iterations (``M.maxit``) and the stopping gain (nats).
+_MAX_ITER, _TOL_DF = 64, 1e-4
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,10 +210,19 @@ class PEBResult:
     precision_components : list of ndarray
         ``Q_j`` (``PEB.M.Q``).
     subject_Ep, subject_Cp : ndarray
-        Subjects' posteriors under the empirical priors (``Ns × Np``, ``Ns × Np × Np``).
+        Subjects' posteriors over the modelled parameters under the empirical priors
+        (``Ns × Np``, ``Ns × Np × Np``; SPM's reduced DCMs, from the unshrunk posteriors at
+        the last evaluated point).
     subject_names : list of str
     n_iter : int
     converged : bool
+        The VL stopped by its rule (not at ``max_iter``).
+    random_effects : str
+    joint_cov : ndarray, optional
+        Inverse negative Hessian over (vec(Ep), Eh).
+    subject_F : ndarray, optional
+        Subjects' free energies under the empirical priors, ``ΔF_i + F_i − F_c/Ns``
+        (``DCM.F`` of SPM's reduced DCMs, with ``F_c`` the second-level complexity).
     """
 
     param_names: list
@@ -227,8 +244,9 @@ class PEBResult:
     subject_names: list
     n_iter: int
     converged: bool
-    random_effects: str = "all"
+    random_effects: str = "single"
     joint_cov: np.ndarray | None = field(default=None, repr=False)
+    subject_F: np.ndarray | None = None
 
     @property
     def effect_names(self) -> list[str]:
@@ -264,18 +282,57 @@ class PEBResult:
 # ---------------------------------------------------------------------------------------
 # fitting
 # ---------------------------------------------------------------------------------------
-def _precision_components(pQ: np.ndarray, fields: list[str], option: str) -> list[np.ndarray]:
-    """Between-subject precision components (``spm_dcm_peb``, ``M.Q``)."""
-    n = pQ.shape[0]
+def principal_basis(cov: np.ndarray, threshold: float = 1e-6) -> np.ndarray:
+    """Orthonormal basis of the principal subspace of a covariance (the role of ``spm_svd``).
+
+    Singular vectors whose squared singular value exceeds ``threshold`` × the mean squared
+    singular value (``spm_svd(C, 1e-6)``). A diagonal covariance gives unit vectors, in the
+    original order (SPM sorts them by variance; the PEB does not depend on the order).
+    """
+    cov = np.asarray(cov, dtype=float)
+    n = cov.shape[0]
+    if n == 0:
+        return np.zeros((0, 0))
+    if not np.any(cov - np.diag(np.diag(cov))):
+        values, vectors = np.abs(np.diag(cov)), np.eye(n)
+    else:
+        values, vectors = np.linalg.eigh(_sym(cov))
+        values = np.abs(values)
+    squared = values**2
+    total = squared.sum()
+    if total <= 0:
+        return np.zeros((n, 0))
+    keep = squared * n / total > threshold
+    return vectors[:, keep]
+
+
+def _precision_components(pq: np.ndarray, fields: list[str], option, U: np.ndarray) -> list[np.ndarray]:
+    """Between-subject precision components ``Q_j`` (``spm_dcm_peb``, ``M.Q``), projected on U.
+
+    ``pq`` is the second-level prior precision in the original parameter space (``spm_inv(M.pC)``);
+    ``'single'`` uses its projection ``pQ = (U'·M.pC·U)⁻¹`` (as SPM).
+    """
+    n = pq.shape[0]
+    if not isinstance(option, str):  # 'manual': 0/1 masks over the modelled parameters
+        components = []
+        for mask in option:
+            mask = np.asarray(mask, dtype=float)
+            idx = np.flatnonzero(np.diag(mask) if mask.ndim == 2 else mask)
+            Q = np.zeros((n, n))
+            Q[np.ix_(idx, idx)] = pq[np.ix_(idx, idx)]
+            Q = U.T @ Q @ U
+            if np.any(Q):
+                components.append(Q)
+        return components
     if option == "single":
-        return [pQ.copy()]
+        return [None]  # filled in by the caller with pQ
     if option == "fields":
         components = []
         for name in dict.fromkeys(fields):
             idx = [i for i, f in enumerate(fields) if f == name]
             Q = np.zeros((n, n))
-            Q[np.ix_(idx, idx)] = pQ[np.ix_(idx, idx)]
-            components.append(Q)
+            Q[np.ix_(idx, idx)] = pq[np.ix_(idx, idx)]
+            components.append(U.T @ Q @ U)
         return components
     if option == "none":
         return []
@@ -283,43 +340,190 @@ def _precision_components(pQ: np.ndarray, fields: list[str], option: str) -> lis
         components = []
         for i in range(n):
             Q = np.zeros((n, n))
-            Q[i, i] = pQ[i, i]
-            components.append(Q)
+            Q[i, i] = pq[i, i]
+            Q = U.T @ Q @ U
+            if np.any(Q):
+                components.append(Q)
         return components
-    raise ValueError(f"random_effects must be 'all', 'fields', 'single' or 'none', not {option!r}")
+    raise ValueError(f"random_effects must be 'single', 'fields', 'all', 'none' or a list of masks, not {option!r}")
 
 
-def _regularised_step(hessian, gradient, log_time):
-    """Ascent step ``(e^{τJ} − I) J⁻¹ g`` (the local-linearisation update of ``spm_dx``).
+def _spm_dx(hessian, gradient, log_time):
+    """Local-linearisation step ``(e^{τJ} − I)J⁻¹g`` of ``spm_dx`` ($Id 7144) with ``τ = e^t/|J|^{1/n}``.
 
-    ``τ = exp(log_time) / |J|^{1/n}`` as in ``spm_dx``. Positive curvatures (non-concave
-    directions) are reflected to negative so the step is always an ascent direction.
-
-    Not :func:`ptsd_bidsapp.dcm.inversion.spm_dx` (the DCM inversion's step, SPM's own
-    augmented-matrix exponential): that one steps along positive curvatures as they are,
-    which the PEB's exact Hessian in γ can have far from the mode; this one, computed in
-    the eigenbasis, never does.
+    J is used as it is (SPM exponentiates the augmented matrix; for a symmetric J this is
+    the same step computed in J's eigenbasis): along a positive curvature the step grows
+    exponentially, which the caller checks (``norm(dp, 1) ≥ 8``). When ``τ > e^16`` the step
+    is the Gauss–Newton step ``−J⁺g``.
     """
-    values, vectors = np.linalg.eigh(_sym(hessian))
-    magnitude = np.maximum(np.abs(values), 1e-12 * max(np.abs(values).max(), 1e-300))
-    tau = np.exp(log_time - np.mean(np.log(magnitude)))
-    lam = -magnitude
-    phi = -np.expm1(lam * tau) / magnitude  # (e^{λτ} − 1)/λ with λ < 0
-    return vectors @ (phi * (vectors.T @ gradient))
+    hessian = _sym(np.asarray(hessian, dtype=float))
+    n = gradient.size
+    if n == 0:
+        return np.zeros(0)
+    values, vectors = np.linalg.eigh(hessian)
+    magnitude = np.abs(values)
+    nonzero = magnitude[magnitude > 0]
+    logdet = float(np.sum(np.log(nonzero))) if nonzero.size else 0.0
+    tau = np.exp(log_time - logdet / n)
+    projected = vectors.T @ gradient
+    if tau > np.exp(16):
+        inverse = np.where(magnitude > 1e-12 * max(magnitude.max(), 1e-300), 1.0 / np.where(values == 0, 1, values), 0)
+        return -(vectors @ (inverse * projected))
+    z = np.minimum(values * tau, 700.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.where(np.abs(z) > 1e-12, np.expm1(z) / np.where(values == 0, 1, values), tau)
+    return vectors @ (phi * projected)
 
 
-def _newton_to_mode(evaluate, best, n_b, max_iter: int = 64, tol: float = 1e-10):
-    """Newton ascent of the variational energy L to its mode, with step halving.
+def _as_list_of_arrays(values, count, shape_check=None):
+    """One array shared by all subjects, or a sequence of per-subject arrays."""
+    single_ndim = 1 if shape_check == "vec" else 2
+    try:
+        array = np.asarray(values, dtype=float)
+    except ValueError:  # ragged sequence: per-subject arrays of different shapes
+        return [np.asarray(v, dtype=float) for v in values]
+    if array.ndim == single_ndim:
+        return [array] * count
+    return [np.asarray(v, dtype=float) for v in values]
 
-    Curvatures are reflected to negative (as in :func:`_regularised_step`) so that every
-    step is an ascent direction. Converged when the Newton decrement — the gain in L that
-    a full Newton step would bring — is below ``tol`` nats.
+
+class _PEBObjective:
+    """Free energy of a PEB model (``spm_dcm_peb`` r7720) with its gradient and curvature in (β, γ).
+
+    ``designs[i]`` maps the group effects to subject *i*'s expected parameters
+    (``kron(X(i,:), W)`` in SPM, here in the projected parameter space).
+    """
+
+    def __init__(self, subjects, designs, F_first, pQ, Q, prior_mean, prior_prec, hyper_mean, hyper_prec):
+        self.subjects, self.designs, self.F_first = subjects, designs, F_first
+        self.pQ, self.Q = pQ, Q
+        self.prior_mean, self.prior_prec = prior_mean, prior_prec
+        self.hyper_mean, self.hyper_prec = hyper_mean, hyper_prec
+        self.n_params = pQ.shape[0]
+        self.n_hyper = len(Q)
+        self.n_b = prior_mean.size
+        joint = np.zeros((self.n_b + self.n_hyper, self.n_b + self.n_hyper))
+        joint[: self.n_b, : self.n_b] = prior_prec
+        joint[self.n_b :, self.n_b :] = hyper_prec
+        self.logdet_joint_prior_prec = _logdet_pd(joint)
+
+    def precision(self, g):
+        """Random-effects precision ``rP = pQ·e⁻⁸ + Σ_j e^{γ_j} Q_j`` (``pQ`` without components)."""
+        if self.n_hyper == 0:
+            return self.pQ.copy()
+        return self.pQ * _PRECISION_FLOOR + sum((np.exp(g[j]) * self.Q[j] for j in range(self.n_hyper)),
+                                                np.zeros_like(self.pQ))
+
+    def __call__(self, b, g):
+        rP = self.precision(g)
+        rC = _inv(rP)
+        logdet_rP = _logdet_pd(rP)
+        dFdb = -self.prior_prec @ (b - self.prior_mean)
+        dFdbb = -self.prior_prec.copy()
+        dFdg = -self.hyper_prec @ (g - self.hyper_mean)
+        dFdgg = -self.hyper_prec.copy()
+        dFdbg = np.zeros((self.n_b, self.n_hyper))
+        F = 0.0
+        sEs, sCs, rEs, dFs = [], [], [], []
+        for i, subject in enumerate(self.subjects):
+            Xi = self.designs[i]
+            rE = Xi @ b
+            dF, sE, sC = _reduce(subject, rE, rP, logdet_rP)
+            sEs.append(sE)
+            sCs.append(sC)
+            rEs.append(rE)
+            dFs.append(dF)
+            F += dF + self.F_first[i]
+            dE = sE - rE
+            # ∂ΔF/∂rE = rP·dE ; ∂²ΔF/∂rE² = rP·sC·rP − rP   (Friston et al. 2016, eq. A.11)
+            dFdb += Xi.T @ (rP @ dE)
+            dFdbb += Xi.T @ (rP @ sC @ rP - rP) @ Xi
+            mixing = np.eye(self.n_params) - rP @ sC
+            QdE = [Qj @ dE for Qj in self.Q]
+            for j in range(self.n_hyper):
+                ej = np.exp(g[j])
+                # ∂ΔF/∂γ_j = ½e^{γ_j}[tr((rC − sC)Q_j) − dE'Q_j dE]
+                gj = ej * (np.sum((rC - sC) * self.Q[j]) - dE @ QdE[j]) / 2
+                dFdg[j] += gj
+                dFdgg[j, j] += gj
+                dFdbg[:, j] += ej * (Xi.T @ (mixing @ QdE[j]))
+                for k in range(self.n_hyper):
+                    ek = np.exp(g[k])
+                    second = 0.5 * np.sum((rC @ self.Q[k] @ rC - sC @ self.Q[k] @ sC) * self.Q[j].T) - QdE[k] @ sC @ QdE[j]
+                    dFdgg[j, k] -= ej * ek * second
+        grad = np.concatenate([dFdb, dFdg])
+        hess = _sym(np.block([[dFdbb, dFdbg], [dFdbg.T, dFdgg]]))
+        # log|−H| from the magnitudes of the eigenvalues (spm_logdet of ipC·Cp uses singular values)
+        logdet_neg_hess = float(np.sum(np.log(np.maximum(np.abs(np.linalg.eigvalsh(hess)), 1e-300))))
+        logdet_term = 0.5 * (self.logdet_joint_prior_prec - logdet_neg_hess)
+        # r7720 complexity: ½b'bP b + ½g'gP g, not centred on the prior means (the gradient is).
+        complexity_spm = 0.5 * (b @ self.prior_prec @ b) + 0.5 * (g @ self.hyper_prec @ g) - logdet_term
+        # L: the variational energy (log joint density at (β, γ)), whose gradient is ``grad``.
+        complexity = 0.5 * (b - self.prior_mean) @ self.prior_prec @ (b - self.prior_mean)
+        complexity += 0.5 * (g - self.hyper_mean) @ self.hyper_prec @ (g - self.hyper_mean)
+        return {"F": F - complexity_spm, "L": F - complexity, "Fc": complexity_spm, "grad": grad, "hess": hess,
+                "b": b, "g": g, "rP": rP, "rC": rC, "rE": rEs, "sE": sEs, "sC": sCs, "dF": np.array(dFs),
+                "dFdbb": dFdbb, "dFdgg": dFdgg}
+
+
+def _variational_laplace(evaluate, b, g, max_iter: int = _MAX_ITER):
+    """The VL scheme of ``spm_dcm_peb`` r7720 (see the module docstring).
 
     Returns
     -------
-    best : dict
-        The objective evaluated at the mode.
-    converged : bool
+    last : dict
+        The last evaluated point (its F, curvatures, rC, … are SPM's outputs).
+    b, g : ndarray
+        The parameters after the last step (SPM's ``PEB.Ep``, ``PEB.Eh``).
+    n_iter : int
+    stopped : bool
+        True if the stopping rule ended the loop (not ``max_iter``).
+    """
+    n_b = b.size
+    t = _LOG_TIME_START
+    saved = None
+    best_F = -np.inf
+    dF = 0.0
+    last = None
+    stopped = False
+    n = 0
+    for n in range(1, max_iter + 1):
+        last = evaluate(b, g)
+        F = last["F"] if np.isfinite(last["F"]) else -np.inf
+        if n == 1:
+            best_F = F
+        dFdp, dFdpp = last["grad"], last["hess"]
+        if F >= best_F:
+            dF = F - best_F
+            best_F = F
+            saved = {"b": b, "g": g, "dFdbb": last["dFdbb"], "dFdgg": last["dFdgg"]}
+            t = min(t + _LOG_TIME_INCREMENT, _LOG_TIME_MAX)
+        else:
+            # restore the last accepted point (and its block curvatures); the step is taken
+            # from there along the gradient (and joint Hessian) just evaluated, as SPM does
+            t = max(t - 1.0, _LOG_TIME_MIN)
+            b, g = saved["b"], saved["g"]
+        dp = _spm_dx(dFdpp, dFdp, t)
+        if not np.sum(np.abs(dp)) < 8:
+            # suppress the (β, γ) dependencies for stability: block-diagonal curvature
+            block = np.zeros_like(dFdpp)
+            block[:n_b, :n_b] = saved["dFdbb"]
+            block[n_b:, n_b:] = saved["dFdgg"]
+            dp = _spm_dx(block, dFdp, t)
+        b = b + dp[:n_b]
+        g = g + np.tanh(dp[n_b:])
+        if n > 4 and (t <= _LOG_TIME_MIN or dF < _TOL_DF):
+            stopped = True
+            break
+    return last, b, g, n, stopped
+
+
+def _newton_to_mode(evaluate, best, n_b, max_iter: int = 64, tol: float = 1e-10):
+    """Newton ascent of the variational energy L to its mode, with step halving (``polish``).
+
+    Curvatures are reflected to negative so that every step is an ascent direction.
+    Converged when the Newton decrement — the gain in L that a full Newton step would
+    bring — is below ``tol`` nats.
     """
     for _ in range(max_iter):
         step, decrement = _newton_step(best)
@@ -345,91 +549,6 @@ def _newton_step(point):
     return vectors @ projected, float(0.5 * np.sum(projected**2 * magnitude))
 
 
-def _as_list_of_arrays(values, count, shape_check=None):
-    """One array shared by all subjects, or a sequence of per-subject arrays."""
-    single_ndim = 1 if shape_check == "vec" else 2
-    try:
-        array = np.asarray(values, dtype=float)
-    except ValueError:  # ragged sequence: per-subject arrays of different shapes
-        return [np.asarray(v, dtype=float) for v in values]
-    if array.ndim == single_ndim:
-        return [array] * count
-    return [np.asarray(v, dtype=float) for v in values]
-
-
-class _PEBObjective:
-    """Free energy of a PEB model with its gradient and curvature in (β, γ)."""
-
-    def __init__(self, subjects, X, F_first, pQ, Q, prior_mean, prior_prec, hyper_mean, hyper_prec):
-        self.subjects, self.X, self.F_first = subjects, X, F_first
-        self.pQ, self.Q = pQ, Q
-        self.prior_mean, self.prior_prec = prior_mean, prior_prec
-        self.hyper_mean, self.hyper_prec = hyper_mean, hyper_prec
-        self.n_params = pQ.shape[0]
-        self.n_cov = X.shape[1]
-        self.n_hyper = len(Q)
-        self.n_b = self.n_params * self.n_cov
-        joint = np.zeros((self.n_b + self.n_hyper, self.n_b + self.n_hyper))
-        joint[: self.n_b, : self.n_b] = prior_prec
-        joint[self.n_b :, self.n_b :] = hyper_prec
-        self.logdet_joint_prior_prec = _logdet_pd(joint)
-
-    def __call__(self, b, g):
-        B = b.reshape(self.n_params, self.n_cov, order="F")
-        rP = self.pQ * _PRECISION_FLOOR + sum((np.exp(g[j]) * self.Q[j] for j in range(self.n_hyper)), np.zeros_like(self.pQ))
-        if self.n_hyper == 0:
-            # no random-effects hyperparameters ('none', or a single subject): Σ = pC/beta
-            rP = self.pQ.copy()
-        rC = _inv(rP)
-        logdet_rP = _logdet_pd(rP)
-        dFdb = -self.prior_prec @ (b - self.prior_mean)
-        dFdbb = -self.prior_prec.copy()
-        dFdg = -self.hyper_prec @ (g - self.hyper_mean)
-        dFdgg = -self.hyper_prec.copy()
-        dFdbg = np.zeros((self.n_b, self.n_hyper))
-        F = 0.0
-        sEs, sCs = [], []
-        for i, subject in enumerate(self.subjects):
-            x = self.X[i]
-            rE = B @ x
-            dF, sE, sC = _reduce(subject, rE, rP, logdet_rP)
-            sEs.append(sE)
-            sCs.append(sC)
-            F += dF + self.F_first[i]
-            dE = sE - rE
-            # ∂ΔF/∂rE = rP·dE ; ∂²ΔF/∂rE² = rP·sC·rP − rP   (Friston et al. 2016, eq. A.11)
-            dFdb += np.kron(x, rP @ dE)
-            dFdbb += np.kron(np.outer(x, x), rP @ sC @ rP - rP)
-            mixing = np.eye(self.n_params) - rP @ sC
-            QdE = [Qj @ dE for Qj in self.Q]
-            for j in range(self.n_hyper):
-                ej = np.exp(g[j])
-                # ∂ΔF/∂γ_j = ½e^{γ_j}[tr((rC − sC)Q_j) − dE'Q_j dE]
-                gj = ej * (np.sum((rC - sC) * self.Q[j]) - dE @ QdE[j]) / 2
-                dFdg[j] += gj
-                dFdgg[j, j] += gj
-                dFdbg[:, j] += ej * np.kron(x, mixing @ QdE[j])
-                for k in range(self.n_hyper):
-                    ek = np.exp(g[k])
-                    second = 0.5 * np.sum((rC @ self.Q[k] @ rC - sC @ self.Q[k] @ sC) * self.Q[j].T) - QdE[k] @ sC @ QdE[j]
-                    dFdgg[j, k] -= ej * ek * second
-        grad = np.concatenate([dFdb, dFdg])
-        hess = np.block([[dFdbb, dFdbg], [dFdbg.T, dFdgg]])
-        hess = _sym(hess)
-        # Laplace: F − ½(b−bE)'bP(b−bE) − ½(g−gE)'gP(g−gE) + ½ln|ipC·Cp|, Cp = (−H)⁻¹
-        complexity = 0.5 * (b - self.prior_mean) @ self.prior_prec @ (b - self.prior_mean)
-        complexity += 0.5 * (g - self.hyper_mean) @ self.hyper_prec @ (g - self.hyper_mean)
-        # log|−H| from the magnitudes of the eigenvalues (as spm_logdet, via singular values), so
-        # that F stays finite where the exact curvature in γ is not yet negative definite.
-        logdet_neg_hess = float(np.sum(np.log(np.maximum(np.abs(np.linalg.eigvalsh(hess)), 1e-300))))
-        # L: the variational energy (log joint density of the PEB at (β, γ)), whose mode the
-        # Gauss–Newton steps seek; F adds the Laplace log-determinant term.
-        energy = F - complexity
-        F_total = energy + 0.5 * (self.logdet_joint_prior_prec - logdet_neg_hess)
-        return {"F": F_total, "L": energy, "grad": grad, "hess": hess, "b": b, "g": g, "rC": rC, "sE": sEs, "sC": sCs,
-                "dFdbb": dFdbb, "dFdgg": dFdgg}
-
-
 def fit_peb(
     Ep_list: Sequence[np.ndarray],
     Cp_list: Sequence[np.ndarray],
@@ -441,16 +560,17 @@ def fit_peb(
     *,
     select: Sequence[int] | None = None,
     F_list: Sequence[float] | None = None,
-    random_effects: str = "all",
+    random_effects="single",
     alpha: float = 1.0,
     beta: float = 16.0,
     hE: float = 0.0,
     hC: float = 1.0 / 16.0,
     shrink_posteriors: bool = True,
-    max_iter: int = 128,
+    max_iter: int = _MAX_ITER,
     subject_names: Sequence[str] | None = None,
+    polish: bool = False,
 ) -> PEBResult:
-    """Invert a PEB model from subject-level posteriors (``spm_dcm_peb``).
+    """Invert a PEB model from subject-level posteriors (``spm_dcm_peb``, SPM12 r7771, $Id 7720).
 
     Parameters
     ----------
@@ -459,8 +579,8 @@ def fit_peb(
     Cp_list : sequence of (P, P) arrays
         Posterior covariances, one per subject.
     pE, pC : (P,) and (P, P) array, or sequences of them (one per subject)
-        First-level prior mean and covariance. The third-level prior is built from the
-        first subject's (as SPM does with ``DCM{1}``).
+        First-level prior mean and covariance. The third-level prior is built from their
+        average over subjects (as SPM).
     X : (Ns, Nx) array
         Between-subject design; column 0 is normally a constant (the group mean) and the
         others are mean-centred covariates (Zeidman et al. 2019, sec. 2.3).
@@ -470,22 +590,28 @@ def fit_peb(
         Names of the design columns.
     select : sequence of int, optional
         Indices of the parameters treated as random effects (SPM ``field``); default all
-        with non-zero prior variance. See :func:`select_parameters`.
+        with non-zero prior variance. See :func:`select_parameters` (SPM's default field
+        is ``{'A', 'B'}``, self-connections included).
     F_list : sequence of float, optional
         First-level free energies (added to the PEB free energy; default 0).
-    random_effects : {'all', 'fields', 'single', 'none'}
-        Precision components of the between-subject covariance (``M.Q``); ``'none'``
-        fixes the random-effects covariance at ``pC/beta`` (no hyperparameters).
+    random_effects : {'single', 'fields', 'all', 'none'} or list of masks
+        Precision components of the between-subject covariance (``M.Q``; SPM default
+        ``'single'``); ``'none'`` fixes the random-effects covariance at ``PC/beta``; a list
+        of 0/1 masks over the selected parameters gives SPM's ``'manual'`` components.
     alpha, beta : float
-        Third-level prior covariance ``pC/alpha``; second-level ``pC/beta`` (``M.alpha``,
-        ``M.beta``).
+        Third-level prior covariance ``PC/alpha``; second-level ``PC/beta`` (``M.alpha``,
+        ``M.beta``; SPM defaults 1 and 16). ``beta = 0`` uses the variance of the subjects'
+        posterior means (as SPM).
     hE, hC : float
-        Prior mean and variance of each log precision (``M.hE``, ``M.hC``).
+        Prior mean and variance of each log precision (``M.hE``, ``M.hC``; 0 and 1/16).
     shrink_posteriors : bool
         Apply SPM's posterior shrinkage ``qC ← (qC⁻¹ + pC⁻¹/16)⁻¹`` (only when Ns > 1).
     max_iter : int
-        Maximum number of variational Laplace iterations.
+        Maximum number of variational Laplace iterations (``M.maxit``, SPM default 64).
     subject_names : sequence of str, optional
+    polish : bool
+        Not SPM: continue from SPM's end point to the mode of the variational energy
+        (Newton) and update β exactly given γ (see the module docstring).
 
     Returns
     -------
@@ -512,102 +638,104 @@ def fit_peb(
         raise ValueError("no parameters selected for the PEB")
     names = [param_names[i] for i in select]
     idx = np.ix_(select, select)
+    n_params = len(select)
 
-    # Level-1 summary statistics restricted to the random effects (marginals).
-    subjects = []
+    # Priors averaged over subjects, and the principal subspace of their covariance.
+    PE = np.mean([p.ravel()[select] for p in pE_list], axis=0)
+    PC = np.mean([p[idx] for p in pC_list], axis=0)
+    U = principal_basis(PC)
+    if U.shape[1] == 0:
+        raise ValueError("the selected parameters have no prior variance")
+
+    # Level-1 summary statistics in the projected space (marginals over the selection).
+    subjects, raw = [], []
     for i in range(n_subjects):
-        qE = np.asarray(Ep_list[i], dtype=float).ravel()[select]
-        qC = np.asarray(Cp_list[i], dtype=float)[idx]
-        sub_pE = pE_list[i].ravel()[select]
-        sub_pC = pC_list[i][idx]
-        if np.any(np.linalg.eigvalsh(sub_pC) <= 0):
-            raise ValueError("selected parameters must have a positive-definite prior covariance")
+        qE = U.T @ np.asarray(Ep_list[i], dtype=float).ravel()[select]
+        qC = U.T @ np.asarray(Cp_list[i], dtype=float)[idx] @ U
+        sub_pE = U.T @ pE_list[i].ravel()[select]
+        sub_pC = U.T @ pC_list[i][idx] @ U
+        raw.append((qE, qC, sub_pE, sub_pC))
         if shrink_posteriors and n_subjects > 1:
             qC = _inv(_inv(qC) + _inv(sub_pC) / 16.0)
         subjects.append(_prepare_subject(qE, qC, sub_pE, sub_pC))
     F_first = np.zeros(n_subjects) if F_list is None else np.asarray(F_list, dtype=float)
-
-    n_params = len(select)
-    PE = pE_list[0].ravel()[select]
-    PC = pC_list[0][idx]
 
     # Third-level prior on group effects, scaled by the norm of each covariate.
     col_ss = np.sum(X**2, axis=0)
     scale = np.where(col_ss > 0, n_subjects / np.where(col_ss > 0, col_ss, 1.0), 1.0)
     prior_mean = np.concatenate([PE] + [np.zeros(n_params)] * (n_cov - 1))
     prior_cov = np.kron(np.diag(scale), PC / alpha)
-    prior_prec = _inv(prior_cov)
+    n_u = U.shape[1]
+    Ub = np.kron(np.eye(n_cov), U)
+    b_prior_mean = Ub.T @ prior_mean
+    b_prior_prec = _inv(Ub.T @ prior_cov @ Ub)
 
-    # Second level: random-effects precision components.
-    pQ = _inv(PC / beta)
-    Q = _precision_components(pQ, [parameter_field(n) for n in names], random_effects) if n_subjects > 1 else []
+    # Second level: random-effects precision and its components.
+    if beta:
+        second_cov = PC / beta
+    else:  # M.beta = 0: variance of the subjects' posterior means
+        second_cov = np.diag(np.var([np.asarray(e, dtype=float).ravel()[select] for e in Ep_list], axis=0))
+    pQ = _inv(U.T @ second_cov @ U)
+    Q = _precision_components(_inv(second_cov), [parameter_field(n) for n in names], random_effects, U) \
+        if n_subjects > 1 else []
+    Q = [pQ.copy() if q is None else q for q in Q]
     n_hyper = len(Q)
     hyper_mean = np.full(n_hyper, float(hE))
     hyper_prec = np.eye(n_hyper) / hC
-    n_b = n_params * n_cov
 
-    objective = _PEBObjective(subjects, X, F_first, pQ, Q, prior_mean, prior_prec, hyper_mean, hyper_prec)
-    evaluate = objective
+    designs = [np.kron(X[i][None, :], np.eye(n_u)) for i in range(n_subjects)]
+    objective = _PEBObjective(subjects, designs, F_first, pQ, Q, b_prior_mean, b_prior_prec, hyper_mean, hyper_prec)
+    last, b, g, n_iter, converged = _variational_laplace(objective, b_prior_mean.copy(), hyper_mean.copy(), max_iter)
+    if polish:
+        best, converged = _newton_to_mode(objective, objective(b, g), b.size)
+        # L is exactly quadratic in β: one Newton step gives the conditional posterior mean.
+        b = best["b"] + np.linalg.solve(-best["dFdbb"], best["grad"][: b.size])
+        g = best["g"]
+        last = objective(b, g)
 
-    b = prior_mean.copy()
-    g = hyper_mean.copy()
-    best = evaluate(b, g)
-    if not np.isfinite(best["L"]):
-        best["L"] = -np.inf
-    log_time = -4.0
-    n_iter = 0
-    last_gain = np.inf
-    for n_iter in range(1, max_iter + 1):
-        step = _regularised_step(best["hess"], best["grad"], log_time)
-        trial = evaluate(best["b"] + step[:n_b], best["g"] + step[n_b:])
-        if np.isfinite(trial["L"]) and trial["L"] >= best["L"]:
-            last_gain = trial["L"] - best["L"]
-            best = trial
-            log_time = min(log_time + _LOG_TIME_INCREMENT, 4.0)
-        else:
-            log_time -= 1.0
-        # SPM's stopping rule (spm_dcm_peb): the last accepted (near Gauss–Newton) step gained
-        # < 1e-4 nats, or repeated failures shrank the step to nothing.
-        if (last_gain < 1e-4 and n_iter > 4 and log_time >= 0) or log_time < -8:
-            break
-    # Polish to the Gauss–Newton fixed point, the mode of L (the expansion point of the
-    # Laplace approximation): Newton steps with backtracking on L.
-    best, converged = _newton_to_mode(evaluate, best, n_b)
-
-    # Final conditional update of β given γ: L is exactly quadratic in β (each ΔF_i is
-    # quadratic in its empirical prior mean), so one Newton step gives the exact
-    # conditional posterior mean (mean-field q(β)q(γ), as PEB.Cp is conditional on γ).
-    n_b = objective.n_b
-    b_final = best["b"] + np.linalg.solve(-best["dFdbb"], best["grad"][:n_b])
-    best = evaluate(b_final, best["g"])
-
-    Cb = _inv(-best["dFdbb"])
-    Cg = _inv(-best["dFdgg"]) if n_hyper else np.zeros((0, 0))
+    Cb = _inv(-last["dFdbb"])
+    Cg = _inv(-last["dFdgg"]) if n_hyper else np.zeros((0, 0))
     try:
-        joint = _inv(-best["hess"])
+        lift = np.zeros((Ub.shape[0] + n_hyper, Ub.shape[1] + n_hyper))
+        lift[: Ub.shape[0], : Ub.shape[1]] = Ub
+        lift[Ub.shape[0]:, Ub.shape[1]:] = np.eye(n_hyper)
+        joint = lift @ _inv(-last["hess"]) @ lift.T
     except np.linalg.LinAlgError:
         joint = None
-    Ep = best["b"].reshape(n_params, n_cov, order="F")
+
+    # Subjects under the empirical priors of the last evaluated point, from their unshrunk
+    # posteriors (SPM's reduced DCMs, with F_i = ΔF_i + F_i − F_c/Ns).
+    rP, logdet_rP = last["rP"], _logdet_pd(last["rP"])
+    sub_E, sub_C, sub_F = [], [], []
+    for i, (qE, qC, sub_pE, sub_pC) in enumerate(raw):
+        dF, sE, sC = _reduce(_prepare_subject(qE, qC, sub_pE, sub_pC), last["rE"][i], rP, logdet_rP)
+        full_pE = pE_list[i].ravel()[select]
+        sub_E.append(U @ sE + full_pE - U @ (U.T @ full_pE))
+        sub_C.append(U @ sC @ U.T)
+        sub_F.append(dF + F_first[i] - last["Fc"] / n_subjects)
+
+    Ep = U @ b.reshape(n_u, n_cov, order="F")
     return PEBResult(
         param_names=names,
         covariate_names=covariate_names,
         X=X,
         Ep=Ep,
-        Cp=Cb,
-        Eh=best["g"].copy(),
+        Cp=_sym(Ub @ Cb @ Ub.T),
+        Eh=np.asarray(g, dtype=float).copy(),
         Ch=Cg,
-        Ce=best["rC"],
-        F=float(best["F"]),
+        Ce=_sym(U @ last["rC"] @ U.T),
+        F=float(last["F"]),
         prior_mean=prior_mean,
         prior_cov=prior_cov,
         hE=hE,
         hC=hC,
-        precision_components=Q,
-        subject_Ep=np.array(best["sE"]),
-        subject_Cp=np.array(best["sC"]),
+        precision_components=[U @ q @ U.T for q in Q],
+        subject_Ep=np.array(sub_E),
+        subject_Cp=np.array(sub_C),
         subject_names=list(subject_names) if subject_names is not None else [f"subject{i + 1}" for i in range(n_subjects)],
         n_iter=n_iter,
-        converged=converged,
-        random_effects=random_effects,
+        converged=bool(converged),
+        random_effects=random_effects if isinstance(random_effects, str) else "manual",
         joint_cov=joint,
+        subject_F=np.array(sub_F),
     )

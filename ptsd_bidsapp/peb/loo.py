@@ -1,24 +1,44 @@
-"""Leave-one-out prediction of a covariate from DCM parameters (SPM12 ``spm_dcm_loo``).
+"""Leave-one-out prediction of a covariate from DCM parameters.
 
-For each subject a PEB (:func:`ptsd_bidsapp.peb.fit.fit_peb`) is fitted to the others and
-the left-out subject's covariate is inferred from its own parameter posterior, as
-``spm_dcm_ppd`` does (Zeidman et al. 2019, "A guide to group effective connectivity
-analysis, part 2", NeuroImage 200:12, sec. 2.7; Friston et al. 2016, NeuroImage 128:413).
+SPM12 r7771 ``spm_dcm_loo`` ($Id 7120) with ``spm_dcm_ppd`` ($Id 6737): for each subject a
+PEB (:func:`ptsd_bidsapp.peb.fit.fit_peb`) is fitted to the others, and the left-out
+subject's covariate is inferred by a single-subject PEB whose "group effects" are that
+subject's design row, with the training PEB's group effects as the design and its
+random-effects covariance as the second-level covariance (Zeidman et al. 2019, "A guide
+to group effective connectivity analysis, part 2", NeuroImage 200:12, sec. 2.7; Friston
+et al. 2016, NeuroImage 128:413). Our own implementation.
+
+Difference from SPM (documented): ``spm_dcm_peb`` resets its projection to the identity
+for a single subject after projecting the subject's posterior on the singular vectors of
+the prior covariance (``spm_svd``, sorted by variance), while the training group effects
+stay in the original order; the two orders differ whenever the selected parameters'
+prior variances are not already in descending order (e.g. fields A and B together). Here
+the subject and the group effects are kept in one order, which equals SPM whenever SPM's
+orders agree (e.g. field B alone).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ptsd_bidsapp.peb.fit import PEBResult, _as_list_of_arrays, fit_peb
-from ptsd_bidsapp.peb.reduce import _inv, _prepare_subject, _sym
+from ptsd_bidsapp.peb.fit import (
+    PEBResult,
+    _as_list_of_arrays,
+    _inv,
+    _PEBObjective,
+    _variational_laplace,
+    fit_peb,
+    principal_basis,
+)
+from ptsd_bidsapp.peb.reduce import _prepare_subject
 
-__all__ = ["LOOResult", "loo_predict"]
+__all__ = ["LOOResult", "loo_predict", "predict_design"]
+
 
 @dataclass
 class LOOResult:
@@ -27,7 +47,7 @@ class LOOResult:
     Attributes
     ----------
     predicted, predicted_sd : ndarray, (Ns,)
-        Posterior predictive mean and SD of the left-out subject's covariate.
+        Posterior mean and SD of the left-out subject's covariate (``qE``, ``sqrt(qC)``).
     observed : ndarray, (Ns,)
     r : float
         Out-of-sample Pearson correlation of predicted with observed.
@@ -36,6 +56,12 @@ class LOOResult:
         (t-test with Ns − 2 df, as ``spm_dcm_loo``).
     df : int
     covariate : str
+    subject_names : list of str
+    levels : ndarray, optional
+        Unique values of the covariate (``spm_dcm_ppd``'s classes).
+    probabilities : ndarray, optional
+        (levels × Ns) posterior probability of each level for each left-out subject
+        (``spm_dcm_loo``'s ``Q``).
     """
 
     predicted: np.ndarray
@@ -46,33 +72,65 @@ class LOOResult:
     df: int
     covariate: str
     subject_names: list
+    levels: np.ndarray | None = field(default=None, repr=False)
+    probabilities: np.ndarray | None = field(default=None, repr=False)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame({"subject": self.subject_names, "observed": self.observed,
                              "predicted": self.predicted, "predicted_sd": self.predicted_sd})
 
 
-def _predict_covariate(peb: PEBResult, qE, qC, pE, pC, x_known, target, prior_mean, prior_var):
-    """Posterior of one design entry of a new subject given its parameter posterior.
+def predict_design(peb: PEBResult, qE, qC, pE, pC, x, target: int, train_column, n_refits: int = 4):
+    """Posterior of one design entry of a new subject from its parameter posterior (``spm_dcm_ppd``).
 
-    The subject's parameters θ ~ N(W x, Ce) with W = ``peb.Ep`` (the PEB's group effects)
-    and Ce the random-effects covariance; the unknown entry x_t ~ N(prior_mean, prior_var),
-    the other entries known. The subject's posterior enters through BMR: ΔF(rE) is
-    quadratic in the empirical prior mean rE = W x, so the posterior over x_t is Gaussian
-    (the single-subject PEB of ``spm_dcm_ppd``, solved in closed form).
+    A single-subject PEB (no hyperparameters, no posterior shrinkage) of the subject's
+    posterior ``N(qE, qC)`` (prior ``N(pE, pC)``; all over ``peb.param_names``) with the
+    subject's parameters ``θ = W b + ε``, ``W = peb.Ep``, ``ε ~ N(0, peb.Ce)``, and the design
+    row ``b`` as the unknowns: prior ``b ~ N(x with x[target] = 0, diag(v + 1))`` with
+    ``v = 4·var(train_column)`` at ``target`` and 0 elsewhere. It is refitted ``n_refits``
+    times, each time with the prior mean of ``b[target]`` set to the last posterior mean
+    and the prior variances ``v + e^{−i}`` (i = 1, 2, …), as ``spm_dcm_ppd``.
+
+    Returns
+    -------
+    mean, var : float
+        Posterior of ``b[target]`` from the last fit.
+    prior_mean, prior_var : float
+        Its prior in the last fit.
     """
-    subject = _prepare_subject(qE, qC, pE, pC)
-    rC = peb.Ce
-    rP = _inv(rC)
-    sC = _inv(_sym(subject.likelihood_precision + rP))
-    # ΔF(rE) = const + rE'·rP·sC·η − ½ rE'(rP − rP·sC·rP) rE
-    curvature = rP - rP @ sC @ rP
-    linear = rP @ sC @ subject.likelihood_linear
-    w = peb.Ep[:, target]
-    offset = peb.Ep @ x_known
-    precision = w @ curvature @ w + 1.0 / prior_var
-    mean = (w @ (linear - curvature @ offset) + prior_mean / prior_var) / precision
-    return mean, 1.0 / precision
+    qE, pE = np.asarray(qE, dtype=float).ravel(), np.asarray(pE, dtype=float).ravel()
+    qC, pC = np.atleast_2d(np.asarray(qC, dtype=float)), np.atleast_2d(np.asarray(pC, dtype=float))
+    U = principal_basis(pC)
+    subject = _prepare_subject(U.T @ qE, U.T @ qC @ U, U.T @ pE, U.T @ pC @ U)
+    W = U.T @ peb.Ep
+    pQ = _inv(U.T @ peb.Ce @ U)
+    n_x = W.shape[1]
+    v = np.zeros(n_x)
+    v[target] = 4.0 * float(np.var(np.asarray(train_column, dtype=float), ddof=1))
+    bE = np.asarray(x, dtype=float).ravel().copy()
+    bE[target] = 0.0
+    bC = v + 1.0
+    empty = np.zeros(0)
+    for i in range(1, n_refits + 1):
+        objective = _PEBObjective([subject], [W], np.zeros(1), pQ, [], bE, np.diag(1.0 / bC), empty, np.zeros((0, 0)))
+        last, b, _, _, _ = _variational_laplace(objective, bE.copy(), empty)
+        mean, var = float(b[target]), float(_inv(-last["dFdbb"])[target, target])
+        prior_mean, prior_var = float(bE[target]), float(bC[target])
+        bE = bE.copy()
+        bE[target] = mean
+        bC = v + np.exp(-i)
+    return mean, var, prior_mean, prior_var
+
+
+def _level_probabilities(mean, var, prior_mean, prior_var, levels):
+    """Softmax over levels of the evidence for fixing the covariate at each level.
+
+    The limit of ``spm_log_evidence(qE, qC, pE, pC, level, 0)`` (a point-mass reduced prior):
+    ``ln N(level; qE, qC) − ln N(level; pE, pC)`` (Savage–Dickey).
+    """
+    F = stats.norm.logpdf(levels, mean, np.sqrt(var)) - stats.norm.logpdf(levels, prior_mean, np.sqrt(prior_var))
+    F = np.exp(F - F.max())
+    return F / F.sum()
 
 
 def loo_predict(
@@ -89,20 +147,21 @@ def loo_predict(
     subject_names: Sequence[str] | None = None,
     **peb_options,
 ) -> LOOResult:
-    """Leave-one-out prediction of a covariate from DCM parameters (``spm_dcm_loo``).
+    """Leave-one-out prediction of a covariate from DCM parameters (``spm_dcm_loo`` r7120).
 
-    For each subject, a PEB is fitted to the other subjects (design ``X`` without that
-    row); the left-out subject's value of column ``target`` is then inferred from its own
-    parameter posterior under the training PEB's group effects and random-effects
-    covariance, with the prior ``N(mean of training column, 4 × variance of the column)``
-    (``spm_dcm_ppd`` uses a prior variance of 4 × var). The other design entries of the
-    left-out subject are treated as known.
+    For each subject, a PEB is fitted to the other subjects (design ``X`` without that row,
+    ``peb_options`` passed to :func:`fit_peb`); the left-out subject's value of column
+    ``target`` is then inferred by :func:`predict_design` (``spm_dcm_ppd``): the other design
+    entries of the left-out subject enter as prior means with prior variance 1 (then
+    e^{−i}), the target with prior mean 0 (then its last estimate) and variance
+    4 × the training column's variance (+ 1, then + e^{−i}).
 
     Returns
     -------
     LOOResult
-        Out-of-sample predictive means/SDs, Pearson r with the observed values and the
-        one-sided p-value of a positive relation.
+        Out-of-sample predictive means/SDs, Pearson r with the observed values, the
+        one-sided p-value of a positive slope (``spm_ancova`` T with Ns − 2 df) and the
+        posterior probabilities of the covariate's levels.
     """
     X = np.atleast_2d(np.asarray(X, dtype=float))
     n_subjects = X.shape[0]
@@ -112,37 +171,37 @@ def loo_predict(
         select = [i for i in range(len(param_names)) if pC_list[0][i, i] > 0]
     select = list(select)
     idx = np.ix_(select, select)
+    levels = np.unique(X[:, target])
     predicted = np.zeros(n_subjects)
     predicted_var = np.zeros(n_subjects)
+    probabilities = np.zeros((levels.size, n_subjects))
     for i in range(n_subjects):
         train = [j for j in range(n_subjects) if j != i]
         peb = fit_peb([Ep_list[j] for j in train], [Cp_list[j] for j in train], [pE_list[j] for j in train],
                       [pC_list[j] for j in train], X[train], param_names, covariate_names, select=select,
                       **peb_options)
-        column = X[train, target]
-        x_known = X[i].copy()
-        x_known[target] = 0.0
-        mean, var = _predict_covariate(
+        mean, var, prior_mean, prior_var = predict_design(
             peb,
             np.asarray(Ep_list[i], dtype=float).ravel()[select],
             np.asarray(Cp_list[i], dtype=float)[idx],
             pE_list[i].ravel()[select],
             pC_list[i][idx],
-            x_known,
+            X[i],
             target,
-            float(column.mean()),
-            float(4.0 * column.var(ddof=1)),
+            X[train, target],
         )
         predicted[i], predicted_var[i] = mean, var
+        probabilities[:, i] = _level_probabilities(mean, var, prior_mean, prior_var, levels)
     observed = X[:, target]
     df = n_subjects - 2
     r = float(np.corrcoef(predicted, observed)[0, 1]) if np.std(predicted) > 0 else float("nan")
     if np.isfinite(r) and abs(r) < 1:
-        t = r * np.sqrt(df) / np.sqrt(1 - r**2)
+        t = r * np.sqrt(df) / np.sqrt(1 - r**2)   # the slope T of spm_ancova([1 x], [], qE, [0; 1])
         p = float(stats.t.sf(t, df))
     else:
         p = float("nan") if not np.isfinite(r) else (0.0 if r > 0 else 1.0)
     names = covariate_names[target] if covariate_names is not None else f"covariate{target + 1}"
     return LOOResult(predicted=predicted, predicted_sd=np.sqrt(predicted_var), observed=observed, r=r, p=p, df=df,
                      covariate=names,
-                     subject_names=list(subject_names) if subject_names is not None else [f"subject{i + 1}" for i in range(n_subjects)])
+                     subject_names=list(subject_names) if subject_names is not None else [f"subject{i + 1}" for i in range(n_subjects)],
+                     levels=levels, probabilities=probabilities)

@@ -4,7 +4,11 @@ The longitudinal design of Zeidman et al. 2019 ("A guide to group effective conn
 analysis, part 2", NeuroImage 200:12, sec. 2.8): a within-subject ``spm_dcm_peb`` over each
 subject's two session DCMs (session mean and change), then a between-subject
 ``spm_dcm_peb`` over the subjects' changes (Friston et al. 2016, NeuroImage 128:413:
-a PEB posterior can be the first level of another PEB).
+a PEB posterior can be the first level of another PEB). Both levels are
+:func:`ptsd_bidsapp.peb.fit.fit_peb` (SPM12 r7771 ``spm_dcm_peb``, $Id 7720); SPM has no
+routine for the two-level design itself, and the within-subject settings below
+(``random_effects='none'``, ``beta = 1024``, between-level ``hE = ln 4``) are this project's
+choices, not SPM defaults (SPM would use ``'single'``, β = 16, hE = 0 at both levels).
 """
 
 from __future__ import annotations
@@ -84,7 +88,10 @@ def fit_session_change(
        ``pC/4``; ``between_hE`` (default ``ln 4``) restores SPM's usual random-effects
        scale ``pC/16`` relative to the first-level DCM prior.
 
-    Parameters are as in :func:`fit_peb`; ``peb_options`` are passed to both levels.
+    Parameters are as in :func:`fit_peb`; ``peb_options`` are passed to both levels
+    (``random_effects`` and ``beta`` to the between level only). The between level therefore
+    has ``fit_peb``'s defaults — SPM's: ``random_effects='single'``, α = 1, β = 16, hC = 1/16
+    — except ``hE`` (``between_hE``).
     """
     n_subjects = len(Ep_pre)
     pE_list = _as_list_of_arrays(pE, n_subjects, "vec")

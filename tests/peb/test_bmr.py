@@ -61,7 +61,7 @@ def test_bmr_of_a_null_covariate_matches_refitting_the_peb_without_it(seed):
     BMR keeps the full model's random-effects precisions while re-fitting re-optimises
     them, so the identity is exact only to the extent γ does not move; for a null
     covariate it moves little. Measured |difference| ≤ 0.06 nats over seeds 0–4
-    (reduced F ≈ +9 nats); tolerance 0.1 nats. Posterior means agree to 1e-3.
+    (reduced F ≈ +9 nats); tolerance 0.1 nats. Posterior means agree to 1e-2.
     """
     X, _, Ep, Cp, pE, pC = simulate_group(seed)
     full = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
@@ -73,7 +73,8 @@ def test_bmr_of_a_null_covariate_matches_refitting_the_peb_without_it(seed):
     dF, sE, _ = reduced_free_energy(full.Ep.ravel(order="F"), full.Cp, full.prior_mean, full.prior_cov,
                                     R @ full.prior_mean, R @ full.prior_cov @ R)
     assert dF == pytest.approx(refit.F - full.F, abs=0.1)
-    np.testing.assert_allclose(sE.reshape(full.Ep.shape, order="F")[:, keep], refit.Ep, atol=1e-3)
+    # 1e-2: SPM's scheme (default) returns β after its last step, short of the mode (measured ≤ 0.0055)
+    np.testing.assert_allclose(sE.reshape(full.Ep.shape, order="F")[:, keep], refit.Ep, atol=1e-2)
 
 
 def test_bmr_pp_is_the_family_posterior_over_all_reduced_models():

@@ -19,7 +19,7 @@ def _objective(Ep, Cp, pE, pC, X, monkeypatch):
             captured["objective"] = self
 
     monkeypatch.setattr(fit_module, "_PEBObjective", Capture)
-    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES, random_effects="all")
     return result, captured["objective"]
 
 
@@ -40,7 +40,8 @@ def test_subject_reduction_matches_bmr():
 def test_gradient_and_curvature_match_finite_differences(monkeypatch):
     """Analytic ∂L/∂(β,γ) and ∂²L (Friston et al. 2016, eq. A.11) vs central differences.
 
-    L is the variational energy (F without the log-determinant term). Step 1e-6; tolerance
+    L is the variational energy (the log joint density: F without the log-determinant term,
+    complexity centred on the prior means; 'all' components). Step 1e-6; tolerance
     relative 1e-5 of the largest entry (difference error O(h²)·L''' and round-off ε/h).
     """
     X, _, Ep, Cp, pE, pC = simulate_group(1)
@@ -51,9 +52,7 @@ def test_gradient_and_curvature_match_finite_differences(monkeypatch):
     n = objective.n_b + objective.n_hyper
 
     def energy(point):
-        out = objective(point[: objective.n_b], point[objective.n_b:])
-        logdet = np.sum(np.log(np.abs(np.linalg.eigvalsh(out["hess"]))))
-        return out["F"] - 0.5 * (objective.logdet_joint_prior_prec - logdet)
+        return objective(point[: objective.n_b], point[objective.n_b:])["L"]
 
     point = np.concatenate([b, g])
     reference = objective(b, g)
@@ -71,15 +70,18 @@ def test_gradient_and_curvature_match_finite_differences(monkeypatch):
     assert np.max(np.abs(numeric_hess - reference["hess"])) < 1e-5 * np.max(np.abs(reference["hess"]))
 
 
-def test_group_effects_are_the_empirical_bayes_glm_solution():
+@pytest.mark.parametrize("polish, tol", [(True, 1e-6), (False, 1e-2)])
+def test_group_effects_are_the_empirical_bayes_glm_solution(polish, tol):
     """Given the estimated random-effects covariance, β's posterior is exact and closed-form.
 
     Each subject's reduced free energy is quadratic in its empirical prior mean, so
     Cp⁻¹ = bP + Σ x_i x_i' ⊗ (rP − rP sC rP) and Ep = Cp(bP bE + Σ x_i ⊗ rP sC η_i).
-    At convergence fit_peb must agree (tolerance 1e-6: the VL stops when F gains < 1e-4).
+    With ``polish`` (the mode, then the exact β update) fit_peb agrees to 1e-6. SPM's scheme
+    (default) returns β after its last step from the last evaluated point, whose Ce it
+    reports: close to the conditional solution, not equal (tolerance 1e-2; measured 6.6e-3).
     """
     X, _, Ep, Cp, pE, pC = simulate_group(3)
-    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES, polish=polish)
     assert result.converged
     rP = np.linalg.inv(result.Ce)
     precision = np.linalg.inv(result.prior_cov)
@@ -91,7 +93,7 @@ def test_group_effects_are_the_empirical_bayes_glm_solution():
         precision += np.kron(np.outer(x, x), rP - rP @ sC @ rP)
         linear += np.kron(x, rP @ sC @ (qP @ qE - pP @ pE))
     cov = np.linalg.inv(precision)
-    np.testing.assert_allclose(result.Ep.ravel(order="F"), cov @ linear, atol=1e-6)
+    np.testing.assert_allclose(result.Ep.ravel(order="F"), cov @ linear, atol=tol)
     np.testing.assert_allclose(result.Cp, cov, rtol=1e-6, atol=1e-12)
 
 
@@ -121,22 +123,48 @@ def test_inference_is_invariant_to_covariate_units():
     covariate (e.g. CAPS-5 points instead of SD units) rescales its effects and changes
     neither the free energy nor the posterior of anything else. This needs the fit to end
     at the mode of the variational energy, not wherever F stopped rising along the
-    optimisation path (which depends on the scaling: F differed by up to 0.1 nats).
+    optimisation path (which depends on the scaling: F differed by up to 0.1 nats), i.e.
+    ``polish=True``; SPM's own scheme (the default) is checked separately, more loosely.
 
     BMR inherits SPM's rule that effects with prior variance below mean/1024 are fixed
     (``spm_dcm_bmr_all``), which is not unit-invariant for extreme rescalings (×9 shrinks
     the prior variance of an A effect 81-fold, below that threshold); it is checked at ×3.
     """
     X, _, Ep, Cp, pE, pC = simulate_group(4)
-    reference = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    reference = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES, polish=True)
     for factor in (9.0, 1 / 9, 3.0, 1 / 3):
         scaled = X.copy()
         scaled[:, 1] *= factor
-        result = fit_peb(Ep, Cp, pE, pC, scaled, PARAM_NAMES, COVARIATES)
+        result = fit_peb(Ep, Cp, pE, pC, scaled, PARAM_NAMES, COVARIATES, polish=True)
         assert result.converged
-        assert result.F == pytest.approx(reference.F, abs=1e-6)
+        assert result.F == pytest.approx(reference.F, abs=1e-5)
         np.testing.assert_allclose(result.Eh, reference.Eh, atol=1e-5)
         np.testing.assert_allclose(result.Ep[:, 1] * factor, reference.Ep[:, 1], atol=1e-6)
         np.testing.assert_allclose(result.Pp_sign, reference.Pp_sign, atol=1e-6)
         if factor in (3.0, 1 / 3):
-            np.testing.assert_allclose(bmr_search(result).Pp, bmr_search(reference).Pp, atol=1e-6)
+            # the greedy search ranks effects by single-removal evidence; effects that the data
+            # do not inform tie (to round-off), so the path can differ: compare the decisions
+            assert np.array_equal(bmr_search(result).Pp > 0.95, bmr_search(reference).Pp > 0.95)
+
+
+def test_spm_scheme_is_nearly_invariant_to_covariate_units():
+    X, _, Ep, Cp, pE, pC = simulate_group(4)
+    reference = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    for factor in (9.0, 1 / 9):
+        scaled = X.copy()
+        scaled[:, 1] *= factor
+        result = fit_peb(Ep, Cp, pE, pC, scaled, PARAM_NAMES, COVARIATES)
+        assert result.F == pytest.approx(reference.F, abs=0.3)   # measured 0.24 at x 1/9 (maxit reached)
+        np.testing.assert_allclose(result.Ep[:, 1] * factor, reference.Ep[:, 1], atol=0.01)   # measured 0.0065
+
+
+def test_spm_vl_defaults_and_floor():
+    """r7720 constants: floor pQ·e⁻⁸, t from −4 by +¼ up to 2 (−1 down to −4), maxit 64."""
+    assert fit_module._PRECISION_FLOOR == pytest.approx(np.exp(-8))
+    assert (fit_module._LOG_TIME_START, fit_module._LOG_TIME_INCREMENT, fit_module._LOG_TIME_MAX,
+            fit_module._LOG_TIME_MIN) == (-4.0, 0.25, 2.0, -4.0)
+    import inspect
+    defaults = {k: p.default for k, p in inspect.signature(fit_peb).parameters.items()}
+    assert defaults["max_iter"] == 64 and defaults["random_effects"] == "single"
+    assert (defaults["alpha"], defaults["beta"], defaults["hE"], defaults["hC"]) == (1.0, 16.0, 0.0, 1 / 16)
+    assert defaults["polish"] is False
