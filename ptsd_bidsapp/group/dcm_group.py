@@ -54,10 +54,12 @@ from ptsd_bidsapp.peb import (
     BMAResult,
     LOOResult,
     PEBResult,
+    RerandomisationResult,
     bmr_search,
     fit_peb,
     fit_session_change,
     loo_predict,
+    rerandomisation_test,
     select_parameters,
 )
 
@@ -260,6 +262,49 @@ def peb_results_table(peb: PEBResult, bma: BMAResult | None) -> pd.DataFrame:
     return table
 
 
+def add_rerandomisation(table: pd.DataFrame, rnd: RerandomisationResult, pp_threshold: float = 0.95,
+                        finding_alpha: float = 0.05) -> pd.DataFrame:
+    """Join re-randomisation p-values to a :func:`peb_results_table` and apply the finding rule.
+
+    An effect is a *finding* when its posterior probability of presence exceeds
+    ``pp_threshold`` (SPM's convention, 0.95) AND its family-wise re-randomisation p is below
+    ``finding_alpha``: the Bayesian criterion says the effect is there, the re-randomisation
+    guards the decision against over-confident first-level posteriors (the null benchmark,
+    ``benchmarks/null_calibration.py``, shows Pp alone is not calibrated on real data).
+    """
+    extra = rnd.table()
+    names = [f"{e}:{p}" if isinstance(e, str) and e not in ("", "n/a") else p
+             for e, p in zip(table["effect"], table["parameter"])]
+    if names != list(extra["parameter"]) or list(table["covariate"]) != list(extra["covariate"]):
+        raise ValueError("re-randomisation result does not match the PEB table (parameter/covariate order)")
+    out = table.copy()
+    for column in ("z", "p_rnd", "p_rnd_fwe", "rnd_method"):
+        out[column] = extra[column].to_numpy()
+    pp = out["Pp"] if "Pp" in out else out["Pp_sign"]
+    tested = out["p_rnd_fwe"].notna()
+    out["finding"] = tested & (pp > pp_threshold) & (out["p_rnd_fwe"] < finding_alpha)
+    return out
+
+
+def _as_matrix(value) -> np.ndarray:
+    """A prior covariance given per subject (list), as a vector of variances or a matrix -> one matrix."""
+    value = np.asarray(value[0] if isinstance(value, (list, tuple)) else value, dtype=float)
+    if value.ndim == 3:
+        value = value[0]
+    return np.diag(value) if value.ndim == 1 else value
+
+
+def _restricted_covariances(fit, X: pd.DataFrame, full: PEBResult) -> dict:
+    """Between-subject covariance ``Σ`` for each tested column: the PEB refitted without that
+    column (restricted model of the re-randomisation, :mod:`ptsd_bidsapp.peb.rnd`); the
+    full model's for the ``mean`` (sign-flip test)."""
+    out = {"mean": full.Ce}
+    for column in X.columns[1:]:
+        kept = [c for c in X.columns if c != column]
+        out[column] = fit(X[kept].to_numpy(), kept).Ce
+    return out
+
+
 _COLUMN_DESCRIPTIONS = {
     "parameter": "DCM parameter <field>[_<input>]_<from>-<to> (A: Hz; B: Hz per unit input)",
     "effect": "within-subject effect the between-subject PEB models (change = post - pre), n/a for one-level PEBs",
@@ -270,6 +315,13 @@ _COLUMN_DESCRIPTIONS = {
     "Ep_bma": "Bayesian model average of the effect over reduced models (greedy BMR search)",
     "Cp_bma": "posterior variance of the Bayesian model average",
     "Pp": "posterior probability that the effect is present (BMR model families; SPM spm_dcm_peb_bmc)",
+    "z": "posterior z of the effect in the full PEB, Ep / sqrt(Cp) (the re-randomisation statistic)",
+    "p_rnd": "re-randomisation p of this effect (|z| against its own null distribution)",
+    "p_rnd_fwe": "re-randomisation p corrected over the covariate's parameters (null distribution of max |z|)",
+    "rnd_method": "how the null was drawn: permutation of the covariate across subjects, or sign-flip "
+                  "(session order swapped / deviation from the prior mean negated) for the mean",
+    "finding": "the app calls this effect a finding: Pp > pp_threshold AND p_rnd_fwe < finding_alpha "
+               "(config peb.pp_threshold, peb.finding_alpha)",
 }
 
 
@@ -296,7 +348,10 @@ def _peb_sidecar(name, description, peb, bma, design, options) -> dict:
             "SearchedEffects": [peb.effect_names[i] for i in bma.searched],
         },
         "Options": options,
-        "PosteriorProbabilityThreshold": PP_THRESHOLD,
+        "PosteriorProbabilityThreshold": options.get("pp_threshold", PP_THRESHOLD),
+        "FindingRule": (f"finding = Pp > {options.get('pp_threshold', PP_THRESHOLD)} and p_rnd_fwe < "
+                        f"{options.get('finding_alpha', 0.05)} ({options.get('n_permutations')} re-randomisations "
+                        f"per covariate, seed {options.get('seed')})"),
     }
 
 
@@ -422,8 +477,8 @@ def _stack(posteriors: Sequence[DCMPosterior]):
 
 
 def _write_model(out_dir: Path, name: str, description: str, peb: PEBResult, bma: BMAResult | None,
-                 design: pd.DataFrame, options: dict) -> tuple[Path, pd.DataFrame]:
-    table = peb_results_table(peb, bma)
+                 design: pd.DataFrame, options: dict, rnd: RerandomisationResult) -> tuple[Path, pd.DataFrame]:
+    table = add_rerandomisation(peb_results_table(peb, bma), rnd, options["pp_threshold"], options["finding_alpha"])
     path = write_tsv(out_dir / f"model-{name}_peb.tsv", table,
                      sidecar=_peb_sidecar(name, description, peb, bma, design, options))
     write_tsv(out_dir / f"model-{name}_design.tsv", design.rename_axis("participant_id").reset_index())
@@ -437,6 +492,7 @@ def run_dcm_group(
     config: Mapping,
     *,
     figures: bool = True,
+    seed: int = 0,
 ) -> dict:
     """Run the DCM group models and write their outputs.
 
@@ -453,6 +509,8 @@ def run_dcm_group(
         Resolved analysis config (``dcm``, ``peb``, ``sessions``, ``clinical`` sections).
     figures : bool
         Build report figures (PNG data URIs).
+    seed : int
+        Seed of the re-randomisation tests.
 
     Returns
     -------
@@ -474,6 +532,9 @@ def run_dcm_group(
     random_effects = peb_cfg.get("random_effects", "all")
     # Optional PEB priors (defaults of spm_dcm_peb): hE, hC of the log precisions, alpha, beta.
     prior_options = {k: float(peb_cfg[k]) for k in ("hE", "hC", "alpha", "beta") if peb_cfg.get(k) is not None}
+    n_permutations = int(peb_cfg.get("n_permutations", 200))
+    pp_threshold = float(peb_cfg.get("pp_threshold", PP_THRESHOLD))
+    finding_alpha = float(peb_cfg.get("finding_alpha", 0.05))
     regions = list(dcm_cfg.get("regions", []))
     out_dir = Path(output_dir) / "group" / "dcm"
 
@@ -502,8 +563,16 @@ def run_dcm_group(
     select = select_parameters(names, fields=fields, between_only=between_only, prior_variance=np.diag(first.pC))
     options = {"fields": fields, "between_only": between_only, "random_effects": random_effects, **prior_options}
 
-    def report(name, description, peb, bma, design):
-        path, table = _write_model(out_dir, name, description, peb, bma, design, options)
+    options.update({"n_permutations": n_permutations, "pp_threshold": pp_threshold, "finding_alpha": finding_alpha,
+                    "seed": int(seed)})
+
+    def report(name, description, peb, bma, design, marginals, refit, flip_centre):
+        qE, qC, prior_mean, prior_cov = marginals
+        rnd = rerandomisation_test(qE, qC, prior_mean, prior_cov, design.to_numpy(), peb.param_names,
+                                   list(design.columns), _restricted_covariances(refit, design, peb),
+                                   permute=list(design.columns[1:]), sign_flip=["mean"], flip_centre=flip_centre,
+                                   n_permutations=n_permutations, seed=seed)
+        path, table = _write_model(out_dir, name, description, peb, bma, design, options, rnd)
         entry = {"table": table, "path": path, "description": description, "F": peb.F, "figures": {}}
         if figures:
             entry["figures"]["effects"] = peb_effects_figure(table, f"PEB {name}")
@@ -520,8 +589,21 @@ def run_dcm_group(
                                     list(design.columns), select=select, F_pre=F_pre, F_post=F_post,
                                     subject_names=change_subjects, random_effects=random_effects,
                                     **prior_options)
+        between = change.between
+        posteriors = [w.as_posterior() for w in change.within]
+        chosen = [k for k, level in enumerate(posteriors[0]["names"]) if level.split(":")[0] == "change"]
+        marginals = ([p["Ep"][chosen] for p in posteriors], [p["Cp"][np.ix_(chosen, chosen)] for p in posteriors],
+                     [p["pE"][chosen] for p in posteriors], posteriors[0]["pC"][np.ix_(chosen, chosen)])
+
+        def refit_change(X, columns):
+            return fit_peb([p["Ep"] for p in posteriors], [p["Cp"] for p in posteriors],
+                           [p["pE"] for p in posteriors], [p["pC"] for p in posteriors], X, posteriors[0]["names"],
+                           columns, select=chosen, subject_names=change_subjects, random_effects=random_effects,
+                           **{**prior_options, "hE": between.hE, "hC": between.hC})
+
         report("change", "Session change (post - pre) of DCM parameters, PEB of PEBs: within-subject [mean, change], "
-               "between-subject design on the change", change.between, bmr_search(change.between), design)
+               "between-subject design on the change", between, bmr_search(between), design, marginals,
+               refit_change, 0.0)
 
     # Baseline PEB.
     design = peb_design(clinical.loc[baseline_subjects], covariates, group_column=group_column, active_group=active,
@@ -529,7 +611,16 @@ def run_dcm_group(
     Ep, Cp, pE, pC, F = _stack([found[pre][s] for s in baseline_subjects])
     baseline = fit_peb(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), select=select, F_list=F,
                        random_effects=random_effects, subject_names=baseline_subjects, **prior_options)
-    report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design)
+    marginals = ([e[select] for e in Ep], [c[np.ix_(select, select)] for c in Cp],
+                 [np.asarray(m)[select] for m in pE] if np.ndim(pE) == 2 else np.asarray(pE)[select],
+                 _as_matrix(pC)[np.ix_(select, select)])
+
+    def refit_baseline(X, columns):
+        return fit_peb(Ep, Cp, pE, pC, X, names, columns, select=select, F_list=F, random_effects=random_effects,
+                       subject_names=baseline_subjects, **prior_options)
+
+    report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design, marginals,
+           refit_baseline, None)
 
     # Leave-one-out prediction of improvement from baseline parameters; optionally only the
     # parameters matching config peb.loo_parameters (fnmatch patterns), as one would pass
@@ -577,9 +668,8 @@ def run_dcm_group(
 
 
 def _found_effects(table: pd.DataFrame) -> list[dict]:
-    column = "Pp" if "Pp" in table else "Pp_sign"
-    rows = table[(table[column] > PP_THRESHOLD) & (table["covariate"] != "mean")]
-    keep = [c for c in ("effect", "parameter", "covariate", "Ep_bma", "Pp") if c in rows]
+    rows = table[table["finding"]]
+    keep = [c for c in ("effect", "parameter", "covariate", "Ep_bma", "Pp", "p_rnd_fwe") if c in rows]
     return rows[keep].to_dict(orient="records")
 
 

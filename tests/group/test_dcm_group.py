@@ -128,7 +128,7 @@ def test_run_dcm_group_writes_tables_and_recovers_planted_change(trial, tmp_path
     for name in ("change", "baseline"):
         table = pd.read_csv(out / f"model-{name}_peb.tsv", sep="\t")
         assert list(table.columns) == ["parameter", "effect", "covariate", "Ep", "Cp", "Pp_sign", "Ep_bma", "Cp_bma",
-                                       "Pp"]
+                                       "Pp", "z", "p_rnd", "p_rnd_fwe", "rnd_method", "finding"]
         sidecar = json.loads((out / f"model-{name}_peb.json").read_text())
         assert sidecar["NumberOfSubjects"] == 20
         assert set(table["parameter"]) == {"A_amygdala-vmpfc", "A_vmpfc-amygdala", "B_fearful_amygdala-vmpfc",
@@ -140,7 +140,11 @@ def test_run_dcm_group_writes_tables_and_recovers_planted_change(trial, tmp_path
     planted_a = change.loc[("A_vmpfc-amygdala", "improvement_x_drug")]
     assert planted_b["Pp"] > 0.95 and planted_b["Ep_bma"] < 0
     assert planted_a["Pp"] > 0.95 and planted_a["Ep_bma"] < 0
+    # both planted effects survive the re-randomisation (1000 permutations: p resolution 0.001)
+    assert planted_b["finding"] and planted_a["finding"] and planted_b["p_rnd_fwe"] < 0.01
     assert (change.loc[(slice(None), "drug"), "Pp"] < 0.95).all()
+    assert not change.loc[(slice(None), "drug"), "finding"].any()
+    assert set(change["rnd_method"]) == {"permutation", "sign-flip"}
     summary = json.loads((out / "dcm_group_summary.json").read_text())
     assert set(summary["LOO"]) == {"loo-all", "loo-ketamine"}
     assert (out / "model-loo-all_loo.tsv").exists()

@@ -1,0 +1,225 @@
+"""Re-randomisation tests of PEB group effects (after SPM12 r7771 ``spm_dcm_peb_rnd``).
+
+Why: on real fMRI the first-level DCM posteriors are over-confident (noise under-estimated,
+serially correlated residuals), and the PEB posterior probabilities inherit it — on null
+data built from real signals, 43 % of between-subject effects reached Pp > 0.95. A
+re-randomisation test asks instead how often an effect as large arises when the link
+between subjects and covariate is broken (Nichols & Holmes 2002, Hum Brain Mapp 15:1;
+Winkler et al. 2014, NeuroImage 92:381).
+
+``spm_dcm_peb_rnd`` ($Id 6737) permutes the second column of the design, refits PEB and BMR
+each time, and compares the log odds of that covariate's model family with its null
+distribution (32 unseeded permutations by default). This module keeps the idea and changes
+what makes it slow or partial (documented deviations):
+
+* **Statistic.** Each subject's posterior ``N(qE_i, qC_i)`` under the DCM prior
+  ``N(pE, pC)`` carries a Gaussian likelihood with precision ``L_i = qC_i⁻¹ − pC⁻¹`` and
+  information vector ``b_i = qC_i⁻¹ qE_i − pC⁻¹ pE`` (the quantities Bayesian model
+  reduction works with; Friston et al. 2016, NeuroImage 128:413, eq. A.3). With the
+  second level ``θ_i = (x_i ⊗ I) β + ε_i``, ``ε_i ~ N(0, Σ)``, the marginal likelihood of
+  ``β`` is Gaussian with weights ``W_i = (I + L_i Σ)⁻¹ L_i`` (``= (L_i⁻¹ + Σ)⁻¹``, written
+  without inverting ``L_i``); the generalised least-squares estimate
+  ``β̂ = (Σ_i X_i' W_i X_i)⁻¹ Σ_i X_i' (I + L_i Σ)⁻¹ b_i`` and its z-scores are the statistic.
+  It is the PEB posterior mean of ``β`` under a flat third-level prior at fixed ``Σ``.
+* **Σ from the restricted model.** For the test of design column ``j``, ``Σ`` is the
+  random-effects covariance of the PEB fitted *without* column ``j`` (Freedman & Lane 1983's
+  restricted model): it does not change when column ``j`` is permuted, so every
+  re-randomisation costs one small linear solve instead of a PEB fit, and the test is exact
+  for the covariate permutations.
+* **Every between-subject covariate** is tested by permuting its own column across subjects.
+* **A mean** (the ``mean`` column) is tested by sign flips: each subject's deviation from
+  ``flip_centre`` is negated at random — swapping a subject's sessions in a session-change
+  model (centre 0), or reflecting its parameters about the prior mean in a one-level model.
+  Exchangeable when the mean is zero and subjects' deviations are symmetric (Winkler et al.
+  2014); ``Σ`` is then the full model's (approximately invariant to flips: it depends on
+  the residuals' second moments).
+* **Family-wise p** over the covariate's parameters from the null distribution of the
+  maximum |z| (Westfall & Young 1993), beside the per-effect p.
+* **Seeded**: each column has its own random stream.
+
+p-values are ``(1 + #{null >= observed}) / (1 + n_permutations)`` (never 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["RerandomisationResult", "rerandomisation_test", "gls_effects"]
+
+
+@dataclass
+class RerandomisationResult:
+    """Per-effect and family-wise re-randomisation p-values.
+
+    Attributes
+    ----------
+    param_names, covariate_names : list of str
+    z : ndarray (n_parameters, n_covariates)
+        Observed GLS z of each effect (NaN where the covariate was not tested).
+    p : ndarray (n_parameters, n_covariates)
+        Per-effect two-sided p (|z| against the null |z| of the same effect).
+    p_fwe : ndarray (n_parameters, n_covariates)
+        Family-wise p over the covariate's parameters (|z| against the null max |z|).
+    method : dict
+        Covariate -> ``"permutation"``, ``"sign-flip"`` or ``None`` (not tested).
+    n_permutations : int
+    seed : int
+    """
+
+    param_names: list
+    covariate_names: list
+    z: np.ndarray
+    p: np.ndarray
+    p_fwe: np.ndarray
+    method: dict
+    n_permutations: int
+    seed: int
+
+    def table(self) -> pd.DataFrame:
+        """Long table (parameter, covariate, z, p_rnd, p_rnd_fwe, rnd_method) in ``vec(Ep)`` order."""
+        rows = []
+        for j, cov in enumerate(self.covariate_names):
+            for i, par in enumerate(self.param_names):
+                rows.append({"parameter": par, "covariate": cov, "z": float(self.z[i, j]),
+                             "p_rnd": float(self.p[i, j]), "p_rnd_fwe": float(self.p_fwe[i, j]),
+                             "rnd_method": self.method.get(cov) or "n/a"})
+        return pd.DataFrame(rows)
+
+
+def _likelihoods(qE, qC, pE, pC):
+    """Per-subject likelihood precision ``L_i`` and information ``b_i`` (see module docstring)."""
+    pC = np.asarray(pC, dtype=float)
+    pC = np.diag(pC) if pC.ndim == 1 else pC
+    ipC = np.linalg.pinv(pC)
+    L, b = [], []
+    for i in range(len(qE)):
+        iqC = np.linalg.pinv(np.asarray(qC[i], dtype=float))
+        Li = iqC - ipC
+        L.append((Li + Li.T) / 2)
+        b.append(iqC @ np.asarray(qE[i], dtype=float) - ipC @ np.asarray(pE[i], dtype=float))
+    return np.stack(L), np.stack(b)
+
+
+def gls_effects(L: np.ndarray, b: np.ndarray, X: np.ndarray, Sigma: np.ndarray):
+    """GLS estimate and z of the group effects for fixed between-subject covariance ``Sigma``.
+
+    Parameters
+    ----------
+    L : array (n_subjects, p, p)
+        Likelihood precisions.
+    b : array (n_subjects, p)
+        Likelihood information vectors.
+    X : array (n_subjects, k)
+        Design.
+    Sigma : array (p, p)
+        Between-subject covariance.
+
+    Returns
+    -------
+    beta, z : arrays (p, k)
+    """
+    n, p = b.shape
+    eye = np.eye(p)
+    M = np.linalg.solve(eye[None] + L @ Sigma[None], np.concatenate([L, b[:, :, None]], axis=2))  # (n, p, p+1)
+    W, Wy = M[:, :, :p], M[:, :, p]
+    W = (W + np.swapaxes(W, 1, 2)) / 2
+    # sum_i (x_i x_i') kron W_i and sum_i x_i kron W_i y_i, with vec(beta) parameter-fastest
+    precision = np.einsum("ia,ib,ipq->apbq", X, X, W).reshape(X.shape[1] * p, X.shape[1] * p)
+    rhs = np.einsum("ia,ip->ap", X, Wy).ravel()
+    cov = np.linalg.pinv(precision)
+    beta = (cov @ rhs).reshape(X.shape[1], p).T
+    sd = np.sqrt(np.maximum(np.diag(cov), 0)).reshape(X.shape[1], p).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sd > 0, beta / np.where(sd > 0, sd, 1.0), 0.0)
+    return beta, z
+
+
+def rerandomisation_test(
+    qE: Sequence[np.ndarray],
+    qC: Sequence[np.ndarray],
+    pE,
+    pC: np.ndarray,
+    X: np.ndarray,
+    param_names: Sequence[str],
+    covariate_names: Sequence[str],
+    between_covariance: Mapping[str, np.ndarray],
+    *,
+    permute: Sequence[str],
+    sign_flip: Sequence[str] = (),
+    flip_centre=None,
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> RerandomisationResult:
+    """Re-randomisation p-values of PEB group effects (see module docstring).
+
+    Parameters
+    ----------
+    qE, qC : sequences (n_subjects) of arrays (p,), (p, p)
+        Subjects' posteriors over the modelled parameters (marginals, as ``spm_dcm_peb``).
+    pE : array (p,) or (n_subjects, p)
+        Prior means under which the posteriors were obtained.
+    pC : array (p, p) or (p,)
+        Prior covariance (the same for every subject).
+    X : array (n_subjects, k)
+        The observed design.
+    param_names, covariate_names : sequences of str
+    between_covariance : mapping
+        Tested covariate -> ``Σ`` (p, p) of the PEB fitted without that column.
+    permute : sequence of str
+        Covariates tested by permuting their column across subjects.
+    sign_flip : sequence of str
+        Covariates (the ``mean``) tested by sign flips about ``flip_centre``.
+    flip_centre : array (p,) or (n_subjects, p), optional
+        Centre of the sign flips (default ``pE``).
+    n_permutations : int
+        Re-randomisations per tested covariate.
+    seed : int
+
+    Returns
+    -------
+    RerandomisationResult
+    """
+    X = np.asarray(X, dtype=float)
+    n_sub, covariate_names = X.shape[0], list(covariate_names)
+    unknown = [c for c in list(permute) + list(sign_flip) if c not in covariate_names or c not in between_covariance]
+    if unknown:
+        raise ValueError(f"covariates {unknown} are not design columns {covariate_names} with a covariance")
+    p_count = len(param_names)
+    pE_rows = np.broadcast_to(np.asarray(pE, dtype=float), (n_sub, p_count))
+    centre = pE_rows if flip_centre is None else np.broadcast_to(np.asarray(flip_centre, dtype=float),
+                                                                 (n_sub, p_count))
+    L, b = _likelihoods(qE, qC, pE_rows, pC)
+    b_centre = np.einsum("ipq,iq->ip", L, centre)       # information of the flip centre
+    z_all = np.full((p_count, len(covariate_names)), np.nan)
+    p = np.full_like(z_all, np.nan)
+    p_fwe = np.full_like(z_all, np.nan)
+    method: dict = {c: None for c in covariate_names}
+    tests = [(c, "permutation") for c in permute] + [(c, "sign-flip") for c in sign_flip]
+    for cov, how in tests:
+        j = covariate_names.index(cov)
+        Sigma = np.asarray(between_covariance[cov], dtype=float)
+        _, z = gls_effects(L, b, X, Sigma)
+        observed = np.abs(z[:, j])
+        z_all[:, j] = z[:, j]
+        rng = np.random.default_rng([int(seed), j, 0 if how == "permutation" else 1])
+        null = np.empty((int(n_permutations), p_count))
+        for k in range(int(n_permutations)):
+            if how == "permutation":
+                Xk = X.copy()
+                Xk[:, j] = X[rng.permutation(n_sub), j]
+                _, zk = gls_effects(L, b, Xk, Sigma)
+            else:
+                flips = rng.choice([-1.0, 1.0], size=n_sub)[:, None]
+                _, zk = gls_effects(L, b_centre + flips * (b - b_centre), X, Sigma)
+            null[k] = np.abs(zk[:, j])
+        tol = 1e-10 * np.maximum(observed, 1.0)
+        p[:, j] = (1 + (null >= observed[None, :] - tol).sum(axis=0)) / (1 + n_permutations)
+        max_null = null.max(axis=1)
+        p_fwe[:, j] = (1 + (max_null[:, None] >= observed[None, :] - tol).sum(axis=0)) / (1 + n_permutations)
+        method[cov] = how
+    return RerandomisationResult(param_names=list(param_names), covariate_names=covariate_names, z=z_all, p=p,
+                                 p_fwe=p_fwe, method=method, n_permutations=int(n_permutations), seed=int(seed))
