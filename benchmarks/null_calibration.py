@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/null_calibration.py --seeds 0 1 2 3 4 --n-subjects 12 --work /tmp/nullcal --nprocs 2
     python benchmarks/null_calibration.py --seeds 0 1 --work /tmp/nullcal --group-only   # group level again
+    python benchmarks/null_calibration.py --seeds 0 1 2 --work /tmp/nullcal --summarise-only  # tables only
 
 Per seed ``<work>/seed-<S>/{bids,out,work}``; the summary goes to ``<work>/null_calibration.json``
 (or ``--json``). ``--group-only`` reuses the trials and participant outputs (e.g. after a change of the
@@ -289,6 +290,31 @@ def run_seed(seed: int, args) -> dict:
     en = read_elastic_net(out)
     fits = read_dcm_fits(out)
     print_seed(seed, counts, en, fits, timing, effects)
+    result = {"seed": seed, "counts": counts, "elastic_net_permutation_p": en, "dcm_fits": fits, "timing_s": timing,
+              "effects_table": str(root / "dcm_effects.tsv")}
+    (root / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def summarise_seed(seed: int, args) -> dict:
+    """``--summarise-only``: read an existing seed's group outputs (timings from its ``result.json``)."""
+    root = Path(args.work) / f"seed-{seed}"
+    out = root / "out"
+    effects = read_dcm_effects(out)
+    if effects.empty:
+        raise FileNotFoundError(f"seed {seed}: no group DCM tables under {out / 'group' / 'dcm'}")
+    previous = root / "result.json"
+    timing = json.loads(previous.read_text()).get("timing_s", {}) if previous.is_file() else {}
+    for summary in ([] if timing else sorted(Path(args.work).glob("*.json"))):  # earlier runs' summaries
+        try:
+            found = [r for r in json.loads(summary.read_text()).get("results", []) if r.get("seed") == seed]
+        except (ValueError, AttributeError):
+            continue
+        if found and found[0].get("timing_s"):
+            timing = found[0]["timing_s"]
+            break
+    counts, en, fits = summarise(effects), read_elastic_net(out), read_dcm_fits(out)
+    print_seed(seed, counts, en, fits, timing, effects)
     return {"seed": seed, "counts": counts, "elastic_net_permutation_p": en, "dcm_fits": fits, "timing_s": timing,
             "effects_table": str(root / "dcm_effects.tsv")}
 
@@ -302,6 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--group-only", action="store_true",
                         help="rerun only the group level on existing participant outputs")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="run nothing: read the seeds' existing group outputs and print the tables")
     parser.add_argument("--rebuild", action="store_true", help="rebuild trials that already exist in --work")
     parser.add_argument("--resolution", type=float, default=4.0)
     parser.add_argument("--n-volumes", type=int, default=150)
@@ -311,18 +339,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     Path(args.work).mkdir(parents=True, exist_ok=True)
     print(f"null calibration: seeds {args.seeds}, {args.n_subjects} subjects, app {args.app}"
-          + (" (group level only)" if args.group_only else ""), flush=True)
+          + (" (group level only)" if args.group_only else "")
+          + (" (summary of existing outputs)" if args.summarise_only else ""), flush=True)
     results, failed = [], {}
     for seed in args.seeds:
         try:
-            results.append(run_seed(seed, args))
+            results.append(summarise_seed(seed, args) if args.summarise_only else run_seed(seed, args))
         except (RuntimeError, FileNotFoundError) as err:
             print(f"\n== seed {seed}: FAILED: {err}", file=sys.stderr)
             failed[seed] = str(err)
         sys.stdout.flush()
     overall = print_table(results) if results else {}
     summary = {"seeds": args.seeds, "n_subjects": args.n_subjects, "pp_threshold": PP_THRESHOLD,
-               "group_only": args.group_only, "app": args.app, "results": results, "overall": overall,
+               "group_only": args.group_only, "summarise_only": args.summarise_only, "app": args.app, "results": results, "overall": overall,
                "failed": failed}
     path = Path(args.json) if args.json else Path(args.work) / "null_calibration.json"
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
