@@ -42,6 +42,13 @@ the last accepted gain was < 1e-4 nats, at most 64 iterations. As in SPM the ret
 ``Ep``/``Eh`` are the parameters after the last (unevaluated) step and ``F``, ``Cp``, ``Ch``,
 ``Ce`` those of the last evaluated point.
 
+Subjects' reduced posteriors (``subject_Ep``, ``subject_Cp``, ``subject_F``; SPM's second
+output) use the unshrunk posteriors and the empirical prior of the last evaluated point, as
+SPM, computed exactly on the modelled parameters (the marginal of SPM's reduction over all
+parameters, as the prior factorises). SPM's own values carry the automatic ridge of
+``spm_inv`` (``eps(‖RP‖∞)·P``, ≈ 0.6 when fixed parameters put ~1e14 in RP): ~0.006 in B
+expectations and ~0.25 nats in F on the r7771 reference (documented deviation).
+
 Option ``polish=True`` (not SPM; off by default): after SPM's scheme, Newton steps to the
 mode of the variational energy and an exact conditional β update, so the result does not
 depend on where the path stopped (e.g. on the units of a covariate: up to 0.1 nats in F).

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ptsd_bidsapp.peb import bmr_search, fit_peb, reduced_free_energy
+from ptsd_bidsapp.peb.reduce import regularised_reduced_free_energy
 from tests.peb.peb_fixtures import COVARIATES, PARAM_NAMES, PLANTED, simulate_group
 
 
@@ -80,18 +81,51 @@ def test_bmr_of_a_null_covariate_matches_refitting_the_peb_without_it(seed):
 def test_bmr_pp_is_the_family_posterior_over_all_reduced_models():
     """``Pp`` follows ``spm_dcm_bmr_all``: with ≤ 8 free effects the search is exhaustive and
     Pp(effect) = Σ p(m) over the models that keep it, p(m) ∝ exp(ΔF_m) with ΔF_m the
-    reduced free energy of switching off the others (prior mean and variance set to 0).
-    Checked against a brute-force enumeration of all 2⁸ models (tolerance 1e-10)."""
+    reduced free energy of switching off the others (prior mean and variance set to 0), scored
+    as spm_log_evidence (regularised, e⁻¹⁶). Checked against a brute-force enumeration of all
+    2⁸ models (tolerance 1e-10), and the exact-limit scores against it (0.05 nats, 0.01 in Pp)."""
     X, _, Ep, Cp, pE, pC = simulate_group(4)
     peb = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES, select=[2, 3])  # 2 parameters × 4 covariates
     bma = bmr_search(peb)
     qE, n = peb.Ep.ravel(order="F"), peb.Ep.size
     assert n == 8
     models = np.array(list(np.ndindex(*(2,) * n)), dtype=bool)  # True = effect kept
-    F = np.array([reduced_free_energy(qE, peb.Cp, peb.prior_mean, peb.prior_cov, np.diag(m * 1.0) @ peb.prior_mean,
-                                      np.diag(m * 1.0) @ peb.prior_cov @ np.diag(m * 1.0))[0] for m in models])
-    posterior = np.exp(F - F.max())
-    posterior /= posterior.sum()
-    family = np.array([posterior[models[:, j]].sum() for j in range(n)])
-    np.testing.assert_allclose(bma.Pp.ravel(order="F"), family, atol=1e-10)
+    def family_pp(F):
+        posterior = np.exp(F - F.max())
+        posterior /= posterior.sum()
+        return np.array([posterior[models[:, j]].sum() for j in range(n)])
+
+    F = np.array([regularised_reduced_free_energy(qE, peb.Cp, peb.prior_mean, peb.prior_cov,
+                                                  np.diag(m * 1.0) @ peb.prior_mean,
+                                                  np.diag(m * 1.0) @ peb.prior_cov @ np.diag(m * 1.0)) for m in models])
+    np.testing.assert_allclose(bma.Pp.ravel(order="F"), family_pp(F), atol=1e-10)
     assert bma.best_model_F == pytest.approx(F.max(), abs=1e-10)
+    exact = np.array([reduced_free_energy(qE, peb.Cp, peb.prior_mean, peb.prior_cov, np.diag(m * 1.0) @ peb.prior_mean,
+                                          np.diag(m * 1.0) @ peb.prior_cov @ np.diag(m * 1.0))[0] for m in models])
+    assert np.abs(exact - F).max() < 0.05
+    np.testing.assert_allclose(family_pp(exact), family_pp(F), atol=0.01)
+    exact_search = bmr_search(peb, exact_scores=True)
+    np.testing.assert_allclose(exact_search.Pp.ravel(order="F"), family_pp(exact), atol=1e-10)
+
+
+def test_model_space_is_spm_perm_mtx_order():
+    """Row 0 removes everything, the last row nothing, column 0 varies slowest (spm_perm_mtx)."""
+    from ptsd_bidsapp.peb.bmr import model_space
+
+    K = model_space(3)
+    assert K.shape == (8, 3)
+    assert K[0].all() and not K[-1].any()
+    np.testing.assert_array_equal(K[:, 0], [True] * 4 + [False] * 4)
+    np.testing.assert_array_equal(K[:, 2], [True, False] * 4)
+
+
+def test_greedy_search_sizes_follow_r7717():
+    """36 effects: nmax = fix(max(36/4, 8)) = 9 candidates ranked, last search over ≤ 8."""
+    X, _, Ep, Cp, pE, pC = simulate_group(4)
+    peb = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES)
+    bma = bmr_search(peb)
+    assert bma.model_space.shape == (2 ** bma.searched.size, bma.searched.size)
+    assert bma.searched.size <= 8
+    # effects outside the last search are either removed (0) or kept (1)
+    outside = np.setdiff1d(np.arange(bma.Pp.size), bma.searched)
+    assert set(np.unique(bma.Pp.ravel(order="F")[outside])) <= {0.0, 1.0}

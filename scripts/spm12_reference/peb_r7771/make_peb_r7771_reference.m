@@ -18,8 +18,9 @@ function make_peb_r7771_reference(outdir)
 %   bonly   field {'B'}, M.X only (9 effects: nmax 8), then spm_dcm_peb_bmc
 %   loo     spm_dcm_loo(GCM, [1 cov1], {'B'}) (qE, qC, class probabilities)
 % spm_dcm_bma averages by Monte-Carlo sampling (1000 draws, rand/randn); every BMC is run
-% with rand/randn state 1 (the recorded BMA) and, for a sampling-noise-free reference, the
-% BMA expectations are also averaged over 16 further runs (states 2..17: 17000 draws).
+% with rand/randn state 1 (the recorded BMA). For a sampling-noise-free reference the same
+% average is also computed with exact Gaussian-mixture moments from SPM's own
+% spm_log_evidence_reduce of the Occam-window models (Ep_exact, Cp_diag_exact).
 %
 % Run from the repository root:
 %   octave --no-gui --no-window-system --eval "addpath('/opt/spm12'); \
@@ -173,15 +174,25 @@ try
     out.BMR_K = full(double(BMR.K));
     out.BMR_k = full(BMR.k(:))';
     out.log = log;
-    Eps = zeros(Np * Nx, 16); Cps = Eps;
-    for s = 1:16
-        rand('state', s + 1); randn('state', s + 1);
-        evalc('B2 = spm_dcm_peb_bmc(PEB);');
-        Eps(:, s) = full(spm_vec(B2.Ep)); Cps(:, s) = full(diag(B2.Cp));
+    % the same Bayesian model average with exact mixture moments, from SPM's own reduced
+    % posteriors: the models of the last search within 8 nats of the best, each with the
+    % winner's removals applied too (r = C after the search), weighted by softmax(F)
+    C = out.Pp(:);
+    [~, win] = max(BMR.F);
+    C(BMR.k) = ~BMR.K(win, :);
+    qE = spm_vec(PEB.Ep); pE = spm_vec(PEB.M.pE); pC = PEB.M.pC;
+    Fm = []; Em = []; Vm = [];
+    for i = find(BMR.F > max(BMR.F) - 8)
+        r = C; r(BMR.k(BMR.K(i, :))) = 0;
+        R = diag(r);
+        [Fi, Ei, Ci] = spm_log_evidence_reduce(qE, PEB.Cp, pE, pC, R * pE, R * pC * R);
+        Fm(end + 1) = Fi; Em(:, end + 1) = full(spm_vec(Ei)); Vm(:, end + 1) = full(diag(Ci));
     end
-    out.Ep_mc_mean = reshape(mean([out.Ep(:) Eps], 2), Np, Nx);
-    out.Cp_diag_mc_mean = reshape(mean([out.Cp_diag(:) Cps], 2), Np, Nx);
-    out.mc_runs = 17;
+    w = exp(Fm - max(Fm)); w = w / sum(w);
+    mE = Em * w(:);
+    out.Ep_exact = reshape(mE, Np, Nx);
+    out.Cp_diag_exact = reshape((Vm + Em.^2) * w(:) - mE.^2, Np, Nx);
+    out.F_window = Fm;
 catch err
     cd(here); rethrow(err);
 end
