@@ -143,7 +143,16 @@ def gx(x: np.ndarray, epsilon, te: float) -> np.ndarray:
     return V0 * (k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
 
 
-def jacobian_at_rest(A, B, C, transit, decay):
+#: step of SPM12's ``spm_diff`` (``spm_bireduce`` differentiates ``spm_fx_fmri`` with it)
+SPM_FD_STEP = np.exp(-8.0)
+
+
+def _forward_difference(g, step):
+    """``(g(step) - g(0)) / step`` for a function of the perturbation (elementwise)."""
+    return (g(step) - g(0.0)) / step
+
+
+def jacobian_at_rest(A, B, C, transit, decay, method: str = "spm"):
     """Bilinear operators of the state equation expanded at rest (SPM12 ``spm_bireduce``).
 
     SPM12's fMRI integrator (``spm_int``) does not integrate the nonlinear balloon model:
@@ -152,8 +161,12 @@ def jacobian_at_rest(A, B, C, transit, decay):
 
         dx/dt = (J0 + sum_j u_j J_j) x + sum_j u_j c_j
 
-    The derivatives are evaluated analytically here (SPM evaluates the same derivatives
-    by finite differences). All arguments may carry leading batch axes
+    ``method="spm"`` (default) takes the derivatives as SPM12 r7771 ``spm_bireduce`` does,
+    by forward differences of the flow with step ``exp(-8)`` (``spm_diff``), written in
+    closed form per entry (the flow's terms are separable at rest); ``"analytic"`` takes
+    them exactly. They differ by O(exp(-8)) in the haemodynamic block, about 1e-4 of the
+    predicted BOLD — which moved the free energy of one SPM reference case by 1 nat, so
+    the SPM form is the default. All arguments may carry leading batch axes
     (``A`` ``(..., n, n)``, ``B`` ``(..., m, n, n)``, ``C`` ``(..., n, m)``, ``transit``/``decay``
     ``(..., n)``).
 
@@ -192,6 +205,21 @@ def jacobian_at_rest(A, B, C, transit, decay):
     self_rate = -np.exp(A[..., r, r]) / 2.0                  # (..., n)
     Bn = np.array(B, copy=True)
     Bn[..., r, r] = B[..., r, r] * self_rate[..., None, :]  # d/du of -exp(a + u b)/2 at u = 0
+    if method == "spm":
+        h = SPM_FD_STEP
+        # flow at rest perturbed in one log state by h (f = v = q = 1 otherwise), divided by h
+        J0[..., ss, fs] = -GAMMA * _forward_difference(np.expm1, h)
+        J0[..., vs, fs] = _forward_difference(np.exp, h) / tau
+        J0[..., vs, vs] = _forward_difference(lambda d: (1.0 - np.exp(d / ALPHA)) / np.exp(d), h) / tau
+        J0[..., qs, fs] = _forward_difference(
+            lambda d: np.exp(d) * (1.0 - (1.0 - E0) ** np.exp(-d)) / E0, h) / tau
+        J0[..., qs, vs] = _forward_difference(lambda d: -np.exp(d * (1.0 / ALPHA - 1.0)), h) / tau
+        J0[..., qs, qs] = _forward_difference(lambda d: np.exp(-d), h) / tau
+        # d/du of the self-inhibition -exp(a + u b)/2, also by forward difference in u
+        a = A[..., r, r][..., None, :]
+        Bn[..., r, r] = -(np.exp(a + h * B[..., r, r]) - np.exp(a)) / (2.0 * h)
+    elif method != "analytic":
+        raise ValueError(f"method must be 'spm' or 'analytic', got {method!r}")
     J1[..., :n, :n] = Bn
     c = np.zeros(batch + (m, 5 * n))
     c[..., :n] = C_SCALE * np.swapaxes(C, -1, -2)

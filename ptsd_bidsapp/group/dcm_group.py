@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -95,6 +95,9 @@ class DCMPosterior:
     pC: np.ndarray
     F: float
     path: Path | None = None
+    explained_variance: float = float("nan")
+    fit_ok: bool = True
+    fit_problems: list = field(default_factory=list)
 
 
 def _as_vector(value, regions, inputs) -> np.ndarray:
@@ -152,6 +155,7 @@ def read_dcm_posterior(path: Path | str) -> DCMPosterior:
                          f"Cp {Cp.shape}, pE {pE.size}, pC {pC.shape})")
     entities = dict(_ENTITY.findall(path.name))
     F = get("F")
+    diagnostics = meta.get("diagnostics") or {}
     return DCMPosterior(
         subject=str(meta.get("subject", entities.get("sub"))),
         session=meta.get("session", entities.get("ses")),
@@ -162,6 +166,9 @@ def read_dcm_posterior(path: Path | str) -> DCMPosterior:
         pC=pC,
         F=float(F) if F is not None else 0.0,
         path=path,
+        explained_variance=float(diagnostics.get("explained_variance", meta.get("explained_variance")) or np.nan),
+        fit_ok=bool(diagnostics.get("fit_ok", True)),
+        fit_problems=list(diagnostics.get("problems") or []),
     )
 
 
@@ -542,12 +549,23 @@ def run_dcm_group(
     clinical = clinical.copy()
     clinical.index = [str(s).removeprefix("sub-") for s in clinical.index]
     excluded: dict[str, str] = {}
+    poor_fits = str(peb_cfg.get("poor_fits", "include"))
+    flagged = {f"sub-{subject}_ses-{ses}": {"ExplainedVariance": posterior.explained_variance,
+                                            "Problems": posterior.fit_problems}
+               for ses in (pre, post) for subject, posterior in found[ses].items() if not posterior.fit_ok}
+    if poor_fits == "exclude":
+        # a poorly fitting DCM leaves its session out: without a baseline the subject goes,
+        # without a follow-up the subject stays in the baseline models only
+        for ses in (pre, post):
+            for subject in [s for s, posterior in found[ses].items() if not posterior.fit_ok]:
+                del found[ses][subject]
     for subject in sorted(set(found[pre]) | set(found[post]) | set(clinical.index)):
         if subject not in clinical.index or pd.isna(clinical.loc[subject].get("improvement", np.nan)):
             excluded[subject] = "no clinical improvement score"
         elif subject not in found[pre]:
-            excluded[subject] = f"no DCM for session {pre}"
-    results: dict = {"models": {}, "loo": {}, "excluded": excluded}
+            excluded[subject] = f"no DCM for session {pre}" + (
+                " (poor fit excluded: peb.poor_fits = exclude)" if f"sub-{subject}_ses-{pre}" in flagged else "")
+    results: dict = {"models": {}, "loo": {}, "excluded": excluded, "poor_fits": flagged, "poor_fit_policy": poor_fits}
     baseline_subjects = [s for s in sorted(found[pre]) if s not in excluded]
     change_subjects = [s for s in baseline_subjects if s in found[post]]
     for s in baseline_subjects:
@@ -555,7 +573,8 @@ def run_dcm_group(
             excluded.setdefault(s, f"no DCM for session {post} (baseline models only)")
     if len(baseline_subjects) < 3:
         write_json(out_dir / "dcm_group_summary.json", {"Skipped": "fewer than 3 subjects with a baseline DCM",
-                                                        "Excluded": excluded})
+                                                        "Excluded": excluded, "PoorFits": flagged,
+                                                        "PoorFitPolicy": poor_fits})
         return results
 
     first = found[pre][baseline_subjects[0]]
@@ -663,6 +682,8 @@ def run_dcm_group(
         "LOO": {k: {"File": str(v["path"].relative_to(Path(output_dir))), "PearsonR": v["r"], "PValueOneSided": v["p"]}
                 for k, v in results["loo"].items()},
         "Excluded": excluded,
+        "PoorFits": flagged,
+        "PoorFitPolicy": poor_fits,
     })
     return results
 

@@ -163,7 +163,15 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
     dcm_sections = []
     if dcm:
         for name, entry in (dcm.get("models") or {}).items():
+            table = entry["table"]
+            findings = table[table["finding"]] if "finding" in table else table.iloc[0:0]
             dcm_sections.append({"name": name, "description": entry.get("description", ""),
+                                 "findings": [{"effect": f"{r['covariate']} on "
+                                               f"{(r['effect'] + ':') if isinstance(r.get('effect'), str) else ''}"
+                                               f"{r['parameter']}",
+                                               "Ep": f"{r.get('Ep_bma', r['Ep']):.3g}", "Pp": f"{r['Pp']:.3f}",
+                                               "p": f"{r['p_rnd_fwe']:.3g}"} for _, r in findings.iterrows()],
+                                 "n_effects": int((table["covariate"] != "mean").sum()),
                                  "figures": list((entry.get("figures") or {}).values()),
                                  "table": entry["table"].to_html(index=False, float_format=lambda v: f"{v:.3g}",
                                                                  classes="dcm", border=0)})
@@ -177,5 +185,11 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
         excluded=sorted(change["excluded"].items()), sections=sections, failed=sorted(failed.items()),
         dcm=dcm_sections, dcm_excluded=sorted((dcm or {}).get("excluded", {}).items()),
         dcm_note=(dcm or {}).get("note"), alpha=config["elastic_net"].get("alpha"),
+        dcm_poor_fits=sorted((dcm or {}).get("poor_fits", {}).items()),
+        dcm_poor_fit_policy=(dcm or {}).get("poor_fit_policy"),
+        finding_rule=(f"an effect is a finding when its posterior probability Pp exceeds "
+                      f"{config.get('peb', {}).get('pp_threshold', 0.95)} and its re-randomisation p "
+                      f"(family-wise over the covariate's parameters) is below "
+                      f"{config.get('peb', {}).get('finding_alpha', 0.05)}"),
     )
     return atomic_write_text(path, html)

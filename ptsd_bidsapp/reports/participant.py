@@ -98,8 +98,15 @@ def write_subject_report(session_summaries: list[dict], output_dir: Path, subjec
         if dcm and dcm.get("report"):
             rep = dcm["report"]
             data = np.load(rep["fit"])
+            diag = rep.get("diagnostics") or {}
             dcm_entries.append({
                 "session": summary["session"], "F": _fmt(rep.get("F"), 6),
+                "explained_variance": _fmt(diag.get("explained_variance"), 3),
+                "per_region": {r: _fmt(v, 3) for r, v in (diag.get("explained_variance_per_region") or {}).items()},
+                "effective_parameters": _fmt(diag.get("effective_parameters"), 3),
+                "largest_connection": _fmt(diag.get("largest_connection"), 3),
+                "converged": rep.get("converged"), "fit_ok": diag.get("fit_ok", True),
+                "problems": diag.get("problems") or [],
                 "figure": figures.observed_vs_predicted(data["observed"], data["predicted"], list(rep["regions"]),
                                                         float(rep["tr"]), f"ses-{summary['session']}: observed vs predicted BOLD"),
                 "parameters": [{"name": p["name"], "mean": _fmt(p["mean"]), "sd": _fmt(p["sd"]), "pp": _fmt(p["pp"])}

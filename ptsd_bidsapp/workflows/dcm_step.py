@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ptsd_bidsapp.bids.outputs import atomic_write_bytes, bids_filename, write_json
+from ptsd_bidsapp.dcm.diagnostics import dcm_diagnostics
 
 
 def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, Any], out_dir: Path) -> dict:
@@ -61,8 +62,10 @@ def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, A
             "run": run_summary.get("run"), "space": config.get("space"), "model": "dcm"}
     json_path = Path(out_dir) / bids_filename(ents, "dcm", ".json")
     npz_path = Path(out_dir) / bids_filename(ents, "dcm", ".npz")
+    diagnostics = dcm_diagnostics(result, threshold=float(dcm_config.get("min_explained_variance", 10.0)))
     content = dcm_result_to_json(result, subject=run_summary["subject"], session=run_summary["session"], task=task,
                                  include_timeseries=False)
+    content["diagnostics"] = diagnostics.as_dict()
     content["Sources"] = [run_summary.get("bold")]
     write_json(json_path, content)
     buffer = io.BytesIO()
@@ -70,9 +73,13 @@ def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, A
     np.savez(buffer, observed=observed, predicted=result.y_pred, residuals=result.residuals,
              Ep=np.asarray(result.Ep_vector), Cp=np.asarray(result.Cp), regions=np.asarray(result.spec.region_names))
     atomic_write_bytes(npz_path, buffer.getvalue())
-    qc_pass = not run_summary.get("qc", {}).get("excluded", False)
-    features = [{"measure": name, "value": value, "task": task, "kind": "dcm", "qc_pass": qc_pass,
-                 "note": "" if result.converged else "DCM did not converge"}
+    run_ok = not run_summary.get("qc", {}).get("excluded", False)
+    # a DCM that fits poorly (explained variance under the threshold) or did not converge is
+    # flagged: qc_pass false with the reason, so the group level and the reports can see it
+    note = "" if diagnostics.fit_ok else "poor DCM fit: " + "; ".join(
+        p for p in diagnostics.problems if "explained variance" in p or "converge" in p)
+    features = [{"measure": name, "value": value, "task": task, "kind": "dcm", "qc_pass": run_ok and diagnostics.fit_ok,
+                 "note": note}
                 for name, value in sorted(dcm_measures(result, task).items())]
     post_var = np.diag(result.Cp)
     parameters = [{"name": name, "mean": float(result.Ep_vector[i]), "sd": float(np.sqrt(max(post_var[i], 0.0))),
@@ -83,5 +90,6 @@ def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, A
                   {"path": str(npz_path), "name": npz_path.name, "datatype": "func"}],
         "features": features,
         "report": {"fit": str(npz_path), "regions": list(result.spec.region_names), "tr": tr, "F": float(result.F),
-                   "parameters": parameters, "converged": bool(result.converged)},
+                   "parameters": parameters, "converged": bool(result.converged),
+                   "diagnostics": diagnostics.as_dict()},
     }

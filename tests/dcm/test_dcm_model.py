@@ -61,9 +61,37 @@ def test_rest_is_a_fixed_point_and_gives_zero_bold():
     assert np.all(y == 0) and np.all(x == 0)
 
 
+def _forward_difference_jacobian(P, h):
+    """d flow / d state at rest by forward differences of the nonlinear flow ``fx``."""
+    x0 = np.zeros((2, 5))
+    f0 = model.fx(x0, np.zeros(2), P).T.ravel()
+    num = np.zeros((10, 10))
+    for k in range(10):
+        dx = np.zeros(10)
+        dx[k] = h
+        num[:, k] = (model.fx(x0 + dx.reshape(5, 2).T, np.zeros(2), P).T.ravel() - f0) / h
+    return num
+
+
+def test_default_jacobian_is_spm_bireduce_forward_differences():
+    # SPM12 r7771 spm_bireduce: spm_diff forward differences of spm_fx_fmri, step exp(-8)
+    P = as_parameter_dict(faces_spec(), PARAMS)
+    J0, J1, _ = model.jacobian_at_rest(P["A"], P["B"], P["C"], P["transit"], P["decay"])
+    np.testing.assert_allclose(J0, _forward_difference_jacobian(P, np.exp(-8.0)), atol=1e-12)
+    a = np.diag(np.asarray(P["A"]))
+    for j in range(2):
+        b = np.diag(P["B"][j])
+        expected = -(np.exp(a + np.exp(-8.0) * b) - np.exp(a)) / (2 * np.exp(-8.0))
+        np.testing.assert_allclose(np.diag(J1[j][:2, :2]), expected, atol=1e-12)
+    J0a, _, _ = model.jacobian_at_rest(P["A"], P["B"], P["C"], P["transit"], P["decay"], method="analytic")
+    assert 1e-5 < np.abs(J0 - J0a).max() < 1e-3      # O(exp(-8)) apart
+    with pytest.raises(ValueError, match="method"):
+        model.jacobian_at_rest(P["A"], P["B"], P["C"], P["transit"], P["decay"], method="exact")
+
+
 def test_jacobian_at_rest_matches_finite_differences_of_the_nonlinear_flow():
     P = as_parameter_dict(faces_spec(), PARAMS)
-    J0, J1, c = model.jacobian_at_rest(P["A"], P["B"], P["C"], P["transit"], P["decay"])
+    J0, J1, c = model.jacobian_at_rest(P["A"], P["B"], P["C"], P["transit"], P["decay"], method="analytic")
     h = 1e-6
     x0 = np.zeros((2, 5))
     num = np.zeros((10, 10))
@@ -115,7 +143,10 @@ def test_integrator_matches_a_fine_runge_kutta_solution_of_the_bilinear_system()
     np.testing.assert_allclose(y, ref, atol=1e-9)
 
 
-def test_linear_single_region_reaches_the_analytic_steady_state():
+def test_linear_single_region_reaches_the_analytic_steady_state(monkeypatch):
+    # the fixed point below uses the exact derivatives: integrate with the analytic Jacobian
+    analytic = model.jacobian_at_rest
+    monkeypatch.setattr(model, "jacobian_at_rest", lambda *a: analytic(*a, method="analytic"))
     tr, n_scans = 2.0, 100
     u = np.ones((n_scans * 16, 1))
     spec = DCMSpec(np.ones((1, 1)), np.zeros((1, 1, 1)), np.ones((1, 1)), u, tr / 16, tr, TE,
