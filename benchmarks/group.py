@@ -89,7 +89,7 @@ def digest(result: dict) -> str:
 
 def worker(designs_path: str, n_jobs: int, memory: bool) -> dict:
     """One timed pass over the models (fresh process), or the tracemalloc pass."""
-    from ptsd_bidsapp.group.elasticnet import GlmnetCV
+    from ptsd_bidsapp.glmnet import GlmnetCV
     from ptsd_bidsapp.group.models import fit_model
 
     with open(designs_path, "rb") as handle:
@@ -129,7 +129,7 @@ def sklearn_path_seconds(design: dict, en_cfg: dict, calls: int) -> float:
     """Median wall time of one scikit-learn ``enet_path`` on the glmnet-standardised data, same λs."""
     from sklearn.linear_model import enet_path
 
-    from ptsd_bidsapp.group.elasticnet import glmnet_lambda_path
+    from ptsd_bidsapp.glmnet import glmnet_lambda_path
 
     X, y = design["X"].to_numpy(), design["y"].to_numpy()
     alpha = float(en_cfg.get("alpha", 0.5))

@@ -1,4 +1,4 @@
-# Reference values of R glmnet for tests/group/test_elasticnet.py.
+# Reference values of R glmnet for tests/glmnet/test_cv.py.
 #
 # Usage (from the repository root):
 #   python scripts/make_glmnet_reference_data.py   # writes tests/data/glmnet/case-*_data.tsv

@@ -2,7 +2,7 @@
 
 Run ``python scripts/make_glmnet_reference_data.py`` then ``Rscript scripts/glmnet_reference.R``
 (R >= 4 with the glmnet package, e.g. Debian ``r-cran-glmnet``); both write under
-``tests/data/glmnet/``. The test (tests/group/test_elasticnet.py) reads only the files.
+``tests/data/glmnet/``. The test (tests/glmnet/test_cv.py) reads only the files.
 
 Cases (one ``case-<name>_data.tsv`` each, columns ``y``, ``x01`` ...):
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ptsd_bidsapp.bids.outputs import write_json, write_tsv
-from ptsd_bidsapp.group.elasticnet import (
+from ptsd_bidsapp.glmnet import (
     GlmnetCV,
     TooFewSubjectsError,
     bootstrap_selection,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ptsd_bidsapp.group.changes import build_change_table
-from ptsd_bidsapp.group.elasticnet import TooFewSubjectsError
+from ptsd_bidsapp.glmnet import TooFewSubjectsError
 from ptsd_bidsapp.group.models import fit_model, model_design, model_seed
 from ptsd_bidsapp.simulate.generative import EFFECTS
 from tests.group.conftest import fabricate, fast_config

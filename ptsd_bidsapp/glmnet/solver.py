@@ -1,4 +1,4 @@
-"""Elastic net equivalent to R glmnet (gaussian) and ``cv.glmnet(nfolds = n, grouped = FALSE)``.
+"""Elastic-net path solver equivalent to R glmnet (gaussian family).
 
 What glmnet solves (Friedman, Hastie & Tibshirani 2010, J Stat Softw 33(1), eq. 1), for
 ``family = "gaussian"``, ``standardize = TRUE``, ``intercept = TRUE`` and uniform weights:
@@ -14,12 +14,7 @@ What glmnet solves (Friedman, Hastie & Tibshirani 2010, J Stat Softw 33(1), eq. 
   the unpenalised predictors, all on the standardised scale), then ``n_lambda`` values
   log-spaced down to ``λ_max · lambda.min.ratio`` (1e-4 if n > p, else 1e-2); the path stops
   early (at least 5 λs) when the fraction of deviance explained changes by less than 1e-5
-  relative or exceeds 0.999 (glmnet.control ``fdev``, ``devmax``);
-* ``cv.glmnet`` refits every fold on the full-data λ sequence (no early stop), predicts the
-  left-out subject(s), and with ``grouped = FALSE`` (forced for leave-one-out) reports
-  ``cvm`` = mean squared error over subjects, ``cvsd = sqrt(mean((e² − cvm)²) / (n − 1))``,
-  ``λ_min`` = the largest λ with the minimum cvm and ``λ_1se`` = the largest λ whose cvm is
-  within one cvsd of it.
+  relative or exceeds 0.999 (glmnet.control ``fdev``, ``devmax``).
 
 How it is solved here (plain numpy, many problems at once): the standardised Gram matrix
 and ``X'y`` of every problem (a fold, a permutation, a bootstrap sample — each one a weight
@@ -30,33 +25,24 @@ stationarity equations on the active set with the current signs,
 flipped, add predictors violating ``|c_j − G_j β| ≤ λ α pf_j``, repeat until the KKT
 conditions hold (a batched coordinate-descent fallback catches the rare cycling case). The
 solutions are exact to floating point, so agreement with glmnet is limited only by glmnet's
-own convergence threshold. Tested against R glmnet 4.1.6 in ``tests/group/test_elasticnet.py``
+own convergence threshold. Tested against R glmnet 4.1.6 in ``tests/glmnet/test_glmnet.py``
 (reference values from ``scripts/glmnet_reference.R``).
 
-On top: nested cross-validation (outer leave-one-out; inner ``cv.glmnet`` on the outer
-training set picks λ_min; the outer subject is predicted at it), a permutation test of the
-nested-CV R², and bootstrap selection frequencies. All randomness comes from
-``numpy.random.SeedSequence(seed)`` spawned once per permutation / bootstrap, so the results do
-not depend on how the work is split over processes (``n_jobs``).
+Cross-validation is :mod:`ptsd_bidsapp.glmnet.cv`, nested CV, permutations and the bootstrap
+:mod:`ptsd_bidsapp.glmnet.inference`.
+
+Over 500 lines because the batched active-set solver and the moments it works on are one
+algorithm, read together.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "GlmnetCV",
-    "glmnet_lambda_path",
-    "nested_cv",
-    "permutation_test",
-    "bootstrap_selection",
-    "TooFewSubjectsError",
-]
+__all__ = ["glmnet_lambda_path"]
 
 #: glmnet.control() defaults that shape the computed λ path.
 FDEV = 1e-5
@@ -72,14 +58,6 @@ _PRIMAL_DUAL_ROUNDS = 10
 _BATCH_ELEMENTS = 3_000_000
 #: Elements of the coefficient paths (B·L·p) or predictions along the paths (B·r·L) per batch.
 _PATH_ELEMENTS = 8_000_000
-#: Elements (folds × held-out subjects × λs) of the cross-validation errors handled at once.
-_PREDICTION_ELEMENTS = 4_000_000
-#: Elements (permutations × training sets × subjects) of the weight matrices per K-fold permutation chunk.
-_CHUNK_ELEMENTS = 8_000_000
-
-
-class TooFewSubjectsError(ValueError):
-    """A model has fewer usable subjects than the configured minimum."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -511,150 +489,7 @@ def _fit_given_paths(x0, W, gidx, Y, yidx, pf, alpha, lam, n_valid):
 
 
 # ---------------------------------------------------------------------------------------
-# cross-validation
-
-
-def _fold_ids(n: int, n_folds: int | None, rng: np.random.Generator | None) -> np.ndarray:
-    """Fold of each subject: LOO (``None`` or n) or a seeded balanced K-fold split."""
-    if n_folds is None or n_folds >= n:
-        return np.arange(n)
-    ids = np.arange(n) % n_folds
-    return rng.permutation(ids) if rng is not None else ids
-
-
-def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=True):
-    """cv.glmnet for a stack of problems (training set ``W[gidx[b]]``, response ``Y[yidx[b]]``).
-
-    ``fold_ids`` (B, n): the fold of each subject for problem b (-1 = not in that training set).
-    Returns the full fits, cvm (B, L), cvsd (zeros unless ``with_sd``), index of λ_min and λ_1se.
-    The fold fits are streamed in batches, so memory does not grow with the number of
-    held-out subjects × λs.
-    """
-    B, n = fold_ids.shape
-    full = _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio)
-    L = full["lam"].shape[1]
-    # one fold problem per (problem, fold), rows ordered by problem then fold
-    n_folds = fold_ids.max(axis=1) + 1
-    parent = np.repeat(np.arange(B), n_folds)
-    fold = np.concatenate([np.arange(k) for k in n_folds])
-    held = fold_ids[parent] == fold[:, None]  # (F, n)
-    F = parent.size
-    # held-out subjects of each fold, ascending, padded with subject 0 (discarded)
-    f_idx, subj = np.nonzero(held)
-    size = np.bincount(f_idx, minlength=F)
-    first = np.concatenate([[0], np.cumsum(size)[:-1]])
-    slot = np.arange(f_idx.size) - first[f_idx]
-    r = int(size.max())
-    order = np.zeros((F, r), dtype=int)
-    order[f_idx, slot] = subj
-    valid = np.arange(r)[None, :] < size[:, None]
-    W_fold = W[gidx[parent]] * ~held
-    cv_sum = np.zeros((B, L))
-    errors = []
-    # cv.glmnet fits each fold on its own computed λ path (glmnet(lambda = NULL)) and predicts
-    # at the full-data λs by linear interpolation of the coefficients in λ (predict.glmnet,
-    # lambda.interp; λs outside the fold's path are clamped to its ends). With one or two
-    # held-out subjects (leave-one-out) the predictions are tracked along the path and
-    # interpolated; with many (K-fold) the coefficients are interpolated, then predicted.
-    along_path = r <= 2
-    batches = _iter_computed_paths(x0, W_fold, np.arange(F), Y, yidx[parent], pf, alpha, n_lambda, ratio,
-                                   predict_rows=order if along_path else None)
-    step = max(1, _PREDICTION_ELEMENTS // (r * L))
-    for sl, fits in batches:
-        for start in range(0, sl.stop - sl.start, step):
-            part = slice(start, min(sl.stop - sl.start, start + step))  # within the batch
-            rows = slice(sl.start + part.start, sl.start + part.stop)  # fold problems
-            owner = parent[rows]
-            targets = full["lam"][owner]
-            lam, n_used = fits["lam"][part], fits["n_used"][part]
-            if along_path:
-                pred = _interpolate_in_lambda(fits["pred"][part], lam, n_used, targets)
-            else:
-                beta = _interpolate_in_lambda(fits["beta"][part], lam, n_used, targets, axis=1)  # (f, L, p)
-                z = (x0[order[rows]] - fits["xm"][part, None, :]) / fits["xs"][part, None, :]
-                pred = (fits["ym"][part, None, None]
-                        + fits["ys"][part, None, None] * np.matmul(z, beta.transpose(0, 2, 1)))
-            err = (Y[yidx[owner][:, None], order[rows]][:, :, None] - pred) ** 2  # (f, r, L)
-            if with_sd:
-                ok = valid[rows]
-                errors.append((owner[np.nonzero(ok)[0]], err[ok]))
-            else:
-                np.add.at(cv_sum, owner, np.where(valid[rows][:, :, None], err, 0.0).sum(axis=1))
-    count = np.bincount(parent, weights=size, minlength=B)
-    cvsd = np.zeros((B, L))
-    if with_sd:
-        owner = np.concatenate([o for o, _ in errors])
-        err = np.concatenate([e for _, e in errors])
-        np.add.at(cv_sum, owner, err)
-        cvm = cv_sum / count[:, None]
-        dev = np.zeros((B, L))
-        np.add.at(dev, owner, (err - cvm[owner]) ** 2)
-        cvsd = np.sqrt(dev / count[:, None] / np.maximum(count - 1, 1)[:, None])
-    else:
-        cvm = cv_sum / count[:, None]
-    i_min, i_1se = _select_lambda(cvm, cvsd, full["n_used"])
-    return full, cvm, cvsd, i_min, i_1se
-
-
-def _interpolate_in_lambda(values, lam, n_used, targets, axis=-1):
-    """glmnet's lambda.interp: ``values`` along each row's λ path (λ on ``axis``), read at ``targets`` (E, T).
-
-    ``values`` is (E, L), (E, r, L) (several predictions per path) or, with ``axis=1``,
-    (E, L, p) (coefficients).
-    """
-    E, L = lam.shape
-    rows = np.arange(E)[:, None]
-    last = np.maximum(n_used - 1, 0)
-    lam_first = lam[:, :1]
-    lam_last = lam[np.arange(E), last][:, None]
-    s = np.clip(targets, lam_last, lam_first)
-    step = np.where(n_used > 1, np.log(lam[:, 1] / lam[:, 0]) if L > 1 else -1.0, -1.0)[:, None]
-    k = np.floor(np.log(s / lam_first) / step + 1e-9).astype(int)
-    left = np.clip(k, 0, last[:, None])
-    right = np.minimum(left + 1, last[:, None])
-    lam_l = lam[rows, left]
-    lam_r = lam[rows, right]
-    same = left == right
-    frac = np.where(same, 1.0, (s - lam_r) / np.where(same, 1.0, lam_l - lam_r))
-    if values.ndim == 2:
-        return frac * values[rows, left] + (1.0 - frac) * values[rows, right]
-    if axis == 1:  # (E, L, p)
-        left, right, frac = left[:, :, None], right[:, :, None], frac[:, :, None]
-        return (frac * np.take_along_axis(values, left, axis=1)
-                + (1.0 - frac) * np.take_along_axis(values, right, axis=1))
-    # (E, r, L): the same weights for every row predicted along a path
-    left, right, frac = left[:, None, :], right[:, None, :], frac[:, None, :]
-    return frac * np.take_along_axis(values, left, axis=2) + (1.0 - frac) * np.take_along_axis(values, right, axis=2)
-
-
-def _select_lambda(cvm, cvsd, n_used):
-    """cv.glmnet's getOptcv: largest λ at min cvm; largest λ with cvm ≤ cvm_min + cvsd_min."""
-    B, L = cvm.shape
-    valid = np.arange(L)[None, :] < n_used[:, None]
-    masked = np.where(valid, cvm, np.inf)
-    cmin = masked.min(axis=1)
-    i_min = np.argmax(masked <= cmin[:, None], axis=1)  # λ decreasing: first index = largest λ
-    semin = (cvm + cvsd)[np.arange(B), i_min]
-    i_1se = np.argmax(masked <= semin[:, None], axis=1)
-    return i_min, i_1se
-
-
-def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=None, rngs=None, with_sd=True):
-    """_cv_batch with LOO (``n_folds`` None) or seeded K-fold folds over each problem's training subjects.
-
-    Problem b draws its folds with ``rngs[b]`` (problems in order, so a generator shared by
-    several problems draws for them in that order).
-    """
-    B = gidx.size
-    fold_ids = np.full((B, x0.shape[0]), -1)
-    for b in range(B):
-        members = np.flatnonzero(W[gidx[b]] > 0)
-        fold_ids[b, members] = _fold_ids(len(members), n_folds, None if rngs is None else rngs[b])
-    return _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=with_sd)
-
-
-# ---------------------------------------------------------------------------------------
-# public API
+# the full-data λ path
 
 
 def _prescale(X: np.ndarray):
@@ -674,274 +509,3 @@ def glmnet_lambda_path(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, pen
     full = _fit_computed_paths(x0, np.ones((1, n)), np.zeros(1, dtype=int), y[None, :], np.zeros(1, dtype=int), pf,
                                alpha, n_lambda, _lambda_min_ratio(n, p, lambda_min_ratio))
     return full["lam"][0, : full["n_used"][0]]
-
-
-@dataclass
-class GlmnetCV:
-    """``cv.glmnet(x, y, alpha, nfolds = n, grouped = FALSE)`` for the gaussian family.
-
-    Parameters
-    ----------
-    alpha : float
-        Elastic-net mixing (1 lasso, 0 ridge).
-    n_lambda : int
-        Length of the λ path before glmnet's early stop.
-    lambda_min_ratio : float or None
-        Smallest λ as a fraction of λ_max; None = glmnet's default (1e-4 if n > p else 1e-2).
-    penalty_factor : array-like or None
-        Per-predictor penalty factors (0 = unpenalised), rescaled to sum to p as glmnet does.
-
-    Attributes (after ``fit``)
-    --------------------------
-    lambdas_ : (L,) λ path in units of y
-    cvm_, cvsd_ : (L,) leave-one-out mean squared error and its standard error
-    lambda_min_, lambda_1se_, index_min_, index_1se_
-    coef_path_ : (L, p) raw coefficients; intercept_path_ : (L,)
-    coef_ : (p,) raw coefficients at λ_min; intercept_ : float
-    coef_per_sd_ : (p,) coefficients at λ_min per SD of the predictor (1/n SD), units of y
-    x_sd_ : (p,) predictor SDs (1/n)
-    """
-
-    alpha: float = 0.5
-    n_lambda: int = 100
-    lambda_min_ratio: float | None = None
-    penalty_factor: object = None
-    lambdas_: np.ndarray = field(default=None, init=False, repr=False)
-
-    def fit(self, X, y) -> "GlmnetCV":
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y, dtype=float)
-        n, p = X.shape
-        if n < 3:
-            raise TooFewSubjectsError(f"cv.glmnet needs at least 3 subjects (got {n})")
-        x0, mean, sd = _prescale(X)
-        pf = _penalty_factor(self.penalty_factor, p)
-        ratio = _lambda_min_ratio(n, p, self.lambda_min_ratio)
-        one = np.zeros(1, dtype=int)
-        full, cvm, cvsd, i_min, i_1se = _kfold_cv_batch(x0, np.ones((1, n)), one, y[None, :], one, pf, self.alpha,
-                                                        self.n_lambda, ratio)
-        L = int(full["n_used"][0])
-        self.lambdas_ = full["lam"][0, :L]
-        self.cvm_ = cvm[0, :L]
-        self.cvsd_ = cvsd[0, :L]
-        self.index_min_ = int(i_min[0])
-        self.index_1se_ = int(i_1se[0])
-        self.lambda_min_ = float(self.lambdas_[self.index_min_])
-        self.lambda_1se_ = float(self.lambdas_[self.index_1se_])
-        beta_std = full["beta"][0, :L]  # (L, p) standardised
-        per_sd_fold = full["ys"][0] * beta_std / full["xs"][0]  # per unit of x0 (= per full-data SD)
-        self.x_sd_ = sd
-        self.x_mean_ = mean
-        self.coef_per_sd_path_ = per_sd_fold
-        self.coef_path_ = per_sd_fold / sd
-        self.intercept_path_ = full["ym"][0] - per_sd_fold @ full["xm"][0] - self.coef_path_ @ mean
-        self.coef_ = self.coef_path_[self.index_min_]
-        self.coef_per_sd_ = per_sd_fold[self.index_min_]
-        self.intercept_ = float(self.intercept_path_[self.index_min_])
-        self.nzero_ = (beta_std != 0).sum(axis=1)
-        self.n_, self.p_ = n, p
-        return self
-
-    def predict(self, X, index: int | None = None) -> np.ndarray:
-        k = self.index_min_ if index is None else index
-        return self.intercept_path_[k] + np.asarray(X, dtype=float) @ self.coef_path_[k]
-
-
-def _spawn(seed: int, key: str, count: int) -> list[np.random.Generator]:
-    """``count`` independent generators for task ``key`` (stable whatever the job split)."""
-    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=(zlib.crc32(key.encode()),))
-    return [np.random.default_rng(child) for child in ss.spawn(count)]
-
-
-def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
-    """Nested leave-one-out predictions for each row of Y (Q, n).
-
-    Outer fold i trains on all but i; its inner cv.glmnet's fold j trains on all but {i, j}.
-    Since cv.glmnet fits each fold on its own computed λ path, that fit depends only on the
-    training set, so one fit per unordered pair {i, j} serves both outer i (predicting j)
-    and outer j (predicting i): n + n(n−1)/2 path fits per row of Y instead of n². The
-    training sets do not depend on Y, so all rows share their Gram matrices (problems are
-    ordered training set first, then row of Y).
-    """
-    Q, n = Y.shape
-    p = x0.shape[1]
-    eye = np.eye(n, dtype=bool)
-    rows_q = np.arange(Q)
-    gidx = np.repeat(np.arange(n), Q)
-    outer = _fit_computed_paths(x0, (~eye).astype(float), gidx, Y, np.tile(rows_q, n), pf, alpha, n_lambda,
-                                _lambda_min_ratio(n - 1, p, lambda_min_ratio), predict_rows=gidx[:, None])
-    iu, ju = np.triu_indices(n, 1)
-    n_pairs = iu.size
-    W_pair = np.ones((n_pairs, n))
-    W_pair[np.arange(n_pairs), iu] = 0.0
-    W_pair[np.arange(n_pairs), ju] = 0.0
-    gidx = np.repeat(np.arange(n_pairs), Q)
-    pairs = _fit_computed_paths(x0, W_pair, gidx, Y, np.tile(rows_q, n_pairs), pf, alpha, n_lambda,
-                                _lambda_min_ratio(n - 2, p, lambda_min_ratio),
-                                predict_rows=np.stack([iu, ju], axis=1)[gidx])
-    pair_index = np.full((n, n), -1)
-    pair_index[iu, ju] = np.arange(n_pairs)
-    pair_index[ju, iu] = np.arange(n_pairs)
-    oi, oj = np.nonzero(~eye)  # outer i, inner held-out j (row-major: j ascending within i)
-    slot = (oj > oi).astype(int)  # the pair fit {i, j} predicts iu in slot 0, ju in slot 1
-    q = (pair_index[oi, oj][:, None] * Q + rows_q).ravel()  # (n(n−1)·Q,) pair problems
-    o = (oi[:, None] * Q + rows_q).ravel()  # their outer problems
-    own = pairs["pred"][q, np.repeat(slot, Q)]
-    interp = _interpolate_in_lambda(own, pairs["lam"][q], pairs["n_used"][q], outer["lam"][o])
-    err = (Y[np.tile(rows_q, oi.size), np.repeat(oj, Q)][:, None] - interp) ** 2
-    cvm = err.reshape(n, n - 1, Q, -1).mean(axis=1).reshape(n * Q, -1)  # outer problem order
-    i_min, _ = _select_lambda(cvm, np.zeros_like(cvm), outer["n_used"])
-    pred = outer["pred"][np.arange(n * Q), 0, i_min].reshape(n, Q).T
-    train_mean = (Y.sum(axis=1, keepdims=True) - Y) / (n - 1)
-    return pred, train_mean
-
-
-def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_folds, inner_folds, rngs):
-    """Outer-fold predictions for each row of Y (Q, n): an inner cv.glmnet picks λ_min.
-
-    ``outer_folds``: fold id per subject (LOO = arange(n)); ``inner_folds``: None (LOO) or K,
-    drawn with ``rngs[q]`` for the outer folds (in order) of row q. Returns predictions (Q, n)
-    and the outer-training means of y (Q, n), the reference of the out-of-sample R².
-    """
-    Q, n = Y.shape
-    p = x0.shape[1]
-    n_outer = int(outer_folds.max()) + 1
-    if inner_folds is None and n_outer == n:
-        return _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio)
-    held = outer_folds[None, :] == np.arange(n_outer)[:, None]  # (n_outer, n)
-    W = (~held).astype(float)
-    gidx = np.repeat(np.arange(n_outer), Q)  # outer fold first, then row of Y
-    yidx = np.tile(np.arange(Q), n_outer)
-    inner_rngs = None if inner_folds is None else [rngs[q] for q in yidx]
-    ratio = _lambda_min_ratio(int(W[0].sum()), p, lambda_min_ratio)
-    full, _, _, i_min, _ = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, inner_folds,
-                                           inner_rngs, with_sd=False)
-    r_idx, subj = np.nonzero(held[gidx])
-    z = (x0[subj] - full["xm"][r_idx]) / full["xs"][r_idx]
-    beta = full["beta"][r_idx, i_min[r_idx]]
-    pred = np.zeros((Q, n))
-    train_mean = np.zeros((Q, n))
-    pred[yidx[r_idx], subj] = full["ym"][r_idx] + full["ys"][r_idx] * np.einsum("ep,ep->e", beta, z)
-    means = (Y[yidx] * W[gidx]).sum(axis=1) / W[gidx].sum(axis=1)
-    train_mean[yidx[r_idx], subj] = means[r_idx]
-    return pred, train_mean
-
-
-def prediction_metrics(y, pred, train_mean) -> dict:
-    """Out-of-sample R² (1 − SSE/SST, SST around the outer-training means), Pearson r, MAE."""
-    y = np.asarray(y, dtype=float)
-    sse = np.sum((y - pred) ** 2, axis=-1)
-    sst = np.sum((y - train_mean) ** 2, axis=-1)
-    yc = y - y.mean(axis=-1, keepdims=True)
-    pc = pred - pred.mean(axis=-1, keepdims=True)
-    denom = np.sqrt(np.sum(yc**2, axis=-1) * np.sum(pc**2, axis=-1))
-    r = np.where(denom > 0, np.sum(yc * pc, axis=-1) / np.where(denom > 0, denom, 1.0), 0.0)
-    return {"r2": 1.0 - sse / sst, "pearson_r": r, "mae": np.mean(np.abs(y - pred), axis=-1)}
-
-
-def _outer_folds(n: int, max_loo: int, k: int, seed: int) -> tuple[np.ndarray, int | None]:
-    """LOO outer folds (and LOO inner) up to ``max_loo`` subjects, else seeded K-fold both."""
-    if n <= max_loo:
-        return np.arange(n), None
-    return _fold_ids(n, k, _spawn(seed, "outer-folds", 1)[0]), k
-
-
-def nested_cv(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, penalty_factor=None, seed=0,
-              nested_max_loo=100, nested_k_folds=10) -> dict:
-    """Nested cross-validation of the whole cv.glmnet procedure.
-
-    Outer leave-one-out (K-fold above ``nested_max_loo`` subjects); in each outer training set
-    an inner ``cv.glmnet`` (LOO, or K-fold likewise) picks λ_min, and the left-out subject is
-    predicted from the training-set fit at that λ. Returns predictions and metrics
-    (:func:`prediction_metrics`).
-    """
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    n, p = X.shape
-    x0, _, _ = _prescale(X)
-    pf = _penalty_factor(penalty_factor, p)
-    outer, inner = _outer_folds(n, nested_max_loo, nested_k_folds, seed)
-    rngs = _spawn(seed, "inner-folds", 1)
-    pred, train_mean = _nested_predictions(x0, y[None, :], pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs)
-    metrics = {k: float(v[0]) for k, v in prediction_metrics(y, pred, train_mean).items()}
-    return {"predicted": pred[0], "observed": y, "train_mean": train_mean[0], "outer_folds": outer,
-            "inner_folds": "loo" if inner is None else inner, **metrics}
-
-
-def _permutation_chunk(x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs):
-    Y = np.stack([rng.permutation(y) for rng in rngs])
-    # each permutation's generator also draws its inner K-fold splits (only used above nested_max_loo)
-    pred, train_mean = _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs)
-    return prediction_metrics(Y, pred, train_mean)["r2"]
-
-
-def _permutation_chunk_size(n: int, p: int, n_outer: int, inner: int | None) -> int:
-    """Permutations per chunk: a few solver batches of path fits, memory bounded for large n."""
-    if inner is None:  # LOO: the n + n(n−1)/2 training sets are shared by the chunk's permutations
-        per_permutation = n + n * (n - 1) // 2
-        return int(np.clip(4 * (_BATCH_ELEMENTS // max(p * p, 1)) // per_permutation, 1, 64))
-    # K-fold: every inner fold of every permutation is its own training set; a (fold, subject)
-    # weight matrix is held per chunk
-    per_permutation = n_outer * (1 + inner) * n
-    return int(np.clip(_CHUNK_ELEMENTS // per_permutation, 1, 64))
-
-
-def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n_lambda=100,
-                     lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=100,
-                     nested_k_folds=10, chunk_size=None) -> dict:
-    """Permutation test of the nested-CV R²: permute y, rerun the whole nested CV.
-
-    p = (1 + #{R²_perm ≥ R²_obs}) / (1 + P). Each permutation has its own generator spawned
-    from ``seed``, so the null distribution is the same for any ``n_jobs`` / chunking.
-    """
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    n, p = X.shape
-    if n_permutations <= 0:
-        return {"n_permutations": 0, "p_value": None, "null_r2": np.zeros(0)}
-    x0, _, _ = _prescale(X)
-    pf = _penalty_factor(penalty_factor, p)
-    outer, inner = _outer_folds(n, nested_max_loo, nested_k_folds, seed)
-    rngs = _spawn(seed, "permutations", n_permutations)
-    if chunk_size is None:
-        chunk_size = _permutation_chunk_size(n, p, int(outer.max()) + 1, inner)
-        if n_jobs != 1:  # at least a few chunks per process (load balance)
-            workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
-            chunk_size = max(1, min(chunk_size, math.ceil(n_permutations / (4 * workers))))
-    chunks = [rngs[i:i + chunk_size] for i in range(0, n_permutations, chunk_size)]
-
-    args = (x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner)
-    if n_jobs == 1 or len(chunks) == 1:
-        null = [_permutation_chunk(*args, chunk) for chunk in chunks]
-    else:
-        from joblib import Parallel, delayed
-
-        null = Parallel(n_jobs=n_jobs)(delayed(_permutation_chunk)(*args, chunk) for chunk in chunks)
-    null = np.concatenate(null)
-    exceed = int(np.sum(null >= observed_r2 - 1e-12))
-    return {"n_permutations": int(n_permutations), "p_value": (1 + exceed) / (1 + n_permutations),
-            "null_r2": null}
-
-
-def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.5, penalty_factor=None,
-                        seed=0) -> dict:
-    """Selection frequency of each predictor over bootstrap resamples at the full-data λ_min.
-
-    Each resample (subjects drawn with replacement) is fitted along the full-data λ sequence
-    down to λ_min (glmnet with those λs and the resample as case weights, which equals
-    duplicating rows); a predictor is selected when its coefficient at λ_min is non-zero.
-    """
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y, dtype=float)
-    n, p = X.shape
-    if n_bootstrap <= 0:
-        return {"n_bootstrap": 0, "frequency": np.full(p, np.nan)}
-    x0, _, _ = _prescale(X)
-    pf = _penalty_factor(penalty_factor, p)
-    rngs = _spawn(seed, "bootstrap", n_bootstrap)
-    W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n).astype(float) for rng in rngs])
-    lam = np.broadcast_to(np.asarray(lambdas, dtype=float)[: index_min + 1], (n_bootstrap, index_min + 1))
-    fits = _fit_given_paths(x0, W, np.arange(n_bootstrap), y[None, :], np.zeros(n_bootstrap, dtype=int), pf, alpha,
-                            np.ascontiguousarray(lam), np.full(n_bootstrap, index_min + 1))
-    selected = fits["beta"][:, index_min, :] != 0
-    return {"n_bootstrap": int(n_bootstrap), "frequency": selected.mean(axis=0)}

@@ -1,0 +1,58 @@
+"""cv.glmnet: agreement with R glmnet 4.1.6 (scripts/glmnet_reference.R, tests/data/glmnet/), errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptsd_bidsapp.glmnet import GlmnetCV, TooFewSubjectsError
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "glmnet"
+CASES = ["basic", "penaltyfactor", "wide"]
+
+
+def _case(name):
+    data = pd.read_csv(REFERENCE / f"case-{name}_data.tsv", sep="\t")
+    y = data.pop("y").to_numpy()
+    pf = np.ones(data.shape[1])
+    if name == "penaltyfactor":
+        pf[-1] = 0.0
+    summary = pd.read_csv(REFERENCE / f"case-{name}_summary.tsv", sep="\t").set_index("key")["value"]
+    path = pd.read_csv(REFERENCE / f"case-{name}_path.tsv", sep="\t")
+    coef = pd.read_csv(REFERENCE / f"case-{name}_coef.tsv", sep="\t")
+    return data.to_numpy(), y, pf, summary, path, coef
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_agrees_with_r_glmnet(name):
+    """cv.glmnet(nfolds = n, grouped = FALSE) values from scripts/glmnet_reference.R, within 1%."""
+    X, y, pf, summary, path, coef = _case(name)
+    cv = GlmnetCV(alpha=float(summary["alpha"]), penalty_factor=pf).fit(X, y)
+    assert len(cv.lambdas_) == int(summary["n_lambda"])  # same early stop of the path
+    np.testing.assert_allclose(cv.lambdas_, path["lambda"], rtol=1e-10)
+    np.testing.assert_allclose(cv.cvm_, path["cvm"], rtol=1e-4)
+    np.testing.assert_allclose(cv.cvsd_, path["cvsd"], rtol=1e-4)
+    assert cv.index_min_ + 1 == int(summary["index_min"])
+    assert cv.index_1se_ + 1 == int(summary["index_1se"])
+    assert cv.lambda_min_ == pytest.approx(float(summary["lambda_min"]), rel=1e-8)
+    assert cv.lambda_1se_ == pytest.approx(float(summary["lambda_1se"]), rel=1e-8)
+    ours = np.r_[cv.intercept_, cv.coef_]
+    ref = coef["coef_lambda_min"].to_numpy()
+    assert np.array_equal(ours == 0, ref == 0)  # same retained features
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(ours, ref, rtol=1e-2, atol=1e-2 * scale)
+    nonzero = ref != 0
+    assert np.max(np.abs(ours[nonzero] / ref[nonzero] - 1)) < 1e-2
+
+
+def test_coefficient_path_agrees_with_r_glmnet():
+    X, y, pf, summary, path, coef = _case("basic")
+    beta = pd.read_csv(REFERENCE / "case-basic_betapath.tsv", sep="\t").set_index("term").to_numpy()
+    cv = GlmnetCV(alpha=0.5).fit(X, y)
+    np.testing.assert_allclose(cv.coef_path_.T, beta, atol=1e-5 * np.abs(beta).max())
+
+
+def test_fewer_than_three_subjects_cannot_be_cross_validated():
+    with pytest.raises(TooFewSubjectsError, match="at least 3 subjects"):
+        GlmnetCV().fit(np.arange(4.0).reshape(2, 2), np.array([1.0, 2.0]))
