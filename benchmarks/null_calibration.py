@@ -79,10 +79,11 @@ def _bool_column(values: pd.Series) -> pd.Series:
     return values.astype(str).str.strip().str.lower().isin(TRUE_STRINGS)
 
 
-def _permutation_column(table: pd.DataFrame) -> str | None:
+def _permutation_column(table: pd.DataFrame, fwe: bool = False) -> str | None:
+    """The re-randomisation / permutation p column (``p_rnd``), or its FWE-corrected one (``p_rnd_fwe``)."""
     for name in table.columns:
         low = name.lower()
-        if low.startswith("p") and ("perm" in low or "rnd" in low or "random" in low):
+        if low.startswith("p") and ("perm" in low or "rnd" in low or "random" in low) and (("fwe" in low) == fwe):
             return name
     return None
 
@@ -91,8 +92,9 @@ def read_dcm_effects(out: Path) -> pd.DataFrame:
     """One row per null between-subject effect of every group DCM model.
 
     Columns: ``model``, ``effect``, ``parameter``, ``covariate``, ``category`` (drug, improvement,
-    interaction, session_change, other), ``Ep``, ``Pp``, ``p_perm`` (NaN if absent), ``finding``
-    (NaN if the column is absent).
+    interaction, session_change, other), ``Ep``, ``Pp``, ``p_perm`` and ``p_perm_fwe`` (the app's
+    re-randomisation p, uncorrected and corrected over parameters; NaN if absent), ``finding`` (NaN
+    if the column is absent).
     """
     rows = []
     for path in sorted((out / "group" / "dcm").glob("model-*_peb.tsv")):
@@ -100,7 +102,7 @@ def read_dcm_effects(out: Path) -> pd.DataFrame:
         table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
         is_change_model = "change" in model or ("effect" in table and table["effect"].astype(str).eq("change").any())
         prob = "Pp" if "Pp" in table else "Pp_sign"
-        perm = _permutation_column(table)
+        perm, perm_fwe = _permutation_column(table), _permutation_column(table, fwe=True)
         finding = _bool_column(table["finding"]) if "finding" in table else None
         for i, row in table.iterrows():
             cov = str(row["covariate"])
@@ -116,10 +118,11 @@ def read_dcm_effects(out: Path) -> pd.DataFrame:
                 "model": model, "effect": effect, "parameter": row["parameter"], "covariate": cov,
                 "category": category, "Ep": float(row.get("Ep_bma", row["Ep"])), "Pp": float(row[prob]),
                 "p_perm": float(row[perm]) if perm and pd.notna(row[perm]) else math.nan,
+                "p_perm_fwe": float(row[perm_fwe]) if perm_fwe and pd.notna(row[perm_fwe]) else math.nan,
                 "finding": (bool(finding.iloc[i]) if finding is not None else math.nan),
             })
     return pd.DataFrame(rows, columns=["model", "effect", "parameter", "covariate", "category", "Ep", "Pp",
-                                       "p_perm", "finding"])
+                                       "p_perm", "p_perm_fwe", "finding"])
 
 
 def read_elastic_net(out: Path) -> dict:
@@ -159,11 +162,13 @@ def summarise(effects: pd.DataFrame) -> dict:
     def block(frame: pd.DataFrame) -> dict:
         has_finding = len(frame) > 0 and frame["finding"].notna().all()
         has_perm = len(frame) > 0 and frame["p_perm"].notna().any()
+        has_fwe = len(frame) > 0 and frame["p_perm_fwe"].notna().any()
         return {
             "n": int(len(frame)),
             "pp95": int((frame["Pp"] > PP_THRESHOLD).sum()),
             "findings": int(frame["finding"].astype(bool).sum()) if has_finding else None,
             "perm_p05": int((frame["p_perm"] < 0.05).sum()) if has_perm else None,
+            "perm_fwe_p05": int((frame["p_perm_fwe"] < 0.05).sum()) if has_fwe else None,
         }
 
     out = {"all": block(effects)}
@@ -190,15 +195,17 @@ def _pvals(en: dict) -> str:
 def print_seed(seed: int, counts: dict, en: dict, fits: dict, timing: dict, effects: pd.DataFrame) -> None:
     a = counts["all"]
     print(f"\n== seed {seed}: {a['n']} null between-subject DCM effects; Pp > 0.95: {_frac(a['pp95'], a['n'])}; "
-          f"findings: {_frac(a['findings'], a['n'])}" + (f"; permutation p < 0.05: {_frac(a['perm_p05'], a['n'])}"
-                                                         if a["perm_p05"] is not None else ""))
+          f"findings: {_frac(a['findings'], a['n'])}"
+          + (f"; re-randomisation p < 0.05: {_frac(a['perm_p05'], a['n'])}" if a["perm_p05"] is not None else "")
+          + (f" (FWE {_frac(a['perm_fwe_p05'], a['n'])})" if a.get("perm_fwe_p05") is not None else ""))
     for cat in CATEGORIES:
         c = counts.get(cat)
         if c:
             print(f"   {cat:<15} Pp>0.95 {_frac(c['pp95'], c['n']):<14} findings {_frac(c['findings'], c['n'])}")
     hits = effects[(effects["Pp"] > PP_THRESHOLD) | (effects["finding"] == True)]  # noqa: E712
     for _, r in hits.iterrows():
-        extra = f" p_perm {r['p_perm']:.3f}" if not math.isnan(r["p_perm"]) else ""
+        extra = f" p_rnd {r['p_perm']:.3f}" if not math.isnan(r["p_perm"]) else ""
+        extra += f" p_fwe {r['p_perm_fwe']:.3f}" if not math.isnan(r["p_perm_fwe"]) else ""
         find = "n/a" if isinstance(r["finding"], float) and math.isnan(r["finding"]) else str(bool(r["finding"]))
         print(f"     {r['model']:<9} {r['parameter']:<32} {r['covariate']:<19} Ep {r['Ep']:+.3f} Pp {r['Pp']:.2f}"
               f"{extra} finding {find}")
@@ -208,7 +215,7 @@ def print_seed(seed: int, counts: dict, en: dict, fits: dict, timing: dict, effe
         ev_text = "n/a" if ev is None else f"{ev:.1f}% (min {fits['explained_variance_min']:.1f}%)"
         print(f"   participant DCMs: {fits['n_dcms']}, explained variance median {ev_text}, "
               f"flagged {fits['n_flagged']}")
-    print("   time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items()))
+    print("   time: " + (", ".join(f"{k} {v:.0f} s" for k, v in timing.items()) or "n/a"))
 
 
 def print_table(results: list[dict]) -> dict:
@@ -245,7 +252,8 @@ def print_table(results: list[dict]) -> dict:
     lines.append(row)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print("\nNull calibration of the group DCM (every effect is null; advertised false-positive rate <= 5%)")
-    print("per category: <n at Pp > 0.95>/<n findings> of <n effects>")
+    print("per category: <n at Pp > 0.95>/<n findings> of <n effects>; EN perm p: elastic-net models "
+          + "all, drug_interaction, depression_covariate, ketamine_only (packaged config order)")
     for k, line in enumerate(lines):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
         if k == 0 or k == len(lines) - 2:
@@ -265,6 +273,8 @@ def run_seed(seed: int, args) -> dict:
     common = ["--nprocs", str(args.nprocs), "--seed", str(seed), "--skip-bids-validation"]
     if not args.reports:
         common.append("--no-reports")
+    if args.config:
+        common += ["--config", str(Path(args.config).resolve())]
     if not args.group_only:
         truth = bids / "sourcedata" / "simulation" / "truth.json"
         if args.rebuild or not truth.is_file():
@@ -334,6 +344,9 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=float, default=4.0)
     parser.add_argument("--n-volumes", type=int, default=150)
     parser.add_argument("--reports", action="store_true", help="let the app write its HTML reports (slower)")
+    parser.add_argument("--config", default=None,
+                        help="analysis config YAML passed to the app at both levels (e.g. fewer elastic-net "
+                             "permutations for a quick run; default: the app's packaged config)")
     parser.add_argument("--app", default=_app_default(), help="ptsd_bidsapp executable")
     parser.add_argument("--json", default=None, help="summary JSON (default <work>/null_calibration.json)")
     args = parser.parse_args(argv)
