@@ -136,9 +136,15 @@ def select_parameters(
     patterns : sequence of str, optional
         fnmatch patterns; if given, a parameter must also match one.
     prior_variance : array, optional
-        Diagonal of the prior covariance; parameters with zero prior variance are fixed
-        and dropped (``spm_find_pC``).
+        Diagonal of the prior covariance; parameters whose prior variance is not above
+        1/1024 of the mean prior variance (of those below 1024) are fixed and dropped
+        (``spm_find_pC`` $Id 7714; for DCM priors: the zero-variance ones).
     """
+    threshold = 0.0
+    if prior_variance is not None:
+        prior_variance = np.asarray(prior_variance, dtype=float)
+        below = prior_variance[prior_variance < 1024]
+        threshold = max(float(below.mean()) / 1024, 0.0) if below.size else 0.0
     keep = []
     for index, name in enumerate(param_names):
         if fields is not None and parameter_field(name) not in fields:
@@ -147,7 +153,7 @@ def select_parameters(
             continue
         if patterns is not None and not any(fnmatch.fnmatchcase(name, p) for p in patterns):
             continue
-        if prior_variance is not None and not prior_variance[index] > 0:
+        if prior_variance is not None and not prior_variance[index] > threshold:
             continue
         keep.append(index)
     return keep
@@ -597,8 +603,8 @@ def fit_peb(
         Names of the design columns.
     select : sequence of int, optional
         Indices of the parameters treated as random effects (SPM ``field``); default all
-        with non-zero prior variance. See :func:`select_parameters` (SPM's default field
-        is ``{'A', 'B'}``, self-connections included).
+        free parameters (``spm_find_pC`` rule). See :func:`select_parameters` (SPM's
+        default field is ``{'A', 'B'}``, self-connections included).
     F_list : sequence of float, optional
         First-level free energies (added to the PEB free energy; default 0).
     random_effects : {'single', 'fields', 'all', 'none'} or list of masks
@@ -639,7 +645,7 @@ def fit_peb(
     param_names = list(param_names)
     n_all = len(param_names)
     if select is None:
-        select = [i for i in range(n_all) if pC_list[0][i, i] > 0]
+        select = select_parameters(param_names, fields=None, prior_variance=np.diag(pC_list[0]))
     select = list(select)
     if not select:
         raise ValueError("no parameters selected for the PEB")

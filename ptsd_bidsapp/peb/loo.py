@@ -34,6 +34,7 @@ from ptsd_bidsapp.peb.fit import (
     _variational_laplace,
     fit_peb,
     principal_basis,
+    select_parameters,
 )
 from ptsd_bidsapp.peb.reduce import _prepare_subject
 
@@ -168,7 +169,7 @@ def loo_predict(
     pE_list = _as_list_of_arrays(pE, n_subjects, "vec")
     pC_list = _as_list_of_arrays(pC, n_subjects)
     if select is None:
-        select = [i for i in range(len(param_names)) if pC_list[0][i, i] > 0]
+        select = select_parameters(list(param_names), fields=None, prior_variance=np.diag(pC_list[0]))
     select = list(select)
     idx = np.ix_(select, select)
     levels = np.unique(X[:, target])
