@@ -12,9 +12,11 @@ Difference from SPM (documented): ``spm_dcm_peb`` resets its projection to the i
 for a single subject after projecting the subject's posterior on the singular vectors of
 the prior covariance (``spm_svd``, sorted by variance), while the training group effects
 stay in the original order; the two orders differ whenever the selected parameters'
-prior variances are not already in descending order (e.g. fields A and B together). Here
-the subject and the group effects are kept in one order, which equals SPM whenever SPM's
-orders agree (e.g. field B alone).
+prior variances are not already in descending order (e.g. fields A and B together: the
+subject's B parameters are then compared with the group's A effects). Here the subject and
+the group effects are kept in one order, which equals SPM whenever SPM's orders agree (e.g.
+field B alone); ``spm_parameter_order=True`` reproduces SPM's mix-up (checked against
+r7771 with fields A and B).
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ class LOOResult:
                              "predicted": self.predicted, "predicted_sd": self.predicted_sd})
 
 
-def predict_design(peb: PEBResult, qE, qC, pE, pC, x, target: int, train_column, n_refits: int = 4):
+def predict_design(peb: PEBResult, qE, qC, pE, pC, x, target: int, train_column, n_refits: int = 4,
+                   spm_parameter_order: bool = False):
     """Posterior of one design entry of a new subject from its parameter posterior (``spm_dcm_ppd``).
 
     A single-subject PEB (no hyperparameters, no posterior shrinkage) of the subject's
@@ -91,6 +94,10 @@ def predict_design(peb: PEBResult, qE, qC, pE, pC, x, target: int, train_column,
     ``v = 4·var(train_column)`` at ``target`` and 0 elsewhere. It is refitted ``n_refits``
     times, each time with the prior mean of ``b[target]`` set to the last posterior mean
     and the prior variances ``v + e^{−i}`` (i = 1, 2, …), as ``spm_dcm_ppd``.
+
+    With ``spm_parameter_order`` the subject's posterior is put in the order of the singular
+    vectors of its prior covariance (descending variance) while ``W`` and ``Ce`` keep the
+    original order, as r7771 ``spm_dcm_peb`` does for a single subject (module docstring).
 
     Returns
     -------
@@ -105,6 +112,13 @@ def predict_design(peb: PEBResult, qE, qC, pE, pC, x, target: int, train_column,
     subject = _prepare_subject(U.T @ qE, U.T @ qC @ U, U.T @ pE, U.T @ pC @ U)
     W = U.T @ peb.Ep
     pQ = _inv(U.T @ peb.Ce @ U)
+    if spm_parameter_order:
+        values, vectors = np.linalg.eigh(pC) if np.any(pC - np.diag(np.diag(pC))) else (np.diag(pC), np.eye(len(pC)))
+        order = np.argsort(-values, kind="stable")
+        V = vectors[:, order][:, : U.shape[1]]
+        subject = _prepare_subject(V.T @ qE, V.T @ qC @ V, V.T @ pE, V.T @ pC @ V)
+        W = peb.Ep
+        pQ = _inv(peb.Ce)
     n_x = W.shape[1]
     v = np.zeros(n_x)
     v[target] = 4.0 * float(np.var(np.asarray(train_column, dtype=float), ddof=1))
@@ -146,6 +160,7 @@ def loo_predict(
     target: int = 1,
     select: Sequence[int] | None = None,
     subject_names: Sequence[str] | None = None,
+    spm_parameter_order: bool = False,
     **peb_options,
 ) -> LOOResult:
     """Leave-one-out prediction of a covariate from DCM parameters (``spm_dcm_loo`` r7120).
@@ -155,7 +170,8 @@ def loo_predict(
     ``target`` is then inferred by :func:`predict_design` (``spm_dcm_ppd``): the other design
     entries of the left-out subject enter as prior means with prior variance 1 (then
     e^{−i}), the target with prior mean 0 (then its last estimate) and variance
-    4 × the training column's variance (+ 1, then + e^{−i}).
+    4 × the training column's variance (+ 1, then + e^{−i}). ``spm_parameter_order``: see
+    :func:`predict_design` (off by default).
 
     Returns
     -------
@@ -190,6 +206,7 @@ def loo_predict(
             X[i],
             target,
             X[train, target],
+            spm_parameter_order=spm_parameter_order,
         )
         predicted[i], predicted_var[i] = mean, var
         probabilities[:, i] = _level_probabilities(mean, var, prior_mean, prior_var, levels)

@@ -186,3 +186,20 @@ def test_peb_and_bma_match_spm_on_estimated_dcms():
     assert np.array_equal(bma.Pp > PP, spm_pp > PP)
     np.testing.assert_allclose(bma.Pp, spm_pp, atol=1e-3)
     assert np.abs(bma.Ep - np.asarray(ref["bma"]["Ep"], dtype=float).reshape(bma.Ep.shape)).max() < ACCEPT_TOL
+
+
+def test_loo_with_fields_a_and_b_reproduces_spm_order_only_on_request():
+    """r7771's single-subject spm_dcm_peb mixes parameter orders when the prior variances are
+    not in descending order (A 1/64 before B 1): ``spm_parameter_order=True`` reproduces SPM;
+    the default keeps one order (and so differs from SPM there)."""
+    ref = _load("peb_loo_ab.json")
+    Ep, Cp, pE, pC, X, names, F = _inputs(ref)
+    loo = ref["loo"]
+    XL = np.asarray(loo["X"], dtype=float)
+    select = select_parameters(names, fields=["A", "B"], prior_variance=np.diag(pC))
+    spm_order = loo_predict(Ep, Cp, pE, pC, XL, names, ["mean", "cov1"], target=1, select=select,
+                            spm_parameter_order=True)
+    np.testing.assert_allclose(spm_order.predicted, np.ravel(loo["qE"]), atol=1e-3)
+    np.testing.assert_allclose(spm_order.predicted_sd**2, np.ravel(loo["qC"]), rtol=1e-2)
+    consistent = loo_predict(Ep, Cp, pE, pC, XL, names, ["mean", "cov1"], target=1, select=select)
+    assert np.abs(consistent.predicted - np.ravel(loo["qE"])).max() > 0.1

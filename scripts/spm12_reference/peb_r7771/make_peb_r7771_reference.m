@@ -1,4 +1,4 @@
-function make_peb_r7771_reference(outdir)
+function make_peb_r7771_reference(outdir, parts)
 % SPM12 r7771 reference outputs of spm_dcm_peb / spm_dcm_peb_bmc / spm_dcm_loo for
 % tests/peb/test_spm12_peb.py (our own driver; only public SPM12 routines are called).
 %
@@ -17,6 +17,10 @@ function make_peb_r7771_reference(outdir)
 %   fields  M.Q = 'fields', M.alpha = 2, M.beta = 8, M.hE = 1, M.hC = 1/8
 %   bonly   field {'B'}, M.X only (9 effects: nmax 8), then spm_dcm_peb_bmc
 %   loo     spm_dcm_loo(GCM, [1 cov1], {'B'}) (qE, qC, class probabilities)
+%   loo_ab  spm_dcm_loo(GCM, [1 cov1], {'A','B'}): fields whose prior variances are not in
+%           descending order, where r7771's single-subject spm_dcm_peb mixes the subject's
+%           (variance-sorted) and the group's (original) parameter order
+% parts: cell array of parts to run ('peb', 'loo', 'loo_ab'; default all).
 % spm_dcm_bma averages by Monte-Carlo sampling (1000 draws, rand/randn); every BMC is run
 % with rand/randn state 1 (the recorded BMA). For a sampling-noise-free reference the same
 % average is also computed with exact Gaussian-mixture moments from SPM's own
@@ -28,6 +32,7 @@ function make_peb_r7771_reference(outdir)
 %     make_peb_r7771_reference('tests/data/spm12/peb_r7771')"
 
 if nargin < 1 || isempty(outdir), outdir = fullfile('tests', 'data', 'spm12', 'peb_r7771'); end
+if nargin < 2 || isempty(parts), parts = {'peb', 'loo', 'loo_ab'}; end
 if ~exist(outdir, 'dir'), mkdir(outdir); end
 if outdir(1) ~= '/', outdir = fullfile(pwd, outdir); end
 spm12_ref_common('init');
@@ -96,7 +101,7 @@ cases = {
   'all',    {'A', 'B'}, struct('Q', 'all');
   'fields', {'A', 'B'}, struct('Q', 'fields', 'alpha', 2, 'beta', 8, 'hE', 1, 'hC', 1/8);
   'bonly',  {'B'},      struct()};
-for k = 1:size(cases, 1)
+for k = 1:size(cases, 1) * any(strcmp(parts, 'peb'))
     [label, field, extra] = cases{k, :};
     M = extra;
     M.X = X; M.Xnames = {'mean', 'cov1', 'cov2'};
@@ -110,20 +115,25 @@ for k = 1:size(cases, 1)
 end
 
 % ------------------------------------------------------------------ LOO
-S = common;
-S.case = 'loo';
-S.field = {'B'};
-XL = X(:, 1:2);
-here = pwd; work = tempname; mkdir(work); cd(work);
-try
-    log = evalc('[qE, qC, Q] = spm_dcm_loo(GCM, struct(''X'', XL), {''B''});');
-catch err
-    cd(here); rethrow(err);
+loo_cases = {'loo', {'B'}; 'loo_ab', {'A', 'B'}};
+for k = 1:size(loo_cases, 1)
+    [label, field] = loo_cases{k, :};
+    if ~any(strcmp(parts, label)), continue, end
+    S = common;
+    S.case = label;
+    S.field = field;
+    XL = X(:, 1:2);
+    here = pwd; work = tempname; mkdir(work); cd(work);
+    try
+        log = evalc('[qE, qC, Q] = spm_dcm_loo(GCM, struct(''X'', XL), field);');
+    catch err
+        cd(here); rethrow(err);
+    end
+    cd(here);
+    S.loo = struct('X', XL, 'qE', full(qE(:))', 'qC', full(qC(:))', 'Q', full(Q), ...
+        'levels', unique(XL(:, 2))', 'log', log);
+    spm12_ref_common('write', fullfile(outdir, sprintf('peb_%s.json', label)), S);
 end
-cd(here);
-S.loo = struct('X', XL, 'qE', full(qE(:))', 'qC', full(qC(:))', 'Q', full(Q), ...
-    'levels', unique(XL(:, 2))', 'log', log);
-spm12_ref_common('write', fullfile(outdir, 'peb_loo.json'), S);
 end
 
 
