@@ -9,12 +9,15 @@ collects *all* problems and raises a single :class:`ConfigError` listing them.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from ptsd_bidsapp.contracts import dcm_parameter_names
 
 #: Keys whose children are user-named (a new task, strategy, model, ...).
 #: Each entry maps the dotted path of the open mapping to the dotted path of the
@@ -28,6 +31,7 @@ OPEN_MAPPINGS = {
     "dcm.b": None,
     "dcm.c": None,
     "dcm.inputs": None,
+    "dcm.priors": None,
 }
 
 #: Keys whose value may be ``None`` or a value of any of the listed types.
@@ -45,9 +49,30 @@ NULLABLE = {
     "elastic_net.models.*.subset": (str,),
     "gppi.fmri_t0": (int,),
     "gppi.deconvolution_precision": (float, int),
+    "peb.loo_parameters": (list,),
+}
+
+#: Keys whose value may be of any of the listed types (besides the default's).
+UNION = {
+    "dcm.te": (float, int, str),
 }
 
 _TERM = re.compile(r"^\s*(?:(?P<coef>\d+(?:\.\d*)?|\.\d+)\s*\*?\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+#: Config sections each participant-level node reads. Nodes receive only these, so editing a
+#: group-level or report-only key (elastic_net, peb, measures, clinical) reruns no
+#: participant computation (nipype hashes node inputs).
+RUN_SECTIONS = ("space", "tasks", "denoising", "motion_qc", "atlas", "glm", "gppi")
+SESSION_SECTIONS = ("space", "atlas", "dcm")
+REPORT_SECTIONS = ("atlas", "dcm")
+#: Sections only the group level reads.
+GROUP_SECTIONS = ("sessions", "measures", "clinical", "elastic_net", "dcm", "peb")
+
+
+def config_sections(config: Mapping, sections) -> dict:
+    """The named top-level sections of ``config`` (a fresh dict; missing sections are omitted)."""
+    return {k: copy.deepcopy(config[k]) for k in sections if k in config}
 
 
 class ConfigError(ValueError):
@@ -150,6 +175,9 @@ def _template_for(path: str, default: dict):
 
 
 def _type_ok(value, template, path: str) -> bool:
+    union = next((types for k, types in UNION.items() if _pattern_match(path, k)), None)
+    if union is not None:
+        return isinstance(value, union) and not isinstance(value, bool)
     nullable = next((types for k, types in NULLABLE.items() if _pattern_match(path, k)), None)
     if value is None:
         return template is None or nullable is not None
@@ -216,7 +244,7 @@ def _semantic_problems(config: Mapping) -> list[str]:
     """Cross-field checks, each section guarded so one bad value cannot hide the others."""
     problems: list[str] = []
     for check in (_check_tasks, _check_sessions, _check_elastic_net, _check_measures, _check_dcm, _check_clinical,
-                  _check_gppi):
+                  _check_gppi, _check_peb):
         try:
             problems.extend(check(config))
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -311,6 +339,24 @@ def _check_gppi(config: Mapping) -> list[str]:
     return problems
 
 
+def _check_peb(config: Mapping) -> list[str]:
+    peb = config["peb"]
+    problems = []
+    if peb.get("random_effects") not in ("single", "fields", "all", "none"):
+        problems.append(f"peb.random_effects must be single, fields, all or none (got {peb.get('random_effects')!r})")
+    if peb.get("poor_fits") not in ("include", "exclude"):
+        problems.append(f"peb.poor_fits must be include or exclude (got {peb.get('poor_fits')!r})")
+    if int(peb.get("n_permutations", 0)) < 19:
+        problems.append("peb.n_permutations must be at least 19 (a p-value below 0.05 needs 19 re-randomisations)")
+    if not 0.5 <= float(peb.get("pp_threshold")) < 1:
+        problems.append(f"peb.pp_threshold must be within [0.5, 1) (got {peb.get('pp_threshold')})")
+    if not 0 < float(peb.get("finding_alpha")) < 1:
+        problems.append(f"peb.finding_alpha must be within (0, 1) (got {peb.get('finding_alpha')})")
+    if not float(peb.get("hC")) > 0:
+        problems.append("peb.hC must be > 0")
+    return problems
+
+
 def _validate_dcm(dcm: Mapping, tasks: Mapping) -> list[str]:
     problems = []
     task = dcm.get("task")
@@ -335,6 +381,28 @@ def _validate_dcm(dcm: Mapping, tasks: Mapping) -> list[str]:
             problems.append(f"dcm.c.{name}: '{name}' is not an input defined under dcm.inputs")
         if not (isinstance(vec, list) and len(vec) == n):
             problems.append(f"dcm.c.{name} must list one 0/1 entry per region ({n})")
+    te = dcm.get("te")
+    if te != "sidecar" and not (isinstance(te, (int, float)) and 0 < te <= 0.2):
+        problems.append(f"dcm.te must be the echo time in seconds (0, 0.2] or 'sidecar' (got {te!r})")
+    if int(dcm.get("max_iterations", 0)) < 1 or not float(dcm.get("tolerance", 0)) > 0 or not float(dcm.get("hC", 0)) > 0:
+        problems.append("dcm.max_iterations must be >= 1, dcm.tolerance and dcm.hC > 0")
+    if int(dcm.get("microtime_bins", 0)) < 1:
+        problems.append("dcm.microtime_bins must be a positive integer")
+    if not 0 <= float(dcm.get("min_explained_variance", 0)) < 100:
+        problems.append("dcm.min_explained_variance must be a percentage within [0, 100)")
+    try:
+        names = dcm_parameter_names(dcm["regions"], list(dcm.get("inputs") or {}))
+    except ValueError as err:
+        return problems + [f"dcm: {err}"]
+    for name, override in (dcm.get("priors") or {}).items():
+        if name not in names:
+            near = difflib.get_close_matches(str(name), names, n=3)
+            problems.append(f"dcm.priors names '{name}', not a parameter of this model"
+                            + (f" (nearest: {', '.join(near)})" if near else ""))
+        elif not isinstance(override, Mapping) or set(override) - {"mean", "variance"} or not override:
+            problems.append(f"dcm.priors.{name} must be a mapping with 'mean' and/or 'variance'")
+        elif override.get("variance") is not None and float(override["variance"]) < 0:
+            problems.append(f"dcm.priors.{name}.variance must be >= 0")
     return problems
 
 

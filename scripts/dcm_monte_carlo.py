@@ -29,7 +29,7 @@ import pandas as pd
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.dcm.participant import dcm_result_to_json, fit_session_dcm
 from ptsd_bidsapp.peb import bmr_search, fit_session_change
-from ptsd_bidsapp.group.dcm_group import peb_design, select_parameters
+from ptsd_bidsapp.group.dcm_group import change_rerandomisation, peb_design, select_parameters
 from ptsd_bidsapp.simulate import design, generative
 from ptsd_bidsapp.simulate.trial import ROI, faces_signals
 
@@ -49,7 +49,7 @@ def _cov(c):
     return np.diag(c) if c.ndim == 1 else c
 
 
-def one_trial(seed: int, n_subjects: int, dcm_cfg: dict) -> dict:
+def one_trial(seed: int, n_subjects: int, dcm_cfg: dict, peb_cfg: dict) -> dict:
     groups = generative.assign_groups(n_subjects, seed)
     posts, truth = [], []
     for index in range(n_subjects):
@@ -72,16 +72,26 @@ def one_trial(seed: int, n_subjects: int, dcm_cfg: dict) -> dict:
     clin = pd.DataFrame({"improvement": [p["improvement"] for p in truth], "group": [p["group"] for p in truth]},
                         index=[f"{i + 1:02d}" for i in range(n_subjects)])
     X = peb_design(clin, COVARIATES)
+    # the PEB options of the group level (config peb section)
+    prior_options = {k: float(peb_cfg[k]) for k in ("hC", "alpha", "beta")}
     change = fit_session_change(
         [arr(p["pre"], "Ep") for p in posts], [_cov(arr(p["pre"], "Cp")) for p in posts],
         [arr(p["post"], "Ep") for p in posts], [_cov(arr(p["post"], "Cp")) for p in posts],
         [arr(p["pre"], "pE") for p in posts], [_cov(arr(p["pre"], "pC")) for p in posts], X.to_numpy(), names,
-        list(X.columns), select=select, F_pre=[p["pre"]["F"] for p in posts], F_post=[p["post"]["F"] for p in posts])
+        list(X.columns), select=select, F_pre=[p["pre"]["F"] for p in posts], F_post=[p["post"]["F"] for p in posts],
+        random_effects=peb_cfg["random_effects"], between_hE=float(peb_cfg["hE"]) + float(np.log(4.0)),
+        **prior_options)
     bma = bmr_search(change.between)
     peb = change.between
+    rnd = change_rerandomisation(change, X, random_effects=peb_cfg["random_effects"], prior_options=prior_options,
+                                 n_permutations=int(peb_cfg["n_permutations"]), seed=seed)
+    finding = ((bma.Pp > float(peb_cfg["pp_threshold"])) & (rnd.p_fwe < float(peb_cfg["finding_alpha"])))
     at = lambda pc: (peb.param_names.index(pc[0]), peb.covariate_names.index(pc[1]))  # noqa: E731
-    out = {"planted": {pc: (float(bma.Pp[at(pc)]), float(peb.Ep[at(pc)])) for pc in PLANTED},
-           "null_hits": int(sum(bma.Pp[at(pc)] > 0.95 for pc in NULL)), "error": {}}
+    out = {"planted": {pc: (float(bma.Pp[at(pc)]), float(peb.Ep[at(pc)]), bool(finding[at(pc)]),
+                            float(rnd.p_fwe[at(pc)]), float(rnd.p[at(pc)])) for pc in PLANTED},
+           "null_p": [float(rnd.p[at(pc)]) for pc in NULL], "null_Pp": [float(bma.Pp[at(pc)]) for pc in NULL],
+           "null_hits": int(sum(bma.Pp[at(pc)] > 0.95 for pc in NULL)),
+           "null_findings": int(sum(finding[at(pc)] for pc in NULL)), "error": {}}
     for par, true_of in (("B_fearful_amygdala-vmpfc", lambda d: d["B"]["fearful"][1][0]),
                          ("A_vmpfc-amygdala", lambda d: d["A"][0][1])):
         i = names.index(par)
@@ -103,20 +113,26 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="1-20", help="e.g. 1-20 or 1,5,9")
     parser.add_argument("--n-subjects", type=int, default=21)
     opts = parser.parse_args(argv)
-    dcm_cfg = load_config(None)["dcm"]
+    config = load_config(None)
+    dcm_cfg, peb_cfg = config["dcm"], config["peb"]
     results = []
     for seed in _seeds(opts.seeds):
-        results.append(one_trial(seed, opts.n_subjects, dcm_cfg))
-        print(f"seed {seed}: " + "; ".join(f"{p.split(':')[1]} x {c}: Pp {v[0]:.3f} Ep {v[1]:+.3f}"
+        results.append(one_trial(seed, opts.n_subjects, dcm_cfg, peb_cfg))
+        print(f"seed {seed}: " + "; ".join(f"{p.split(':')[1]} x {c}: Pp {v[0]:.3f} Ep {v[1]:+.3f} "
+                                           f"p_rnd_fwe {v[3]:.3f} p_rnd {v[4]:.3f} finding {v[2]}"
                                            for (p, c), v in results[-1]["planted"].items()), flush=True)
     n = len(results)
     print(f"\n{n} simulated trials of {opts.n_subjects} subjects")
     for pc, sign in PLANTED.items():
         found = [r["planted"][pc] for r in results if r["planted"][pc][0] > 0.95]
         right = sum(np.sign(v[1]) == sign for v in found)
-        print(f"  planted {pc[0]} x {pc[1]}: Pp > 0.95 in {len(found)}/{n} (right sign {right}); "
+        called = [r["planted"][pc] for r in results if r["planted"][pc][2]]
+        print(f"  planted {pc[0]} x {pc[1]}: finding in {len(called)}/{n} "
+              f"(right sign {sum(np.sign(v[1]) == sign for v in called)}); "
+              f"Pp > 0.95 in {len(found)}/{n} (right sign {right}); "
               f"posterior mean right sign in {sum(np.sign(r['planted'][pc][1]) == sign for r in results)}/{n}")
-    print(f"  truly null covariate effects Pp > 0.95: {sum(r['null_hits'] for r in results)}/{n * len(NULL)}")
+    print(f"  truly null covariate effects Pp > 0.95: {sum(r['null_hits'] for r in results)}/{n * len(NULL)}; "
+          f"called findings: {sum(r['null_findings'] for r in results)}/{n * len(NULL)}")
     for par in results[0]["error"]:
         e = np.array([r["error"][par] for r in results])
         print(f"  {par}: per-session estimation error SD {e[:, 0].mean():.3f} Hz, "

@@ -80,3 +80,42 @@ def test_unimplemented_standardize_false_rejected(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert "elastic_net.standardize" in str(exc.value)
+
+
+def _string_constants_outside_config() -> set[str]:
+    import ast
+    from pathlib import Path
+
+    import ptsd_bidsapp
+
+    root = Path(ptsd_bidsapp.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        if path.name == "config.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+    return found
+
+
+def test_every_default_config_key_is_read_somewhere():
+    """Each key of the packaged default is a string the code looks up (outside config.py): no
+    key is accepted and then ignored. Children of user-named mappings (tasks, models, ...) are
+    names, not keys, and are skipped; their template's keys are checked once."""
+    from ptsd_bidsapp.config import OPEN_MAPPINGS, _pattern_match, load_default_config
+
+    constants = _string_constants_outside_config()
+    unread = []
+
+    def walk(node, path):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            is_name = path and any(_pattern_match(path, k) for k in OPEN_MAPPINGS)
+            if not is_name and str(key) not in constants:
+                unread.append(child)
+            if isinstance(value, dict):
+                walk(value, child)
+
+    walk(load_default_config(), "")
+    assert not unread, f"config keys no module reads: {unread}"

@@ -55,6 +55,7 @@ from ptsd_bidsapp.peb import (
     LOOResult,
     PEBResult,
     RerandomisationResult,
+    SessionChangeResult,
     bmr_search,
     fit_peb,
     fit_session_change,
@@ -70,6 +71,8 @@ __all__ = [
     "peb_design",
     "peb_results_table",
     "run_dcm_group",
+    "change_rerandomisation",
+    "baseline_rerandomisation",
     "peb_effects_figure",
     "network_figure",
     "loo_figure",
@@ -312,6 +315,59 @@ def _restricted_covariances(fit, X: pd.DataFrame, full: PEBResult) -> dict:
     return out
 
 
+def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *, random_effects: str = "single",
+                           prior_options: Mapping | None = None, n_permutations: int = 1000,
+                           seed: int = 0) -> RerandomisationResult:
+    """Re-randomisation p-values of a session-change model (:mod:`ptsd_bidsapp.peb.rnd`).
+
+    Covariates are permuted across subjects; the mean change is tested by swapping random
+    subjects' sessions (negating their within-subject ``change`` posteriors). ``Σ`` of each
+    test comes from the between-level PEB refitted without the tested column.
+    """
+    between = change.between
+    posteriors = [w.as_posterior() for w in change.within]
+    level_names = posteriors[0]["names"]
+    chosen = [k for k, level in enumerate(level_names) if level.split(":")[0] == "change"]
+    options = {**dict(prior_options or {}), "hE": between.hE, "hC": between.hC}
+
+    def refit(X, columns):
+        return fit_peb([p["Ep"] for p in posteriors], [p["Cp"] for p in posteriors], [p["pE"] for p in posteriors],
+                       [p["pC"] for p in posteriors], X, level_names, columns, select=chosen,
+                       random_effects=random_effects, **options)
+
+    return rerandomisation_test(
+        [p["Ep"][chosen] for p in posteriors], [p["Cp"][np.ix_(chosen, chosen)] for p in posteriors],
+        [p["pE"][chosen] for p in posteriors], posteriors[0]["pC"][np.ix_(chosen, chosen)], design.to_numpy(),
+        between.param_names, list(design.columns), _restricted_covariances(refit, design, between),
+        permute=list(design.columns[1:]), sign_flip=["mean"], flip_centre=0.0, n_permutations=n_permutations,
+        seed=seed)
+
+
+def baseline_rerandomisation(peb: PEBResult, Ep, Cp, pE, pC, param_names: Sequence[str], design: pd.DataFrame,
+                             select: Sequence[int], *, random_effects: str = "single",
+                             prior_options: Mapping | None = None, n_permutations: int = 1000,
+                             seed: int = 0) -> RerandomisationResult:
+    """Re-randomisation p-values of a one-level PEB over sessions' DCM posteriors.
+
+    ``Ep``/``Cp``/``pE``/``pC`` are the subjects' full first-level posteriors and priors
+    (``param_names`` their vector), ``select`` the modelled parameters, as for ``fit_peb``.
+    Covariates are permuted across subjects; the group mean is tested by reflecting random
+    subjects' posteriors about the prior mean. ``Σ`` as :func:`change_rerandomisation`.
+    """
+    def refit(X, columns):
+        return fit_peb(Ep, Cp, pE, pC, X, param_names, columns, select=select, random_effects=random_effects,
+                       **dict(prior_options or {}))
+
+    select = list(select)
+    pE_rows = [np.asarray(m, dtype=float)[select] for m in pE] if np.ndim(pE) == 2 else np.asarray(pE)[select]
+    return rerandomisation_test(
+        [np.asarray(e, dtype=float)[select] for e in Ep],
+        [np.asarray(c, dtype=float)[np.ix_(select, select)] for c in Cp],
+        pE_rows, _as_matrix(pC)[np.ix_(select, select)], design.to_numpy(), list(peb.param_names),
+        list(design.columns), _restricted_covariances(refit, design, peb), permute=list(design.columns[1:]),
+        sign_flip=["mean"], n_permutations=n_permutations, seed=seed)
+
+
 _COLUMN_DESCRIPTIONS = {
     "parameter": "DCM parameter <field>[_<input>]_<from>-<to> (A: Hz; B: Hz per unit input)",
     "effect": "within-subject effect the between-subject PEB models (change = post - pre), n/a for one-level PEBs",
@@ -536,7 +592,7 @@ def run_dcm_group(
     covariates = list(peb_cfg.get("covariates", ["improvement", "drug", "improvement_x_drug"]))
     fields = list(peb_cfg.get("fields", ["A", "B"]))
     between_only = bool(peb_cfg.get("between_only", True))
-    random_effects = peb_cfg.get("random_effects", "all")
+    random_effects = peb_cfg.get("random_effects", "single")
     # Optional PEB priors (defaults of spm_dcm_peb): hE, hC of the log precisions, alpha, beta.
     prior_options = {k: float(peb_cfg[k]) for k in ("hE", "hC", "alpha", "beta") if peb_cfg.get(k) is not None}
     n_permutations = int(peb_cfg.get("n_permutations", 200))
@@ -585,12 +641,7 @@ def run_dcm_group(
     options.update({"n_permutations": n_permutations, "pp_threshold": pp_threshold, "finding_alpha": finding_alpha,
                     "seed": int(seed)})
 
-    def report(name, description, peb, bma, design, marginals, refit, flip_centre):
-        qE, qC, prior_mean, prior_cov = marginals
-        rnd = rerandomisation_test(qE, qC, prior_mean, prior_cov, design.to_numpy(), peb.param_names,
-                                   list(design.columns), _restricted_covariances(refit, design, peb),
-                                   permute=list(design.columns[1:]), sign_flip=["mean"], flip_centre=flip_centre,
-                                   n_permutations=n_permutations, seed=seed)
+    def report(name, description, peb, bma, design, rnd):
         path, table = _write_model(out_dir, name, description, peb, bma, design, options, rnd)
         entry = {"table": table, "path": path, "description": description, "F": peb.F, "figures": {}}
         if figures:
@@ -598,6 +649,8 @@ def run_dcm_group(
             entry["figures"]["network"] = network_figure(table, regions or _regions_from(names), f"PEB {name}")
         results["models"][name] = entry
 
+    rnd_options = {"random_effects": random_effects, "prior_options": prior_options, "n_permutations": n_permutations,
+                   "seed": seed}
     # Session change: PEB of PEBs.
     if len(change_subjects) >= 3:
         design = peb_design(clinical.loc[change_subjects], covariates, group_column=group_column,
@@ -607,22 +660,12 @@ def run_dcm_group(
         change = fit_session_change(Ep_pre, Cp_pre, Ep_post, Cp_post, pE_pre, pC_pre, design.to_numpy(), names,
                                     list(design.columns), select=select, F_pre=F_pre, F_post=F_post,
                                     subject_names=change_subjects, random_effects=random_effects,
-                                    **prior_options)
-        between = change.between
-        posteriors = [w.as_posterior() for w in change.within]
-        chosen = [k for k, level in enumerate(posteriors[0]["names"]) if level.split(":")[0] == "change"]
-        marginals = ([p["Ep"][chosen] for p in posteriors], [p["Cp"][np.ix_(chosen, chosen)] for p in posteriors],
-                     [p["pE"][chosen] for p in posteriors], posteriors[0]["pC"][np.ix_(chosen, chosen)])
-
-        def refit_change(X, columns):
-            return fit_peb([p["Ep"] for p in posteriors], [p["Cp"] for p in posteriors],
-                           [p["pE"] for p in posteriors], [p["pC"] for p in posteriors], X, posteriors[0]["names"],
-                           columns, select=chosen, subject_names=change_subjects, random_effects=random_effects,
-                           **{**prior_options, "hE": between.hE, "hC": between.hC})
-
+                                    # the between level's hE is peb.hE shifted by ln 4: see fit_session_change
+                                    between_hE=prior_options.get("hE", 0.0) + float(np.log(4.0)),
+                                    **{k: v for k, v in prior_options.items() if k != "hE"})
         report("change", "Session change (post - pre) of DCM parameters, PEB of PEBs: within-subject [mean, change], "
-               "between-subject design on the change", between, bmr_search(between), design, marginals,
-               refit_change, 0.0)
+               "between-subject design on the change", change.between, bmr_search(change.between), design,
+               change_rerandomisation(change, design, **rnd_options))
 
     # Baseline PEB.
     design = peb_design(clinical.loc[baseline_subjects], covariates, group_column=group_column, active_group=active,
@@ -630,16 +673,8 @@ def run_dcm_group(
     Ep, Cp, pE, pC, F = _stack([found[pre][s] for s in baseline_subjects])
     baseline = fit_peb(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), select=select, F_list=F,
                        random_effects=random_effects, subject_names=baseline_subjects, **prior_options)
-    marginals = ([e[select] for e in Ep], [c[np.ix_(select, select)] for c in Cp],
-                 [np.asarray(m)[select] for m in pE] if np.ndim(pE) == 2 else np.asarray(pE)[select],
-                 _as_matrix(pC)[np.ix_(select, select)])
-
-    def refit_baseline(X, columns):
-        return fit_peb(Ep, Cp, pE, pC, X, names, columns, select=select, F_list=F, random_effects=random_effects,
-                       subject_names=baseline_subjects, **prior_options)
-
-    report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design, marginals,
-           refit_baseline, None)
+    report("baseline", f"PEB over the {pre}-session DCMs", baseline, bmr_search(baseline), design,
+           baseline_rerandomisation(baseline, Ep, Cp, pE, pC, names, design, select, **rnd_options))
 
     # Leave-one-out prediction of improvement from baseline parameters; optionally only the
     # parameters matching config peb.loo_parameters (fnmatch patterns), as one would pass

@@ -97,6 +97,8 @@ def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: in
         raise TooFewSubjectsError(
             f"model '{name}'{where}: {n} usable subject(s), fewer than elastic_net.min_subjects = {minimum}; "
             f"excluded: {', '.join(f'sub-{s} ({r})' for s, r in sorted(design['excluded'].items())) or 'none'}")
+    if en_cfg.get("standardize", True) is not True:  # config validation rejects it; guard direct callers
+        raise ValueError("elastic_net.standardize: only glmnet's standardize = TRUE is implemented")
     alpha = float(en_cfg.get("alpha", 0.5))
     common = {"alpha": alpha, "n_lambda": int(en_cfg.get("n_lambda", 100)),
               "lambda_min_ratio": en_cfg.get("lambda_min_ratio"), "penalty_factor": design["penalty_factor"]}
