@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import nibabel as nib
 import pandas as pd
 
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors
+from ptsd_bidsapp.errors import InputError
 
 LOGGER = logging.getLogger("ptsd_bidsapp.inputs")
 
@@ -32,15 +33,6 @@ QUERIES: dict[str, dict[str, Any]] = {
 
 #: Relative tolerance when comparing RepetitionTime in JSON and the NIfTI header.
 TR_TOLERANCE = 1e-3
-
-
-class InputError(Exception):
-    """A missing or inconsistent input; ``path`` names the file, ``exit_code`` the BIDS App code."""
-
-    def __init__(self, message: str, path: Path | str | None = None, exit_code: int = exitcodes.NOINPUT):
-        self.path = Path(path) if path is not None else None
-        self.exit_code = exit_code
-        super().__init__(message)
 
 
 @dataclass
@@ -113,12 +105,12 @@ def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_databas
     try:
         desc = json.loads(description.read_text())
     except ValueError as err:
-        raise InputError(f"{description} is not valid JSON: {err}", description, exitcodes.DATAERR) from err
+        raise InputError(f"{description} is not valid JSON: {err}", description, errors.DATAERR) from err
     if "GeneratedBy" not in desc and "PipelineDescription" not in desc:
         raise InputError(
             f"{description} has neither 'GeneratedBy' nor 'PipelineDescription'; pybids needs one to index the derivatives",
             description,
-            exitcodes.DATAERR,
+            errors.DATAERR,
         )
     database = Path(work_dir) / "bids_db"
     database.parent.mkdir(parents=True, exist_ok=True)
@@ -147,11 +139,11 @@ def select_participants(layout, labels: list[str] | None) -> list[str]:
                 "participant label(s) not found with fMRIPrep outputs: "
                 + ", ".join(f"sub-{m}" for m in missing)
                 + (f" (available: {', '.join('sub-' + a for a in available)})" if available else ""),
-                exit_code=exitcodes.NO_MATCH,
+                exit_code=errors.NO_MATCH,
             )
         return sorted(labels)
     if not available:
-        raise InputError("no subject with fMRIPrep preprocessed BOLD was found", exit_code=exitcodes.NO_MATCH)
+        raise InputError("no subject with fMRIPrep preprocessed BOLD was found", exit_code=errors.NO_MATCH)
     return available
 
 
@@ -169,11 +161,11 @@ def _repetition_time(bold: Path, metadata: Mapping[str, Any]) -> tuple[float, in
         img = nib.load(str(bold))
         shape = img.shape
     except Exception as err:  # nibabel raises several types on corrupt files
-        raise InputError(f"cannot read BOLD image {bold}: {err}", bold, exitcodes.DATAERR) from err
+        raise InputError(f"cannot read BOLD image {bold}: {err}", bold, errors.DATAERR) from err
     if len(shape) != 4:
-        raise InputError(f"BOLD image {bold} is not 4D (shape {shape})", bold, exitcodes.DATAERR)
+        raise InputError(f"BOLD image {bold} is not 4D (shape {shape})", bold, errors.DATAERR)
     if "RepetitionTime" not in metadata:
-        raise InputError(f"RepetitionTime missing from {sidecar}", sidecar, exitcodes.DATAERR)
+        raise InputError(f"RepetitionTime missing from {sidecar}", sidecar, errors.DATAERR)
     tr = float(metadata["RepetitionTime"])
     header_tr = float(img.header.get_zooms()[3])
     unit = img.header.get_xyzt_units()[1]
@@ -186,7 +178,7 @@ def _repetition_time(bold: Path, metadata: Mapping[str, Any]) -> tuple[float, in
             f"RepetitionTime {tr} s in {sidecar} disagrees with the NIfTI header of {bold} ({header_tr} s); "
             "fix the sidecar or the header",
             sidecar,
-            exitcodes.DATAERR,
+            errors.DATAERR,
         )
     return tr, int(shape[3])
 
@@ -246,7 +238,7 @@ def collect_runs(
                         f"several preprocessed BOLD files match sub-{subject} ses-{session} task-{task}: {names}; "
                         "select one with --bids-filter-file (e.g. {\"bold\": {\"resolution\": \"2\"}})",
                         Path(candidates[0].path),
-                        exitcodes.DATAERR,
+                        errors.DATAERR,
                     )
                 runs.append(_run_inputs(layout, candidates[0], task, spec, filters))
     return runs
@@ -306,16 +298,16 @@ def _check_events(events: Path, spec: Mapping[str, Any]) -> None:
     try:
         table = pd.read_csv(events, sep="\t", na_values="n/a")
     except Exception as err:
-        raise InputError(f"cannot read events file {events}: {err}", events, exitcodes.DATAERR) from err
+        raise InputError(f"cannot read events file {events}: {err}", events, errors.DATAERR) from err
     missing = [c for c in ("onset", "duration", "trial_type") if c not in table.columns]
     if missing:
-        raise InputError(f"events file {events} lacks column(s) {', '.join(missing)}", events, exitcodes.DATAERR)
+        raise InputError(f"events file {events} lacks column(s) {', '.join(missing)}", events, errors.DATAERR)
     absent = [c for c in spec.get("conditions") or [] if c not in set(table["trial_type"].astype(str))]
     if absent:
         raise InputError(
             f"events file {events} has no trial_type {', '.join(absent)} (configured conditions: {spec.get('conditions')})",
             events,
-            exitcodes.DATAERR,
+            errors.DATAERR,
         )
 
 
@@ -335,7 +327,7 @@ def read_arms(bids_dir: Path, group_column: str = "group") -> pd.Series:
         raise InputError(
             f"{path} has no '{group_column}' column (treatment arm); set clinical.group_column in the config",
             path,
-            exitcodes.DATAERR,
+            errors.DATAERR,
         )
     labels = table["participant_id"].str.replace("^sub-", "", regex=True)
     return pd.Series(table[group_column].values, index=labels.values, name=group_column)
@@ -365,7 +357,7 @@ def read_clinical(bids_dir: Path, clinical: Mapping[str, Any], subjects: list[st
     for path, table in frames:
         for needed in ["session_id", *columns]:
             if needed not in table.columns:
-                raise InputError(f"{path} has no '{needed}' column", path, exitcodes.DATAERR)
+                raise InputError(f"{path} has no '{needed}' column", path, errors.DATAERR)
         for _, row in table.iterrows():
             rec = {
                 "subject": str(row["participant_id"]).removeprefix("sub-"),

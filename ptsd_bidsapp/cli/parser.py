@@ -2,7 +2,7 @@
 
 ``build_parser`` only declares the options; ``parse_args`` parses and then runs
 every check, collecting all problems into one message. Exit codes follow the
-BIDS App execution specification (see :mod:`ptsd_bidsapp.cli.exitcodes`).
+BIDS App execution specification (see :mod:`ptsd_bidsapp.errors`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ptsd_bidsapp import __version__
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import __version__, errors
 
 ANALYSIS_LEVELS = ("participant", "group")
 PLUGINS = ("Linear", "MultiProc", "LegacyMultiProc", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS", "PBSGraph", "LSF", "Condor")
@@ -22,7 +21,7 @@ PLUGINS = ("Linear", "MultiProc", "LegacyMultiProc", "SLURM", "SLURMGraph", "SGE
 class UsageError(Exception):
     """Command-line problems; ``exit_code`` is 64 (USAGE) or 17 (unknown analysis level)."""
 
-    def __init__(self, problems: list[str], exit_code: int = exitcodes.USAGE):
+    def __init__(self, problems: list[str], exit_code: int = errors.USAGE):
         self.problems = problems
         self.exit_code = exit_code
         super().__init__("; ".join(problems))
@@ -172,7 +171,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             problems.append(f"--plugin-args is neither a JSON object nor a JSON file: {err}")
     if problems:
         only_level = not level_ok and len(problems) == 1
-        raise UsageError(problems, exitcodes.UNKNOWN_LEVEL if only_level else exitcodes.USAGE)
+        raise UsageError(problems, errors.UNKNOWN_LEVEL if only_level else errors.USAGE)
     if args.work_dir is None:
         args.work_dir = args.output_dir.resolve().parent / "work"
     if args.derivatives is None:

@@ -8,50 +8,17 @@ Nothing else lives here: the participant level is
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors
+from ptsd_bidsapp.bids.validation import validate_bids
 from ptsd_bidsapp.cli.parser import UsageError, parse_args
-
-LOGGER = logging.getLogger("ptsd_bidsapp")
+from ptsd_bidsapp.errors import InputError
 
 
 def _fail(message: str, code: int) -> int:
     print(f"ptsd_bidsapp: error: {message}", file=sys.stderr)
     return code
-
-
-def validate_bids(bids_dir: Path, subjects: list[str] | None = None) -> list[str]:
-    """Run the BIDS validator (``bids-validator-deno``) on ``bids_dir``; return its error codes.
-
-    Returns an empty list when the dataset is valid. If no validator is installed a
-    warning is logged and validation is skipped (use ``--skip-bids-validation`` to silence it).
-    """
-    import json
-
-    exe = shutil.which("bids-validator-deno") or shutil.which("bids-validator")
-    if exe is None:
-        LOGGER.warning("no BIDS validator found on PATH; skipping validation of %s", bids_dir)
-        return []
-    proc = subprocess.run([exe, str(bids_dir), "--json"], capture_output=True, text=True, check=False)
-    try:
-        report = json.loads(proc.stdout)
-    except ValueError:
-        LOGGER.warning("could not parse the BIDS validator output; skipping validation")
-        return []
-    issues = report.get("issues", {}).get("issues", [])
-    errors = []
-    for issue in issues:
-        if issue.get("severity") != "error":
-            continue
-        location = issue.get("location", "")
-        if subjects and location.startswith("/sub-") and location.split("/")[1][4:] not in subjects:
-            continue
-        errors.append(f"{issue.get('code')}: {location}")
-    return errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,26 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        return _fail(str(err), exitcodes.USAGE)
+        return _fail(str(err), errors.USAGE)
     if args.no_dcm:
         config["dcm"]["enabled"] = False
     if args.print_config:
         print(dump_config(config), end="")
-        return exitcodes.SUCCESS
+        return errors.SUCCESS
 
     if not args.bids_dir.is_dir():
-        return _fail(f"bids_dir {args.bids_dir} does not exist", exitcodes.NOINPUT)
+        return _fail(f"bids_dir {args.bids_dir} does not exist", errors.NOINPUT)
     if not args.skip_bids_validation:
-        errors = validate_bids(args.bids_dir, args.participant_label)
-        if errors:
-            shown = "\n  - ".join(errors[:20])
+        problems = validate_bids(args.bids_dir, args.participant_label)
+        if problems:
+            shown = "\n  - ".join(problems[:20])
             return _fail(
-                f"{args.bids_dir} failed BIDS validation ({len(errors)} error(s)):\n  - {shown}\n"
+                f"{args.bids_dir} failed BIDS validation ({len(problems)} error(s)):\n  - {shown}\n"
                 "fix the dataset or rerun with --skip-bids-validation",
-                exitcodes.INVALID_BIDS,
+                errors.INVALID_BIDS,
             )
-
-    from ptsd_bidsapp.bids.inputs import InputError
 
     try:
         if args.analysis_level == "participant":
@@ -111,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             n_jobs=args.nprocs,
             reports=not args.no_reports,
         )
-        return exitcodes.SUCCESS
+        return errors.SUCCESS
     except InputError as err:
         return _fail(str(err), err.exit_code)
     except PermissionError as err:
-        return _fail(f"cannot write {err.filename}: permission denied", exitcodes.CANTCREAT)
+        return _fail(f"cannot write {err.filename}: permission denied", errors.CANTCREAT)
 
 
 if __name__ == "__main__":

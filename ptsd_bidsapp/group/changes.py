@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ptsd_bidsapp.bids.inputs import InputError, read_arms, read_clinical
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors as exitcodes
 
 __all__ = ["FEATURES_GLOB", "read_features", "select_measures", "build_change_table", "change_table_sidecar"]
 

@@ -24,7 +24,7 @@ from typing import Mapping
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.bids.inputs import InputError
 from ptsd_bidsapp.bids.outputs import atomic_write_text, write_json, write_tsv
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.glmnet import TooFewSubjectsError
 from ptsd_bidsapp.group.changes import build_change_table, change_table_sidecar
 from ptsd_bidsapp.group.models import fit_model, model_design, write_model_outputs

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from nipype import Node, Workflow
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors as exitcodes
 
 LOGGER = logging.getLogger("ptsd_bidsapp.participant")
 

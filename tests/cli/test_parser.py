@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors
 from ptsd_bidsapp.cli.parser import UsageError, build_parser, parse_args
 from ptsd_bidsapp.cli.run import main
 
@@ -41,7 +41,7 @@ def test_all_problems_reported_together(tmp_path):
         parse_args([str(bids), str(bids / "out"), "participant", "--nprocs", "0", "--plugin", "Nope",
                     "--config", str(tmp_path / "missing.yml"), "--mem-gb", "-1"])
     problems = exc.value.problems
-    assert exc.value.exit_code == exitcodes.USAGE
+    assert exc.value.exit_code == errors.USAGE
     assert len(problems) == 5, problems
     joined = " ".join(problems)
     for needle in ("inside bids_dir", "--nprocs", "--plugin", "missing.yml", "--mem-gb"):
@@ -50,18 +50,18 @@ def test_all_problems_reported_together(tmp_path):
 
 def test_unknown_analysis_level_alone_exits_17(tmp_path, capsys):
     (tmp_path / "bids").mkdir()
-    assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "subject"]) == exitcodes.UNKNOWN_LEVEL
+    assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "subject"]) == errors.UNKNOWN_LEVEL
     assert "analysis_level" in capsys.readouterr().err
 
 
 def test_bad_type_exits_64(tmp_path, capsys):
-    assert main([str(tmp_path), str(tmp_path / "o"), "participant", "--nprocs", "two"]) == exitcodes.USAGE
+    assert main([str(tmp_path), str(tmp_path / "o"), "participant", "--nprocs", "two"]) == errors.USAGE
     assert "--nprocs" in capsys.readouterr().err
 
 
 def test_missing_bids_dir_exits_66(tmp_path, capsys):
     code = main([str(tmp_path / "nothere"), str(tmp_path / "out"), "participant", "--skip-bids-validation"])
-    assert code == exitcodes.NOINPUT
+    assert code == errors.NOINPUT
     assert "nothere" in capsys.readouterr().err
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ptsd_bidsapp.bids.inputs import InputError
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.group.changes import build_change_table, change_table_sidecar
 from ptsd_bidsapp.simulate.features import measure_ids
 from tests.group.conftest import fabricate, fast_config

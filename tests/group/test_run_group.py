@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptsd_bidsapp.cli import exitcodes
+from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.cli.run import main
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.group.changes import build_change_table
