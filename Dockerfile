@@ -16,10 +16,11 @@ WORKDIR /src
 COPY . /src
 RUN python -m pip install --upgrade pip \
     && python -m pip install ".[atlas]" \
-    && python -m pip install bids-validator-deno
+    && python -m pip install bids-validator-deno "templateflow>=24.0"
 
 # Pre-fetch the TemplateFlow files the app uses so the image runs offline
-# (at run time the app never downloads; see ptsd_bidsapp/templates.py).
+# (at run time the app never downloads nor imports templateflow, it reads the cache;
+# see ptsd_bidsapp/templates.py). templateflow is installed above for this step only.
 RUN python -c "from templateflow import api; \
 [api.get('MNI152NLin2009cAsym', resolution=r, desc='brain', suffix='mask') for r in (1, 2)]; \
 api.get('MNI152NLin2009cAsym', resolution=2, desc=None, suffix='T1w')" \
