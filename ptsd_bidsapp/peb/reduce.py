@@ -4,7 +4,9 @@ Given the Gaussian prior ``N(pE, pC)`` and posterior ``N(qE, qC)`` of a *full* m
 evidence and posterior of any *reduced* model that differs only in its prior ``N(rE, rC)``
 follow analytically, without re-fitting (Friston & Penny 2011, "Post hoc Bayesian model
 selection", NeuroImage 56:2089, eqs. 6–9; Friston et al. 2016, NeuroImage 128:413, eq. A.6).
-This is the convention of SPM12 ``spm_log_evidence_reduce``.
+This is the convention of SPM12 r7771 ``spm_log_evidence_reduce`` ($Id 6849), computed in
+its exact limit; :func:`regularised_reduced_free_energy` is the regularised form of
+``spm_log_evidence`` ($Id 6856) that ``spm_dcm_bmr_all`` scores its search with.
 
 Also the per-subject reduction that ``spm_dcm_peb`` repeats at every iteration
 (``_prepare_subject``, ``_reduce``): the same algebra for a full-rank empirical prior, with
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["reduced_free_energy", "range_basis"]
+__all__ = ["reduced_free_energy", "regularised_reduced_free_energy", "range_basis"]
 
 
 def range_basis(cov: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
