@@ -10,9 +10,15 @@ generating parameters drawn per repeat (seeded) and data simulated with
 :func:`ptsd_bidsapp.dcm.estimate_dcm` over ``--repeats`` fits, median iterations,
 convergence, and the recovery error of the free A, B, C parameters (RMSE and max
 |posterior mean - truth|), plus the correlation of estimates with the truth pooled over
-repeats. Usage::
+repeats. With ``--spm``: the SPM12 r7771 reference cases (``tests/data/spm12/dcm_*.json``, made by
+``scripts/spm12_reference/make_dcm_reference.m``) estimated here, median wall time over
+``--repeats`` fits against the stored ``spm_dcm_estimate`` wall time under Octave (one run
+on this class of machine), with the ratio. With ``--demo``: every session DCM of the
+simulated demo trial (``--demo-subjects`` subjects x 2 sessions, faces ROI signals from the
+simulator, the participant level's model and options) — share converged by the
+``spm_nlsi_GN`` rule and median iterations. Usage::
 
-    python benchmarks/dcm.py [--regions 2 4 6] [--scans 200] [--repeats 5] [--snr 4]
+    python benchmarks/dcm.py [--regions 2 4 6] [--scans 200] [--repeats 5] [--snr 4] [--spm] [--demo]
 """
 
 from __future__ import annotations
@@ -57,13 +63,82 @@ def draw_parameters(n: int, rng: np.random.Generator) -> dict:
             "epsilon": float(rng.normal(0, 1 / 16))}
 
 
+def spm_comparison(repeats: int) -> None:
+    """Our estimate_dcm against spm_dcm_estimate on the stored SPM12 r7771 cases."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from ptsd_bidsapp.dcm import estimate_dcm
+    from tests.dcm.test_spm12_reference import _spec_from_reference
+
+    print("DCM vs SPM12 r7771 spm_dcm_estimate (Octave) on the reference cases")
+    header = f"{'case':>10} {'ours s':>8} {'SPM s':>8} {'ratio':>7} {'max|dEp|':>9} {'dF':>8} {'iters':>9}"
+    print(header)
+    print("-" * len(header))
+    for path in sorted((root / "tests" / "data" / "spm12").glob("dcm_*.json")):
+        ref = json.loads(path.read_text())
+        times = []
+        for _ in range(repeats):
+            spec = _spec_from_reference(ref)
+            start = time.perf_counter()
+            result = estimate_dcm(spec)
+            times.append(time.perf_counter() - start)
+        out = ref["outputs"]
+        free = np.asarray(out["pC_diag"], dtype=float) > 0
+        dep = np.abs(result.Ep_vector - np.asarray(out["Ep"], dtype=float))[free].max()
+        med = statistics.median(times)
+        print(f"{path.stem[4:]:>10} {med:>8.2f} {out['seconds']:>8.1f} {out['seconds'] / med:>6.0f}x "
+              f"{dep:>9.1e} {result.F - out['F']:>8.3f} {result.n_iter:>4}/{out['n_iter']:<4}")
+
+
+def demo_convergence(n_subjects: int, seed: int = 1) -> None:
+    """Converged share and iterations of the demo trial's session DCMs (simulator seed 1)."""
+    import pandas as pd
+
+    from ptsd_bidsapp.config import load_config
+    from ptsd_bidsapp.dcm.participant import fit_session_dcm
+    from ptsd_bidsapp.simulate import design, generative
+    from ptsd_bidsapp.simulate.trial import ROI, faces_signals
+
+    tr, n_scans = 2.0, 150
+    cfg = load_config(None)["dcm"]
+    groups = generative.assign_groups(n_subjects, seed)
+    iters, conv, ev = [], [], []
+    for index in range(n_subjects):
+        params = generative.subject_parameters(seed, index, groups[index])
+        for s_idx, ses in enumerate(("pre", "post")):
+            rng = np.random.default_rng([seed, index, 10 + s_idx, 0])
+            events = design.faces_events(n_scans, tr, rng)
+            sig, _ = faces_signals(params, ses, events, n_scans, tr, tr / 2, rng)
+            voi = pd.DataFrame({"amygdala": sig[ROI["amygdala"]], "vmpfc": sig[ROI["vmpfc"]]})
+            result = fit_session_dcm(voi, events, tr, cfg, confounds=None, slice_timing_ref=tr / 2)
+            iters.append(result.n_iter)
+            conv.append(result.converged)
+            ev.append(result.explained_variance)
+    print(f"demo trial (seed {seed}, {n_subjects} subjects x 2 sessions, {n_scans} scans): "
+          f"converged {sum(conv)}/{len(conv)} ({100 * np.mean(conv):.0f} %), median iterations "
+          f"{statistics.median(iters):.0f} (max {max(iters)}), median explained variance {np.median(ev):.0f} %")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regions", type=int, nargs="+", default=[2, 4, 6])
     parser.add_argument("--scans", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--snr", type=float, default=4.0)
+    parser.add_argument("--spm", action="store_true", help="time the SPM12 reference cases against SPM")
+    parser.add_argument("--demo", action="store_true", help="convergence over the demo trial's session DCMs")
+    parser.add_argument("--demo-subjects", type=int, default=21)
     args = parser.parse_args(argv)
+    if args.spm:
+        spm_comparison(args.repeats)
+    if args.demo:
+        demo_convergence(args.demo_subjects)
+    if args.spm or args.demo:
+        return 0
 
     from ptsd_bidsapp.dcm import estimate_dcm, simulate_dcm
     from ptsd_bidsapp.dcm.api import parameter_vector

@@ -85,7 +85,8 @@ def one_trial(seed: int, n_subjects: int, dcm_cfg: dict, peb_cfg: dict) -> dict:
     peb = change.between
     rnd = change_rerandomisation(change, X, random_effects=peb_cfg["random_effects"], prior_options=prior_options,
                                  n_permutations=int(peb_cfg["n_permutations"]), seed=seed)
-    finding = ((bma.Pp > float(peb_cfg["pp_threshold"])) & (rnd.p_fwe < float(peb_cfg["finding_alpha"])))
+    p_used = rnd.p if peb_cfg["finding_p"] == "p_rnd" else rnd.p_fwe
+    finding = (bma.Pp > float(peb_cfg["pp_threshold"])) & (p_used < float(peb_cfg["finding_alpha"]))
     at = lambda pc: (peb.param_names.index(pc[0]), peb.covariate_names.index(pc[1]))  # noqa: E731
     out = {"planted": {pc: (float(bma.Pp[at(pc)]), float(peb.Ep[at(pc)]), bool(finding[at(pc)]),
                             float(rnd.p_fwe[at(pc)]), float(rnd.p[at(pc)])) for pc in PLANTED},
@@ -112,8 +113,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1-20", help="e.g. 1-20 or 1,5,9")
     parser.add_argument("--n-subjects", type=int, default=21)
+    parser.add_argument("--config", default=None, help="analysis YAML merged over the default (as --config of the app)")
     opts = parser.parse_args(argv)
-    config = load_config(None)
+    config = load_config(opts.config)
     dcm_cfg, peb_cfg = config["dcm"], config["peb"]
     results = []
     for seed in _seeds(opts.seeds):

@@ -26,7 +26,6 @@ either session, a clinical score is missing, or the arm is unknown.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 from typing import Mapping
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ptsd_bidsapp.bids.inputs import InputError, read_arms, read_clinical
+from ptsd_bidsapp.contracts import UnmatchedPatternError, match_measures
 from ptsd_bidsapp import errors as exitcodes
 
 __all__ = ["FEATURES_GLOB", "read_features", "select_measures", "build_change_table", "change_table_sidecar"]
@@ -75,12 +75,24 @@ def read_features(participant_dir: Path | str) -> pd.DataFrame:
 
 
 def select_measures(measure_ids, patterns) -> list[str]:
-    """Measure identifiers matching any fnmatch pattern, in the order of first appearance."""
-    out = []
-    for mid in dict.fromkeys(measure_ids):
-        if any(fnmatch.fnmatchcase(mid, pattern) for pattern in patterns):
-            out.append(mid)
-    return out
+    """Measure identifiers matching any pattern, in the order of first appearance.
+
+    Patterns are fnmatch patterns over the identifiers; undirected ROI pairs match in either
+    order (:func:`ptsd_bidsapp.contracts.match_measures`).
+
+    Raises
+    ------
+    InputError
+        (exit 64, a configuration error) naming a pattern that matches no measure and the
+        nearest identifiers.
+    """
+    ids = list(dict.fromkeys(measure_ids))
+    try:
+        hits = match_measures(patterns, ids)
+    except UnmatchedPatternError as err:
+        raise InputError(f"config key 'measures': {err}", None, exitcodes.USAGE) from err
+    chosen = {m for found in hits.values() for m in found}
+    return [m for m in ids if m in chosen]
 
 
 def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config: Mapping) -> dict:

@@ -170,7 +170,8 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
                                                f"{(r['effect'] + ':') if isinstance(r.get('effect'), str) else ''}"
                                                f"{r['parameter']}",
                                                "Ep": f"{r.get('Ep_bma', r['Ep']):.3g}", "Pp": f"{r['Pp']:.3f}",
-                                               "p": f"{r['p_rnd_fwe']:.3g}"} for _, r in findings.iterrows()],
+                                               "p": f"{r['p_rnd']:.3g}", "p_fwe": f"{r['p_rnd_fwe']:.3g}"}
+                                              for _, r in findings.iterrows()],
                                  "n_effects": int((table["covariate"] != "mean").sum()),
                                  "figures": list((entry.get("figures") or {}).values()),
                                  "table": entry["table"].to_html(index=False, float_format=lambda v: f"{v:.3g}",
@@ -189,7 +190,7 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
         dcm_poor_fit_policy=(dcm or {}).get("poor_fit_policy"),
         finding_rule=(f"an effect is a finding when its posterior probability Pp exceeds "
                       f"{config.get('peb', {}).get('pp_threshold', 0.95)} and its re-randomisation p "
-                      f"(family-wise over the covariate's parameters) is below "
+                      f"({'family-wise over the covariate parameters' if config.get('peb', {}).get('finding_p') == 'p_rnd_fwe' else 'per effect'}) is below "
                       f"{config.get('peb', {}).get('finding_alpha', 0.05)}"),
     )
     return atomic_write_text(path, html)

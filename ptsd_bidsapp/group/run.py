@@ -52,14 +52,14 @@ def _remove_stale(group_dir: Path, name: str) -> None:
         path.unlink()
 
 
-def _run_dcm(output_dir: Path, change: Mapping, config: Mapping, reports: bool) -> dict | None:
+def _run_dcm(output_dir: Path, change: Mapping, config: Mapping, reports: bool, seed: int) -> dict | None:
     if not config.get("dcm", {}).get("enabled", True):
         return {"note": "DCM disabled in the config (dcm.enabled: false / --no-dcm)"}
     from ptsd_bidsapp.group.dcm_group import run_dcm_group
 
     try:
         return run_dcm_group(participant_dir=output_dir, output_dir=output_dir, clinical=change["clinical"],
-                             config=config, figures=reports)
+                             config=config, figures=reports, seed=seed)
     except (ValueError, KeyError, OSError, InputError, RuntimeError, ArithmeticError) as err:
         LOGGER.warning("DCM group models failed: %s", err, exc_info=True)
         return {"note": f"DCM group models failed: {err}"}
@@ -118,7 +118,7 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
         files[name] = write_model_outputs(result, group_dir, spec, config)
         models[name] = result
 
-    dcm = _run_dcm(output_dir, change, config, reports)
+    dcm = _run_dcm(output_dir, change, config, reports, seed)
 
     summary = {
         "GeneratedBy": {"Name": "ptsd_bidsapp", "Version": __version__},

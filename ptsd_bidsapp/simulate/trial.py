@@ -38,7 +38,10 @@ LOGGER = logging.getLogger("ptsd_bidsapp.simulate")
 TASKS = ("faces", "conflict", "rest")
 SESSIONS = ("pre", "post")
 DEFAULT_N_VOLUMES = 150
-TE = 0.03  # seconds
+TE = 0.03  # seconds, the BOLD sidecar's EchoTime
+#: echo time of the planted DCM forward model: SPM12 r7771 spm_gx_fmri's fixed 0.04 s, so the
+#: planted model is exactly the one the app (and SPM) estimates by default
+DCM_TE = 0.04
 BIDS_VERSION = "1.10.0"
 FMRIPREP_VERSION = "24.1.1"
 SPATIAL_REFERENCE = {
@@ -97,7 +100,7 @@ def faces_signals(params: dict, ses: str, events: pd.DataFrame, n: int, tr: floa
     """ROI signals (PSC) of a faces run: DCM amygdala<->vmPFC + gPPI coupling + activations + fluctuations."""
     u = design.boxcar(events, ["fearful", "neutral"], n, tr)
     inputs = np.stack([u["fearful"] + u["neutral"], u["fearful"]], axis=1)
-    y, engine = dcm_forward.simulate_faces_bold(params["dcm"][ses], inputs, tr, TE, start, n)
+    y, engine = dcm_forward.simulate_faces_bold(params["dcm"][ses], inputs, tr, DCM_TE, start, n)
     sig = {k: np.zeros(n) for k in ROI.values()}
     sig[ROI["amygdala"]] += y[:, 0]
     sig[ROI["vmpfc"]] += y[:, 1]
@@ -465,6 +468,7 @@ def _write_truth(out: Path, seed: int, n_subjects: int, tr: float, n_volumes: di
         "n_subjects": n_subjects,
         "tr": tr,
         "te": TE,
+        "dcm_te": DCM_TE,
         "start_time": tr / 2.0,
         "n_volumes": n_volumes,
         "resolution_mm": resolution,

@@ -22,6 +22,7 @@ from nipype import Node, Workflow
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from ptsd_bidsapp import errors as exitcodes
+from ptsd_bidsapp.config import REPORT_SECTIONS, RUN_SECTIONS, SESSION_SECTIONS, config_sections
 
 LOGGER = logging.getLogger("ptsd_bidsapp.participant")
 
@@ -71,7 +72,7 @@ class RunMeasures(SimpleInterface):
 class _SessionInputSpec(BaseInterfaceInputSpec):
     summaries = traits.List(File(exists=True), mandatory=True, desc="per-run summaries of the session")
     config = traits.Dict(mandatory=True)
-    session_info = traits.Dict(mandatory=True, desc="subject, session, dcm enabled, seed")
+    session_info = traits.Dict(mandatory=True, desc="subject, session")
 
 
 class _SessionOutputSpec(TraitedSpec):
@@ -140,7 +141,6 @@ def init_participant_wf(
     atlas_dseg: Path,
     atlas_labels: Path,
     output_dir: Path,
-    seed: int = 0,
     reports: bool = True,
 ) -> Workflow:
     """Build the nipype workflow of one subject.
@@ -157,8 +157,6 @@ def init_participant_wf(
         ROI set (packaged ``atlas-ptsdcircuit`` or the user's).
     output_dir : Path
         Derivative dataset root.
-    seed : int
-        Random seed passed to stochastic steps.
     reports : bool
         Write ``sub-<label>.html``.
 
@@ -175,7 +173,8 @@ def init_participant_wf(
         node = Node(
             RunMeasures(
                 bold=str(run.bold), mask=str(run.mask), confounds=str(run.confounds),
-                atlas_dseg=str(atlas_dseg), atlas_labels=str(atlas_labels), run_info=info, config=config,
+                atlas_dseg=str(atlas_dseg), atlas_labels=str(atlas_labels), run_info=info,
+                config=config_sections(config, RUN_SECTIONS),
             ),
             name=_node_name("ses", run.session, "task", run.task, "run", run.run),
         )
@@ -183,7 +182,8 @@ def init_participant_wf(
             node.inputs.events = str(run.events)
         sessions.setdefault(run.session, []).append(node)
 
-    sink = Node(DerivativesSink(output_dir=str(output_dir), subject=subject, reports=reports, config=config),
+    sink = Node(DerivativesSink(output_dir=str(output_dir), subject=subject, reports=reports,
+                                config=config_sections(config, REPORT_SECTIONS)),
                 name=f"ds_sub_{subject}")
     from nipype.interfaces.utility import Merge
 
@@ -193,7 +193,8 @@ def init_participant_wf(
         for i, node in enumerate(nodes, start=1):
             workflow.connect(node, "summary", merge_runs, f"in{i}")
         session_node = Node(
-            SessionMeasures(config=config, session_info={"subject": subject, "session": session, "seed": seed}),
+            SessionMeasures(config=config_sections(config, SESSION_SECTIONS),
+                            session_info={"subject": subject, "session": session}),
             name=_node_name("ses", session, "summary"),
         )
         workflow.connect(merge_runs, "out", session_node, "summaries")
@@ -247,7 +248,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
             LOGGER.error("sub-%s: %s", subject, err)
             continue
         meta.add_nodes([init_participant_wf(subject, runs, config, atlas_dseg, atlas_labels, output_dir,
-                                            seed=args.seed, reports=not args.no_reports)])
+                                            reports=not args.no_reports)])
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",

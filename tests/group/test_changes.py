@@ -52,7 +52,17 @@ def incomplete(tmp_path_factory):
 
 
 def _a_priori(config):
-    return [m for m, _, _ in measure_ids() if any(fnmatch.fnmatchcase(m, p) for p in config["measures"])]
+    """Ids a pattern selects: as written, or (undirected gppi_/fc_ pairs) with the pair reversed."""
+    def reversed_pair(m):
+        head, _, pair = m.rpartition("_")
+        a, b = pair.split("-")
+        return f"{head}_{b}-{a}"
+
+    def selected(m):
+        candidates = [m] + ([reversed_pair(m)] if m.startswith(("gppi_", "fc_")) else [])
+        return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in config["measures"])
+
+    return [m for m, _, _ in measure_ids() if selected(m)]
 
 
 def test_change_is_post_minus_pre_of_every_a_priori_measure(incomplete):
@@ -144,12 +154,25 @@ def test_no_features_tables_is_an_input_error(tmp_path, incomplete):
     assert err.value.exit_code == exitcodes.NOINPUT
 
 
-def test_patterns_matching_no_measure_are_a_data_error(incomplete):
+def test_a_pattern_matching_no_measure_is_a_configuration_error(incomplete):
     config = fast_config()
-    config["measures"] = ["no_such_measure_*"]
-    with pytest.raises(InputError, match="no_such_measure_") as err:
+    config["measures"] = ["fc_rest_amygdala-*", "fc_rest_amygdla-vmpfc"]
+    with pytest.raises(InputError, match="fc_rest_amygdla-vmpfc.*nearest ids: fc_rest_") as err:
         build_change_table(incomplete["out"], incomplete["bids"], config)
-    assert err.value.exit_code == exitcodes.DATAERR
+    assert err.value.exit_code == exitcodes.USAGE
+
+
+def test_default_patterns_select_every_amygdala_pair_in_either_order(incomplete):
+    from ptsd_bidsapp.config import load_default_config
+
+    config = fast_config()
+    config["measures"] = load_default_config()["measures"]
+    measures = build_change_table(incomplete["out"], incomplete["bids"], config)["measures"]
+    for partner in ("dacc", "racc", "vmpfc", "anthippo", "antinsula"):
+        # pairs are written in atlas order, where the amygdala is last
+        assert f"gppi_faces_fearfulMinusNeutral_{partner}-amygdala" in measures
+        assert f"fc_rest_{partner}-amygdala" in measures
+    assert not any(m.startswith("gppidir_") for m in measures)
 
 
 def test_missing_values_are_never_silently_zero(incomplete):

@@ -157,3 +157,30 @@ def test_every_output_name_and_measure_id_is_built_by_its_contract(participant_r
     measures = pd.concat([_features(out, sub, ses) for sub in ("01", "02") for ses in SESSIONS])["measure"]
     for measure in measures.unique():
         assert parse_measure_id(measure).id == measure
+
+
+def test_group_only_config_edits_rerun_no_participant_node(participant_run, tmp_path):
+    """Nodes get only the config sections they read: editing group keys reuses every cached
+    participant result; editing a participant key recomputes (the control)."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    shutil.copytree(participant_run["work"], work, symlinks=True)
+    shutil.copytree(participant_run["out"], out, symlinks=True)
+
+    def results():
+        return {p: p.stat().st_mtime_ns for p in work.rglob("result_*.pklz")
+                if "sub_01_wf" in str(p) and not p.parent.name.startswith(("ds_", "merge"))}
+
+    before = results()
+    assert len(before) >= 7  # 6 runs + 2 session nodes of sub-01
+    group_edit = tmp_path / "group.yml"
+    group_edit.write_text("peb:\n  pp_threshold: 0.99\nelastic_net:\n  n_permutations: 200\n"
+                          "measures: [fc_rest_vmpfc-*]\n")
+    args = [str(participant_run["bids"]), str(out), "participant", "-w", str(work),
+            "--participant-label", "01", "--nprocs", "1", "--skip-bids-validation", "--no-reports"]
+    assert main(args + ["--config", str(group_edit)]) == 0
+    assert results() == before
+    participant_edit = tmp_path / "participant.yml"
+    participant_edit.write_text("motion_qc:\n  max_mean_fd: 0.6\n")
+    assert main(args + ["--config", str(participant_edit)]) == 0
+    after = results()
+    assert any(after.get(p) != t for p, t in before.items()) or set(after) != set(before)
