@@ -273,17 +273,17 @@ def peb_results_table(peb: PEBResult, bma: BMAResult | None) -> pd.DataFrame:
 
 
 def add_rerandomisation(table: pd.DataFrame, rnd: RerandomisationResult, pp_threshold: float = 0.95,
-                        finding_alpha: float = 0.05, finding_p: str = "p_rnd") -> pd.DataFrame:
+                        finding_alpha: float = 0.05, finding_p: str = "p_rnd_fwe") -> pd.DataFrame:
     """Join re-randomisation p-values to a :func:`peb_results_table` and apply the finding rule.
 
     An effect is a *finding* when its posterior probability of presence exceeds
     ``pp_threshold`` (SPM's convention, 0.95) AND its re-randomisation p (``finding_p``:
-    ``p_rnd`` per effect, the default, or the family-wise ``p_rnd_fwe``) is below
+    the family-wise ``p_rnd_fwe``, the default, or ``p_rnd`` per effect) is below
     ``finding_alpha``: the Bayesian criterion says the effect is there, the re-randomisation
     holds the decision to its false-positive rate whatever the first-level posteriors'
     over-confidence (the null benchmark, ``benchmarks/null_calibration.py``, shows Pp alone
-    is not calibrated on real data). Per effect, a null effect is a finding with
-    probability at most ``finding_alpha``.
+    is not calibrated on real data). With the family-wise p, a covariate without any effect
+    gives a finding among its parameters with probability at most ``finding_alpha``.
     """
     extra = rnd.table()
     names = [f"{e}:{p}" if isinstance(e, str) and e not in ("", "n/a") else p
@@ -599,13 +599,13 @@ def run_dcm_group(
     covariates = list(peb_cfg.get("covariates", ["improvement", "drug", "improvement_x_drug"]))
     fields = list(peb_cfg.get("fields", ["A", "B"]))
     between_only = bool(peb_cfg.get("between_only", True))
-    random_effects = peb_cfg.get("random_effects", "single")
+    random_effects = peb_cfg.get("random_effects", "all")
     # Optional PEB priors (defaults of spm_dcm_peb): hE, hC of the log precisions, alpha, beta.
     prior_options = {k: float(peb_cfg[k]) for k in ("hE", "hC", "alpha", "beta") if peb_cfg.get(k) is not None}
     n_permutations = int(peb_cfg.get("n_permutations", 1000))
     pp_threshold = float(peb_cfg.get("pp_threshold", PP_THRESHOLD))
     finding_alpha = float(peb_cfg.get("finding_alpha", 0.05))
-    finding_p = str(peb_cfg.get("finding_p", "p_rnd"))
+    finding_p = str(peb_cfg.get("finding_p", "p_rnd_fwe"))
     regions = list(dcm_cfg.get("regions", []))
     out_dir = Path(output_dir) / "group" / "dcm"
 
