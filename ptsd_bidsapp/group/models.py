@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ptsd_bidsapp.bids.outputs import write_json, write_tsv
+from ptsd_bidsapp.bids.outputs import write_tsv
 from ptsd_bidsapp.glmnet import (
     GlmnetCV,
     TooFewSubjectsError,

@@ -17,13 +17,11 @@ Subjects are generated one at a time (memory = one run); every random draw comes
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
