@@ -58,6 +58,27 @@ def test_session_spec_maps_the_default_config():
         session_spec(voi, _faces_events(), TR, cfg, slice_timing_ref=900.0)
 
 
+def test_te_follows_spm12_by_default_and_the_sidecar_on_request():
+    # SPM12 r7771 spm_gx_fmri ($Id 6262) uses TE = 0.04 s whatever DCM.TE says
+    cfg = load_default_config()["dcm"]
+    voi = pd.DataFrame(np.zeros((N_SCANS, 2)), columns=["amygdala", "vmpfc"])
+    assert cfg["te"] == 0.04
+    assert session_spec(voi, _faces_events(), TR, cfg, echo_time=0.025).te == 0.04
+    sidecar = {**cfg, "te": "sidecar"}
+    assert session_spec(voi, _faces_events(), TR, sidecar, echo_time=0.025).te == 0.025
+    with pytest.raises(ValueError, match="EchoTime"):
+        session_spec(voi, _faces_events(), TR, sidecar)
+
+
+def test_prior_overrides_and_options_reach_the_model():
+    cfg = {**load_default_config()["dcm"], "priors": {"A_vmpfc-amygdala": {"variance": 0}},
+           "tolerance": 0.5, "max_iterations": 7, "hC": 0.25, "microtime_bins": 8}
+    voi = pd.DataFrame(np.zeros((N_SCANS, 2)), columns=["amygdala", "vmpfc"])
+    spec = session_spec(voi, _faces_events(), TR, cfg)
+    assert spec.prior_variance == {"A_vmpfc-amygdala": 0} and spec.prior_mean == {}
+    assert (spec.tolerance, spec.max_iter, spec.hC, spec.u_dt) == (0.5, 7, 0.25, TR / 8)
+
+
 def test_fit_session_dcm_recovers_the_planted_modulation_and_writes_a_peb_readable_json(tmp_path):
     from ptsd_bidsapp.group.dcm_group import read_dcm_posterior
 
