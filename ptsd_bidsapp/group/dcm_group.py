@@ -3,8 +3,14 @@
 Plain Python (no nipype): read the per-subject, per-session DCM JSONs the participant
 level wrote, build the between-subject designs from the config ``peb:`` section and the
 clinical covariates, run the PEB models with Bayesian model reduction/averaging
-(:mod:`ptsd_bidsapp.dcm.peb`), write one TSV + JSON per model under
-``<output_dir>/group/dcm/`` and return figures for the group report.
+(:mod:`ptsd_bidsapp.peb`), test every effect by re-randomisation and call findings
+(:func:`add_rerandomisation`), write one TSV + JSON per model under
+``<output_dir>/group/dcm/`` and return figures for the group report
+(:mod:`ptsd_bidsapp.reports.dcm_figures`).
+
+Size (~620 lines): reading the posteriors, the design, the two re-randomisation adapters
+and the orchestration share the models' conventions (session labels, selection, options);
+split further when a third model family arrives.
 
 Design (between subjects; Zeidman et al. 2019, NeuroImage 200:12, sec. 2.3 — a constant
 first column so that it models the group mean, covariates mean-centred):
@@ -27,7 +33,7 @@ averaged over the two arms (weighted by their sizes).
 
 Models (names used in the output files):
 
-* ``change`` — session change by PEB of PEBs (:func:`ptsd_bidsapp.dcm.peb.fit_session_change`):
+* ``change`` — session change by PEB of PEBs (:func:`ptsd_bidsapp.peb.fit_session_change`):
   per subject, ``[mean, change]`` over the pre and post DCMs; between subjects, the
   ``change`` parameters on the design above. "Improvement goes with decreased modulation
   of amygdala→vmPFC" is the ``improvement`` effect on ``change:B_fearful_amygdala-vmpfc``.
