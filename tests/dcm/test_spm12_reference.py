@@ -14,7 +14,6 @@ within 1 nat; PEB and BMA expectations within 0.05, the same effects at Pp > 0.9
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import json
 from pathlib import Path
@@ -226,18 +225,10 @@ def test_dcm_reproduces_spm_exactly_with_spm_finite_difference_jacobian(case, mo
 
 # --------------------------------------------------------------------------------- PEB
 def _peb_api():
-    """fit_peb / bmr_search / select_parameters wherever the package currently keeps them."""
-    candidates = [("ptsd_bidsapp.peb", "ptsd_bidsapp.peb"),
-                  ("ptsd_bidsapp.peb.fit", "ptsd_bidsapp.peb.bmr"),
-                  ("ptsd_bidsapp.dcm.peb", "ptsd_bidsapp.dcm.peb")]
-    for fit_name, bmr_name in candidates:
-        try:
-            fit_mod = importlib.import_module(fit_name)
-            bmr_mod = importlib.import_module(bmr_name)
-            return fit_mod.fit_peb, bmr_mod.bmr_search, getattr(fit_mod, "select_parameters", None)
-        except (ImportError, AttributeError):
-            continue
-    pytest.skip("no PEB implementation importable")
+    """fit_peb / bmr_search / select_parameters of ptsd_bidsapp.peb."""
+    from ptsd_bidsapp.peb import bmr_search, fit_peb, select_parameters
+
+    return fit_peb, bmr_search, select_parameters
 
 
 def _peb_inputs(ref):
