@@ -313,14 +313,11 @@ def _as_matrix(value) -> np.ndarray:
 
 
 def _restricted_covariances(fit, X: pd.DataFrame, full: PEBResult) -> dict:
-    """Between-subject covariance ``Σ`` for each tested column: the PEB refitted without that
-    column (restricted model of the re-randomisation, :mod:`ptsd_bidsapp.peb.rnd`); the
-    full model's for the ``mean`` (sign-flip test)."""
-    out = {"mean": full.Ce}
-    for column in X.columns[1:]:
-        kept = [c for c in X.columns if c != column]
-        out[column] = fit(X[kept].to_numpy(), kept).Ce
-    return out
+    """Between-subject covariance ``Σ`` of each re-randomisation test (:mod:`ptsd_bidsapp.peb.rnd`):
+    the PEB with the mean only for the covariates (unchanged by any permutation of the covariate
+    rows), the full model's for the ``mean`` (sign-flip test)."""
+    mean_only = fit(X[["mean"]].to_numpy(), ["mean"]).Ce
+    return {"mean": full.Ce, **{column: mean_only for column in X.columns[1:]}}
 
 
 def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *, random_effects: str = "single",
@@ -328,9 +325,9 @@ def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *,
                            seed: int = 0) -> RerandomisationResult:
     """Re-randomisation p-values of a session-change model (:mod:`ptsd_bidsapp.peb.rnd`).
 
-    Covariates are permuted across subjects; the mean change is tested by swapping random
-    subjects' sessions (negating their within-subject ``change`` posteriors). ``Σ`` of each
-    test comes from the between-level PEB refitted without the tested column.
+    Covariate rows are permuted jointly across subjects; the mean change is tested by swapping
+    random subjects' sessions (negating their within-subject ``change`` posteriors). ``Σ``:
+    the between level refitted with the mean only (covariates), the full model's (mean).
     """
     between = change.between
     posteriors = [w.as_posterior() for w in change.within]
