@@ -15,8 +15,10 @@ repeats. With ``--spm``: the SPM12 r7771 reference cases (``tests/data/spm12/dcm
 ``--repeats`` fits against the stored ``spm_dcm_estimate`` wall time under Octave (one run
 on this class of machine), with the ratio. With ``--demo``: every session DCM of the
 simulated demo trial (``--demo-subjects`` subjects x 2 sessions, faces ROI signals from the
-simulator, the participant level's model and options) — share converged by the
-``spm_nlsi_GN`` rule and median iterations. Usage::
+simulator without confounds, the participant level's model and options) — share converged by
+the ``spm_nlsi_GN`` rule and median iterations; with ``--demo-work WORK``: the session DCMs of
+a finished participant run instead (its eigenvariates, events and confounds X0 from the work
+directory, as the pipeline fits them). Usage::
 
     python benchmarks/dcm.py [--regions 2 4 6] [--scans 200] [--repeats 5] [--snr 4] [--spm] [--demo]
 """
@@ -123,6 +125,30 @@ def demo_convergence(n_subjects: int, seed: int = 1) -> None:
           f"{statistics.median(iters):.0f} (max {max(iters)}), median explained variance {np.median(ev):.0f} %")
 
 
+def pipeline_convergence(work_dir: str, bids_dir: str, tr: float = 2.0) -> None:
+    """Refit the faces session DCMs of a finished participant run from its work directory."""
+    import glob
+
+    import pandas as pd
+
+    from ptsd_bidsapp.config import load_config
+    from ptsd_bidsapp.dcm.participant import fit_session_dcm
+
+    cfg = load_config(None)["dcm"]
+    conv, iters = [], []
+    for d in sorted(glob.glob(f"{work_dir}/ptsd_bidsapp_wf/sub_*_wf/ses_*_task_faces_run/")):
+        sub = d.split("sub_")[1].split("_wf")[0]
+        ses = d.split("/ses_")[1].split("_task")[0]
+        voi = pd.read_csv(glob.glob(d + "*eigenvariate_timeseries.tsv")[0], sep="\t")
+        events = pd.read_csv(glob.glob(f"{bids_dir}/sub-{sub}/ses-{ses}/func/*faces*_events.tsv")[0], sep="\t")
+        conf = pd.read_csv(d + "confounds_used.tsv", sep="\t").to_numpy(float)
+        result = fit_session_dcm(voi, events, tr, cfg, confounds=conf if conf.size else None, slice_timing_ref=tr / 2)
+        conv.append(result.converged)
+        iters.append(result.n_iter)
+    print(f"participant-run session DCMs ({work_dir}): converged {sum(conv)}/{len(conv)} "
+          f"({100 * np.mean(conv):.0f} %), median iterations {statistics.median(iters):.0f} (max {max(iters)})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regions", type=int, nargs="+", default=[2, 4, 6])
@@ -132,11 +158,16 @@ def main(argv=None) -> int:
     parser.add_argument("--spm", action="store_true", help="time the SPM12 reference cases against SPM")
     parser.add_argument("--demo", action="store_true", help="convergence over the demo trial's session DCMs")
     parser.add_argument("--demo-subjects", type=int, default=21)
+    parser.add_argument("--demo-work", default=None, help="work dir of a finished participant run (with --demo)")
+    parser.add_argument("--demo-bids", default=None, help="its BIDS dataset (events), with --demo-work")
     args = parser.parse_args(argv)
     if args.spm:
         spm_comparison(args.repeats)
     if args.demo:
-        demo_convergence(args.demo_subjects)
+        if args.demo_work:
+            pipeline_convergence(args.demo_work, args.demo_bids)
+        else:
+            demo_convergence(args.demo_subjects)
     if args.spm or args.demo:
         return 0
 

@@ -123,3 +123,18 @@ def test_fit_session_dcm_recovers_the_planted_modulation_and_writes_a_peb_readab
     assert "dcm_faces_B_faces_amygdala-vmpfc" not in measures  # switched off by the model
     fig = plot_dcm_fit(result)
     assert len(fig.axes) == 2
+
+
+def test_confounds_enter_as_an_orthonormal_basis_of_the_same_space():
+    rng = np.random.default_rng(0)
+    cfg = load_default_config()["dcm"]
+    voi = pd.DataFrame(rng.standard_normal((N_SCANS, 2)), columns=["amygdala", "vmpfc"])
+    raw = np.column_stack([np.cumsum(rng.standard_normal(N_SCANS)), rng.standard_normal(N_SCANS) * 50 + 3,
+                           np.zeros(N_SCANS)])                          # drifting, offset and empty columns
+    x0 = session_spec(voi, _faces_events(), TR, cfg, confounds=raw).x0
+    assert x0.shape == (N_SCANS, 3)                                    # constant + 2 non-empty columns
+    np.testing.assert_allclose(x0.T @ x0 / N_SCANS, np.eye(3), atol=1e-10)
+    np.testing.assert_allclose(x0[:, 0], 1.0)
+    full = np.column_stack([np.ones(N_SCANS), raw[:, :2]])
+    # same column space: projecting the raw confounds on x0 reproduces them
+    np.testing.assert_allclose(x0 @ np.linalg.lstsq(x0, full, rcond=None)[0], full, atol=1e-8)
