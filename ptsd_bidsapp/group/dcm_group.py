@@ -312,7 +312,7 @@ def _as_matrix(value) -> np.ndarray:
     return np.diag(value) if value.ndim == 1 else value
 
 
-def _restricted_covariances(fit, X: pd.DataFrame, full: PEBResult) -> dict:
+def _rerandomisation_covariances(fit, X: pd.DataFrame, full: PEBResult) -> dict:
     """Between-subject covariance ``Σ`` of each re-randomisation test (:mod:`ptsd_bidsapp.peb.rnd`):
     the PEB with the mean only for the covariates (unchanged by any permutation of the covariate
     rows), the full model's for the ``mean`` (sign-flip test)."""
@@ -343,7 +343,7 @@ def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *,
     return rerandomisation_test(
         [p["Ep"][chosen] for p in posteriors], [p["Cp"][np.ix_(chosen, chosen)] for p in posteriors],
         [p["pE"][chosen] for p in posteriors], posteriors[0]["pC"][np.ix_(chosen, chosen)], design.to_numpy(),
-        between.param_names, list(design.columns), _restricted_covariances(refit, design, between),
+        between.param_names, list(design.columns), _rerandomisation_covariances(refit, design, between),
         permute=list(design.columns[1:]), sign_flip=["mean"], flip_centre=0.0, n_permutations=n_permutations,
         seed=seed)
 
@@ -369,7 +369,7 @@ def baseline_rerandomisation(peb: PEBResult, Ep, Cp, pE, pC, param_names: Sequen
         [np.asarray(e, dtype=float)[select] for e in Ep],
         [np.asarray(c, dtype=float)[np.ix_(select, select)] for c in Cp],
         pE_rows, _as_matrix(pC)[np.ix_(select, select)], design.to_numpy(), list(peb.param_names),
-        list(design.columns), _restricted_covariances(refit, design, peb), permute=list(design.columns[1:]),
+        list(design.columns), _rerandomisation_covariances(refit, design, peb), permute=list(design.columns[1:]),
         sign_flip=["mean"], n_permutations=n_permutations, seed=seed)
 
 

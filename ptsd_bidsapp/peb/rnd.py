@@ -211,24 +211,29 @@ def rerandomisation_test(
     method: dict = {c: None for c in covariate_names}
     tests = [(c, "permutation") for c in permute] + [(c, "sign-flip") for c in sign_flip]
     permuted = [covariate_names.index(c) for c in permute]
+    null_cache: dict = {}                # permuted covariates sharing one Σ share one pass
     for cov, how in tests:
         j = covariate_names.index(cov)
         Sigma = np.asarray(between_covariance[cov], dtype=float)
         _, z = gls_effects(L, b, X, Sigma)
         observed = np.abs(z[:, j])
         z_all[:, j] = z[:, j]
-        # every permuted covariate sees the same re-randomisations; sign flips their own stream
-        rng = np.random.default_rng([int(seed), 0] if how == "permutation" else [int(seed), j, 1])
-        null = np.empty((int(n_permutations), p_count))
-        for k in range(int(n_permutations)):
-            if how == "permutation":
-                Xk = X.copy()
-                Xk[:, permuted] = X[rng.permutation(n_sub)][:, permuted]
-                _, zk = gls_effects(L, b, Xk, Sigma)
-            else:
-                flips = rng.choice([-1.0, 1.0], size=n_sub)[:, None]
-                _, zk = gls_effects(L, b_centre + flips * (b - b_centre), X, Sigma)
-            null[k] = np.abs(zk[:, j])
+        key = (how, Sigma.tobytes()) if how == "permutation" else (how, j)
+        if key not in null_cache:
+            # every permuted covariate sees the same re-randomisations; sign flips their own stream
+            rng = np.random.default_rng([int(seed), 0] if how == "permutation" else [int(seed), j, 1])
+            null_z = np.empty((int(n_permutations), p_count, X.shape[1]))
+            for k in range(int(n_permutations)):
+                if how == "permutation":
+                    Xk = X.copy()
+                    Xk[:, permuted] = X[rng.permutation(n_sub)][:, permuted]
+                    _, zk = gls_effects(L, b, Xk, Sigma)
+                else:
+                    flips = rng.choice([-1.0, 1.0], size=n_sub)[:, None]
+                    _, zk = gls_effects(L, b_centre + flips * (b - b_centre), X, Sigma)
+                null_z[k] = np.abs(zk)
+            null_cache[key] = null_z
+        null = null_cache[key][:, :, j]
         tol = 1e-10 * np.maximum(observed, 1.0)
         p[:, j] = (1 + (null >= observed[None, :] - tol).sum(axis=0)) / (1 + n_permutations)
         # min-p over the parameters (Westfall & Young 1993): each re-randomisation's |z| turned

@@ -9,7 +9,6 @@ PEB vectors) and the matching ``.npz`` (observed/predicted/residual BOLD, ``Ep``
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -50,12 +49,10 @@ def fit_session_dcm_files(run_summary: Mapping[str, Any], config: Mapping[str, A
     events = pd.read_csv(work["events"], sep="\t", na_values="n/a", dtype={"trial_type": str})
     confounds = pd.read_csv(work["confounds"], sep="\t", na_values="n/a").to_numpy(float)
     tr = float(run_summary["tr"])
-    echo_time = None
-    if dcm_config.get("te") == "sidecar":
-        sidecar = Path(str(run_summary.get("bold", ""))).with_suffix("").with_suffix(".json")
-        echo_time = json.loads(sidecar.read_text()).get("EchoTime") if sidecar.is_file() else None
-        if echo_time is None:
-            raise ValueError(f"dcm.te is 'sidecar' but {sidecar} has no EchoTime: set dcm.te to seconds")
+    echo_time = run_summary.get("echo_time")        # the BOLD sidecar's, as pybids read it
+    if dcm_config.get("te") == "sidecar" and echo_time is None:
+        raise ValueError(f"dcm.te is 'sidecar' but the sidecar of {run_summary.get('bold')} has no EchoTime: "
+                         "set dcm.te to seconds")
     result = fit_session_dcm(voi, events, tr, dcm_config, confounds=confounds if confounds.size else None,
                              slice_timing_ref=float(work.get("slice_time_ref") or 0.0) * tr, echo_time=echo_time)
     ents = {"sub": run_summary["subject"], "ses": run_summary["session"], "task": task,

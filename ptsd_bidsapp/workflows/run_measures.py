@@ -87,7 +87,8 @@ def compute_run_measures(
     summary: dict[str, Any] = {
         "subject": run_info["subject"], "session": run_info["session"], "task": run_info["task"],
         "run": run_info.get("run"), "tr": float(run_info["tr"]), "n_volumes": int(run_info["n_volumes"]),
-        "bold": str(bold), "files": [], "features": [], "qc": {}, "warnings": [], "report": {}, "work": {},
+        "bold": str(bold), "echo_time": (run_info.get("metadata") or {}).get("EchoTime"),
+        "files": [], "features": [], "qc": {}, "warnings": [], "report": {}, "work": {},
         "error": None,
     }
     try:
