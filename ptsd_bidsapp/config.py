@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ptsd_bidsapp.contracts import dcm_parameter_names
+from ptsd_bidsapp.contracts import DCM_NOISE_MODELS, dcm_parameter_names
 
 #: Keys whose children are user-named (a new task, strategy, model, ...).
 #: Each entry maps the dotted path of the open mapping to the dotted path of the
@@ -390,6 +390,8 @@ def _validate_dcm(dcm: Mapping, tasks: Mapping) -> list[str]:
         problems.append("dcm.max_iterations must be >= 1, dcm.tolerance and dcm.hC > 0")
     if int(dcm.get("microtime_bins", 0)) < 1:
         problems.append("dcm.microtime_bins must be a positive integer")
+    if dcm.get("noise") not in DCM_NOISE_MODELS:
+        problems.append(f"dcm.noise must be one of {list(DCM_NOISE_MODELS)} (got {dcm.get('noise')!r})")
     if not 0 <= float(dcm.get("min_explained_variance", 0)) < 100:
         problems.append("dcm.min_explained_variance must be a percentage within [0, 100)")
     try:

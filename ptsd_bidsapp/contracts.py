@@ -238,6 +238,11 @@ def match_measures(patterns: Iterable[str], measures: Iterable[str], strict: boo
 DCM_FIELDS = ("A", "B", "C", "transit", "decay", "epsilon")
 
 
+#: noise models of the session DCM (config ``dcm.noise``): SPM's white noise per region, or
+#: AR(1) noise per region (pre-whitened; :func:`ptsd_bidsapp.dcm.participant.fit_session_dcm`)
+DCM_NOISE_MODELS = ("white", "ar1")
+
+
 def dcm_field_sizes(n_regions: int, n_inputs: int) -> dict[str, int]:
     """Number of entries of each field (SPM12 r7771 ``spm_dcm_fmri_priors``, one-state)."""
     n, m = int(n_regions), int(n_inputs)

@@ -63,6 +63,14 @@ class DCMSpec:
     hE, hC : float
         Hyperprior mean and variance of the log noise precision of each region
         (``options.hE = 6``, ``options.hC = 1/128``).
+    noise_ar1 : float or sequence of float, optional
+        Lag-1 autoregressive coefficient of each region's noise. ``None`` (default) is
+        SPM's model, white noise per region (``spm_Ce``); a value ``rho`` models the noise
+        of region ``i`` as AR(1), ``e_t = rho e_(t-1) + w_t``, by pre-whitening data,
+        prediction and confounds with the Prais-Winsten transform (Prais & Winsten 1954;
+        the noise precision is then ``W_i' W_i exp(h_i)``, and the free energy keeps the
+        ``log|W|`` term). See :func:`ptsd_bidsapp.dcm.participant.fit_session_dcm` for how the
+        app estimates ``rho``.
     max_iter : int
         Maximum number of VL iterations (``options.maxit``, 128).
     tolerance : float
@@ -92,6 +100,7 @@ class DCMSpec:
     n_scans: int | None = None
     hE: float = 6.0
     hC: float = 1.0 / 128.0
+    noise_ar1: object = None
     max_iter: int = 128
     tolerance: float = 0.1
     prior_mean: Mapping | None = None
@@ -143,6 +152,10 @@ class DCMSpec:
                 raise ValueError(f"x0 has {self.x0.shape[0]} rows for {self.n_scans} scans")
         if int(self.max_iter) < 1 or not float(self.tolerance) > 0 or not float(self.hC) > 0:
             raise ValueError("max_iter must be >= 1, tolerance > 0 and hC > 0")
+        if self.noise_ar1 is not None:
+            self.noise_ar1 = np.broadcast_to(np.asarray(self.noise_ar1, dtype=float), (n,)).copy()
+            if not np.all(np.abs(self.noise_ar1) < 1):
+                raise ValueError(f"noise_ar1 must lie in (-1, 1) (a stationary AR(1)), got {self.noise_ar1}")
         names = priors.parameter_names(self.region_names, self.input_names)
         for label, overrides in (("prior_mean", self.prior_mean), ("prior_variance", self.prior_variance)):
             unknown = sorted(set(overrides or {}) - set(names))

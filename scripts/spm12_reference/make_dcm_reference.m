@@ -12,6 +12,10 @@ function make_dcm_reference(outdir, cases)
 % rerun the estimation elsewhere (U.u at microtime, Y.y, X0, masks, TR, TE, delays,
 % options) and SPM's outputs (Ep in spm_vec order with names, Cp, F, Eh, Ce,
 % iterations, predicted y and residuals R, wall time of spm_dcm_estimate).
+% Case 'block2ar1' is block2 with AR(1) noise (coefficients sim.ar1 per region) and the
+% matching precision components DCM.Y.Q{i} = W_i'W_i (Prais-Winsten W_i) on region i's
+% block, which spm_dcm_estimate hands to spm_nlsi_GN: the reference of the app's
+% pre-whitened noise model (DCMSpec noise_ar1).
 %
 % Run from the repository root with SPM12 on the path, e.g.
 %   octave --no-gui --no-window-system --eval \
@@ -26,7 +30,11 @@ prov = spm12_ref_common('provenance');
 
 for ci = 1:numel(cases)
     [DCM, P, sim] = define_case(cases{ci});
-    DCM = spm12_ref_common('simulate', DCM, P, sim.snr, sim.drift_sd, sim.seed);
+    if ~isfield(sim, 'ar1'), sim.ar1 = zeros(1, DCM.n); end
+    DCM = spm12_ref_common('simulate', DCM, P, sim.snr, sim.drift_sd, sim.seed, sim.ar1);
+    if any(sim.ar1)
+        DCM.Y.Q = ar1_precision_components(sim.ar1, DCM.v);
+    end
     y_true = DCM.Y.y_true;
     DCM.Y = rmfield(DCM.Y, 'y_true');
     DCM0 = DCM;
@@ -67,6 +75,7 @@ for ci = 1:numel(cases)
     S.inputs.v = DCM.v;
     S.inputs.region_names = DCM.Y.name;
     S.inputs.options = E.options;
+    S.inputs.noise_ar1 = sim.ar1;
     % ---- outputs
     S.outputs.param_names = names;
     S.outputs.pE = full(spm_vec(pE))';
@@ -115,6 +124,13 @@ switch name
         P.C = [0.6 0; 0 0];
         sim = struct('seed', 101, 'snr', 3, 'drift_sd', 0.5, 'description', ...
             '2 regions, block driving input (task -> R1) and modulatory input on R1->R2; TR 2 s, 160 scans, DCT drift');
+    case 'block2ar1'
+        [DCM, P, sim] = define_case('block2');
+        sim.ar1 = [0.5 0.3];
+        sim.seed = 111;
+        sim.description = ['block2 with AR(1) noise (coefficients 0.5, 0.3) and AR(1) precision ' ...
+                           'components Y.Q{i} = W_i''W_i (Prais-Winsten)'];
+        return
     case 'event3'
         % (b) 3 regions, event-related driving input (zero-duration events, height 1/dt as
         % spm_get_ons), one modulatory (context) input, TR 1.5 s, 200 scans
@@ -177,4 +193,18 @@ DCM.options = struct('nonlinear', 0, 'two_state', 0, 'stochastic', 0, 'centre', 
 Ptrue = pE;
 Ptrue.A = P.A; Ptrue.B = P.B; Ptrue.C = P.C;
 P = Ptrue;
+end
+
+
+function Q = ar1_precision_components(rho, v)
+% Q{i}: region i's block of the precision of AR(1) noise with unit innovations, W'W with the
+% Prais-Winsten W (first row sqrt(1 - rho^2), then x(t) - rho x(t-1)); zero elsewhere.
+n = numel(rho);
+Q = cell(1, n);
+for i = 1:n
+    W = speye(v) - rho(i) * spdiags(ones(v, 1), -1, v, v);
+    W(1, 1) = sqrt(1 - rho(i)^2);
+    E = sparse(i, i, 1, n, n);
+    Q{i} = kron(E, W' * W);
+end
 end

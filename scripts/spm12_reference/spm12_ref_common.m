@@ -28,7 +28,8 @@ switch action
         out = spm_dctmtx(v, K);
 
     case 'simulate'
-        [DCM, P, snr, drift_sd, seed] = deal(varargin{:});
+        [DCM, P, snr, drift_sd, seed] = deal(varargin{1:5});
+        if numel(varargin) > 5, ar1 = varargin{6}; else, ar1 = zeros(1, DCM.n); end
         n  = DCM.n;
         v  = DCM.v;
         [pE, pC, x] = spm_dcm_fmri_priors(DCM.a, DCM.b, DCM.c, DCM.d, DCM.options);
@@ -46,6 +47,12 @@ switch action
         y  = full(spm_int(P, M, DCM.U));
         randn('state', seed);                      % Octave's legacy generator: deterministic
         noise = randn(v, n) .* (ones(v, 1) * (std(y) / snr));
+        for i = 1:n                                % AR(1) noise, stationary from the first scan
+            if ar1(i)
+                w = noise(:, i) * sqrt(1 - ar1(i)^2);
+                noise(:, i) = filter(1, [1 -ar1(i)], [noise(1, i); w(2:end)]);
+            end
+        end
         X0 = DCM.Y.X0;
         drift = X0(:, 2:end) * (randn(size(X0, 2) - 1, n) .* (ones(size(X0, 2) - 1, 1) * (drift_sd * std(y))));
         DCM.Y.y = y + noise + drift + 100;          % + a baseline (removed by spm_detrend)

@@ -25,7 +25,8 @@ from ptsd_bidsapp.dcm import DCMSpec, estimate_dcm
 from ptsd_bidsapp.dcm import priors as dcm_priors
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "spm12"
-DCM_CASES = ["block2", "event3", "selfmod2"]
+#: block2ar1: AR(1) noise with SPM's precision components Y.Q{i} = W_i'W_i (the app's noise_ar1)
+DCM_CASES = ["block2", "event3", "selfmod2", "block2ar1"]
 EP_TOL = 0.05      # posterior means (A, B, C; PEB and BMA effects)
 F_TOL = 1.0        # nats
 PP_THRESHOLD = 0.95
@@ -70,6 +71,8 @@ def _spec_from_reference(ref: dict) -> DCMSpec:
         hE=float(inp["options"]["hE"]),
         hC=float(inp["options"]["hC"]),
         max_iter=int(inp["options"]["maxit"]),
+        noise_ar1=(np.asarray(inp["noise_ar1"], dtype=float).reshape(n)
+                   if np.any(inp.get("noise_ar1", 0)) else None),
     )
 
 
