@@ -352,6 +352,8 @@ def _check_peb(config: Mapping) -> list[str]:
         problems.append(f"peb.pp_threshold must be within [0.5, 1) (got {peb.get('pp_threshold')})")
     if not 0 < float(peb.get("finding_alpha")) < 1:
         problems.append(f"peb.finding_alpha must be within (0, 1) (got {peb.get('finding_alpha')})")
+    if peb.get("finding_family") not in ("covariate", "model"):
+        problems.append(f"peb.finding_family must be covariate or model (got {peb.get('finding_family')!r})")
     if peb.get("finding_p") not in ("p_rnd", "p_rnd_fwe"):
         problems.append(f"peb.finding_p must be p_rnd or p_rnd_fwe (got {peb.get('finding_p')!r})")
     if not float(peb.get("hC")) > 0:

@@ -83,13 +83,17 @@ def one_trial(seed: int, n_subjects: int, dcm_cfg: dict, peb_cfg: dict) -> dict:
         **prior_options)
     bma = bmr_search(change.between)
     peb = change.between
-    rnd = change_rerandomisation(change, X, random_effects=peb_cfg["random_effects"], prior_options=prior_options,
-                                 n_permutations=int(peb_cfg["n_permutations"]), seed=seed)
+    rnd_options = dict(random_effects=peb_cfg["random_effects"], prior_options=prior_options,
+                       n_permutations=int(peb_cfg["n_permutations"]), seed=seed)
+    rnd = change_rerandomisation(change, X, family=peb_cfg["finding_family"], **rnd_options)
+    other = "model" if peb_cfg["finding_family"] == "covariate" else "covariate"
+    rnd_other = change_rerandomisation(change, X, family=other, **rnd_options)
     p_used = rnd.p if peb_cfg["finding_p"] == "p_rnd" else rnd.p_fwe
     finding = (bma.Pp > float(peb_cfg["pp_threshold"])) & (p_used < float(peb_cfg["finding_alpha"]))
     at = lambda pc: (peb.param_names.index(pc[0]), peb.covariate_names.index(pc[1]))  # noqa: E731
     out = {"planted": {pc: (float(bma.Pp[at(pc)]), float(peb.Ep[at(pc)]), bool(finding[at(pc)]),
-                            float(rnd.p_fwe[at(pc)]), float(rnd.p[at(pc)])) for pc in PLANTED},
+                            float(rnd.p_fwe[at(pc)]), float(rnd.p[at(pc)]), float(rnd_other.p_fwe[at(pc)]))
+                       for pc in PLANTED},
            "null_p": [float(rnd.p[at(pc)]) for pc in NULL], "null_Pp": [float(bma.Pp[at(pc)]) for pc in NULL],
            "null_hits": int(sum(bma.Pp[at(pc)] > 0.95 for pc in NULL)),
            "null_findings": int(sum(finding[at(pc)] for pc in NULL)), "error": {}}
@@ -120,8 +124,10 @@ def main(argv=None) -> int:
     results = []
     for seed in _seeds(opts.seeds):
         results.append(one_trial(seed, opts.n_subjects, dcm_cfg, peb_cfg))
+        other = "model" if peb_cfg["finding_family"] == "covariate" else "covariate"
         print(f"seed {seed}: " + "; ".join(f"{p.split(':')[1]} x {c}: Pp {v[0]:.3f} Ep {v[1]:+.3f} "
-                                           f"p_rnd_fwe {v[3]:.3f} p_rnd {v[4]:.3f} finding {v[2]}"
+                                           f"p_rnd_fwe {v[3]:.3f} p_rnd {v[4]:.3f} p_rnd_fwe({other}) {v[5]:.3f} "
+                                           f"finding {v[2]}"
                                            for (p, c), v in results[-1]["planted"].items()), flush=True)
     n = len(results)
     print(f"\n{n} simulated trials of {opts.n_subjects} subjects")

@@ -322,12 +322,13 @@ def _rerandomisation_covariances(fit, X: pd.DataFrame, full: PEBResult) -> dict:
 
 def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *, random_effects: str = "single",
                            prior_options: Mapping | None = None, n_permutations: int = 1000,
-                           seed: int = 0) -> RerandomisationResult:
+                           seed: int = 0, family: str = "covariate") -> RerandomisationResult:
     """Re-randomisation p-values of a session-change model (:mod:`ptsd_bidsapp.peb.rnd`).
 
     Covariate rows are permuted jointly across subjects; the mean change is tested by swapping
     random subjects' sessions (negating their within-subject ``change`` posteriors). ``Σ``:
     the between level refitted with the mean only (covariates), the full model's (mean).
+    ``family``: of the family-wise p (:func:`ptsd_bidsapp.peb.rnd.rerandomisation_test`).
     """
     between = change.between
     posteriors = [w.as_posterior() for w in change.within]
@@ -345,13 +346,13 @@ def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *,
         [p["pE"][chosen] for p in posteriors], posteriors[0]["pC"][np.ix_(chosen, chosen)], design.to_numpy(),
         between.param_names, list(design.columns), _rerandomisation_covariances(refit, design, between),
         permute=list(design.columns[1:]), sign_flip=["mean"], flip_centre=0.0, n_permutations=n_permutations,
-        seed=seed)
+        seed=seed, family=family)
 
 
 def baseline_rerandomisation(peb: PEBResult, Ep, Cp, pE, pC, param_names: Sequence[str], design: pd.DataFrame,
                              select: Sequence[int], *, random_effects: str = "single",
                              prior_options: Mapping | None = None, n_permutations: int = 1000,
-                             seed: int = 0) -> RerandomisationResult:
+                             seed: int = 0, family: str = "covariate") -> RerandomisationResult:
     """Re-randomisation p-values of a one-level PEB over sessions' DCM posteriors.
 
     ``Ep``/``Cp``/``pE``/``pC`` are the subjects' full first-level posteriors and priors
@@ -370,7 +371,7 @@ def baseline_rerandomisation(peb: PEBResult, Ep, Cp, pE, pC, param_names: Sequen
         [np.asarray(c, dtype=float)[np.ix_(select, select)] for c in Cp],
         pE_rows, _as_matrix(pC)[np.ix_(select, select)], design.to_numpy(), list(peb.param_names),
         list(design.columns), _rerandomisation_covariances(refit, design, peb), permute=list(design.columns[1:]),
-        sign_flip=["mean"], n_permutations=n_permutations, seed=seed)
+        sign_flip=["mean"], n_permutations=n_permutations, seed=seed, family=family)
 
 
 _COLUMN_DESCRIPTIONS = {
@@ -385,7 +386,9 @@ _COLUMN_DESCRIPTIONS = {
     "Pp": "posterior probability that the effect is present (BMR model families; SPM spm_dcm_peb_bmc)",
     "z": "posterior z of the effect in the full PEB, Ep / sqrt(Cp) (the re-randomisation statistic)",
     "p_rnd": "re-randomisation p of this effect (|z| against its own null distribution)",
-    "p_rnd_fwe": "re-randomisation p corrected over the covariate's parameters (null distribution of max |z|)",
+    "p_rnd_fwe": "re-randomisation p corrected family-wise (null distribution of the minimum p; family: the "
+                 "covariate's parameters, or with peb.finding_family: model every effect of the model's covariates; "
+                 "the mean's parameters are their own family)",
     "rnd_method": "how the null was drawn: permutation of the covariate across subjects, or sign-flip "
                   "(session order swapped / deviation from the prior mean negated) for the mean",
     "finding": "the app calls this effect a finding: Pp > pp_threshold AND the re-randomisation p "
@@ -419,8 +422,8 @@ def _peb_sidecar(name, description, peb, bma, design, options) -> dict:
         "PosteriorProbabilityThreshold": options.get("pp_threshold", PP_THRESHOLD),
         "FindingRule": (f"finding = Pp > {options.get('pp_threshold', PP_THRESHOLD)} and "
                         f"{options.get('finding_p', 'p_rnd')} < "
-                        f"{options.get('finding_alpha', 0.05)} ({options.get('n_permutations')} re-randomisations "
-                        f"per covariate, seed {options.get('seed')})"),
+                        f"{options.get('finding_alpha', 0.05)} ({options.get('n_permutations')} re-randomisations, "
+                        f"family-wise family: {options.get('finding_family', 'covariate')}, seed {options.get('seed')})"),
     }
 
 
@@ -490,6 +493,7 @@ def run_dcm_group(
     pp_threshold = float(peb_cfg.get("pp_threshold", PP_THRESHOLD))
     finding_alpha = float(peb_cfg.get("finding_alpha", 0.05))
     finding_p = str(peb_cfg.get("finding_p", "p_rnd_fwe"))
+    finding_family = str(peb_cfg.get("finding_family", "covariate"))
     regions = list(dcm_cfg.get("regions", []))
     out_dir = Path(output_dir) / "group" / "dcm"
 
@@ -531,7 +535,7 @@ def run_dcm_group(
     options = {"fields": fields, "between_only": between_only, "random_effects": random_effects, **prior_options}
 
     options.update({"n_permutations": n_permutations, "pp_threshold": pp_threshold, "finding_alpha": finding_alpha,
-                    "finding_p": finding_p,
+                    "finding_p": finding_p, "finding_family": finding_family,
                     "seed": int(seed)})
 
     def report(name, description, peb, bma, design, rnd):
@@ -544,7 +548,7 @@ def run_dcm_group(
         results["models"][name] = entry
 
     rnd_options = {"random_effects": random_effects, "prior_options": prior_options, "n_permutations": n_permutations,
-                   "seed": seed}
+                   "seed": seed, "family": finding_family}
     # Session change: PEB of PEBs.
     if len(change_subjects) >= 3:
         design = peb_design(clinical.loc[change_subjects], covariates, group_column=group_column,

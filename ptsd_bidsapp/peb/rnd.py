@@ -58,7 +58,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["RerandomisationResult", "rerandomisation_test", "gls_effects"]
+__all__ = ["RerandomisationResult", "rerandomisation_test", "gls_effects", "FWE_FAMILIES"]
+
+#: families of the family-wise p (config ``peb.finding_family``)
+FWE_FAMILIES = ("covariate", "model")
 
 
 @dataclass
@@ -78,6 +81,8 @@ class RerandomisationResult:
         Covariate -> ``"permutation"``, ``"sign-flip"`` or ``None`` (not tested).
     n_permutations : int
     seed : int
+    family : str
+        Family of ``p_fwe``: ``"covariate"`` or ``"model"``.
     """
 
     param_names: list
@@ -88,6 +93,7 @@ class RerandomisationResult:
     method: dict
     n_permutations: int
     seed: int
+    family: str = "covariate"
 
     def table(self) -> pd.DataFrame:
         """Long table (parameter, covariate, z, p_rnd, p_rnd_fwe, rnd_method) in ``vec(Ep)`` order."""
@@ -163,6 +169,7 @@ def rerandomisation_test(
     flip_centre=None,
     n_permutations: int = 1000,
     seed: int = 0,
+    family: str = "covariate",
 ) -> RerandomisationResult:
     """Re-randomisation p-values of PEB group effects (see module docstring).
 
@@ -189,11 +196,17 @@ def rerandomisation_test(
     n_permutations : int
         Re-randomisations per tested covariate.
     seed : int
+    family : {"covariate", "model"}
+        Family of the family-wise p: the tested covariate's parameters (``"covariate"``), or
+        every effect of all the re-randomised covariates together (``"model"``; the sign-flip
+        test of a mean keeps its own family).
 
     Returns
     -------
     RerandomisationResult
     """
+    if family not in FWE_FAMILIES:
+        raise ValueError(f"family must be one of {FWE_FAMILIES}, got {family!r}")
     X = np.asarray(X, dtype=float)
     n_sub, covariate_names = X.shape[0], list(covariate_names)
     unknown = [c for c in list(permute) + list(sign_flip) if c not in covariate_names or c not in between_covariance]
@@ -236,15 +249,34 @@ def rerandomisation_test(
         null = null_cache[key][:, :, j]
         tol = 1e-10 * np.maximum(observed, 1.0)
         p[:, j] = (1 + (null >= observed[None, :] - tol).sum(axis=0)) / (1 + n_permutations)
-        # min-p over the parameters (Westfall & Young 1993): each re-randomisation's |z| turned
-        # into its p within the parameter's own null distribution first, so a parameter whose
-        # null is wide (poorly estimated) does not dominate the family
-        # (the observed statistic is one of the n + 1 exchangeable values, as in p above)
-        tol_null = 1e-10 * np.maximum(null, 1.0)
-        ranks = (null[:, None, :] >= null[None, :, :] - tol_null[None, :, :]).sum(axis=0)   # itself included
-        ranks = ranks + (observed[None, :] >= null - tol_null)
-        min_p_null = (ranks / (1 + n_permutations)).min(axis=1)               # (n_permutations,)
-        p_fwe[:, j] = (1 + (min_p_null[:, None] <= p[None, :, j] + 1e-12).sum(axis=0)) / (1 + n_permutations)
+        p_fwe[:, j] = _min_p_fwe(null, observed, p[:, j])
         method[cov] = how
+    if family == "model" and permuted:
+        # one family for every effect of the re-randomised covariates: they share the permutations
+        # (one Σ), so the minimum p over all of them has a joint null distribution
+        keys = {key for key in null_cache if key[0] == "permutation"}
+        if len(keys) != 1:
+            raise ValueError("family='model' needs one between-subject covariance for all permuted covariates")
+        null = null_cache[keys.pop()][:, :, permuted].reshape(int(n_permutations), -1)
+        observed = np.abs(z_all[:, permuted]).reshape(-1)
+        p_fwe[:, permuted] = _min_p_fwe(null, observed, p[:, permuted].reshape(-1)).reshape(p_count, len(permuted))
     return RerandomisationResult(param_names=list(param_names), covariate_names=covariate_names, z=z_all, p=p,
-                                 p_fwe=p_fwe, method=method, n_permutations=int(n_permutations), seed=int(seed))
+                                 p_fwe=p_fwe, method=method, n_permutations=int(n_permutations), seed=int(seed),
+                                 family=family)
+
+
+def _min_p_fwe(null: np.ndarray, observed: np.ndarray, p_observed: np.ndarray) -> np.ndarray:
+    """Family-wise p of each effect from the null distribution of the minimum p (Westfall & Young 1993).
+
+    ``null`` (n_permutations, n_effects) holds the null |z| of every effect of the family,
+    ``observed`` (n_effects,) the observed |z| and ``p_observed`` their per-effect p. Each
+    re-randomisation's |z| is first turned into its p within the effect's own null distribution
+    (so an effect whose null is wide, a poorly estimated one, does not dominate the family);
+    the observed statistic counts as one of the ``n + 1`` exchangeable values, as in ``p``.
+    """
+    n_perm = null.shape[0]
+    tol_null = 1e-10 * np.maximum(null, 1.0)
+    ranks = (null[:, None, :] >= null[None, :, :] - tol_null[None, :, :]).sum(axis=0)   # itself included
+    ranks = ranks + (observed[None, :] >= null - tol_null)
+    min_p_null = (ranks / (1 + n_perm)).min(axis=1)                                       # (n_permutations,)
+    return (1 + (min_p_null[:, None] <= p_observed[None, :] + 1e-12).sum(axis=0)) / (1 + n_perm)
