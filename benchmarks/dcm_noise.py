@@ -3,14 +3,15 @@
 
 Reads the faces-run VOIs, events and confounds that the participant level left in the work
 folders of ``benchmarks/null_calibration.py`` (``<work>/seed-<S>/work``), refits every session
-DCM with the app's ``dcm`` config under each noise model (``white``: SPM's; ``ar1``: the
-app's pre-whitened AR(1) model) and prints, per model and overall:
+DCM twice -- with SPM12's noise model (``spm``: white noise, hyperprior hE 6, hC 1/128) and with
+the app's ``dcm`` config (``app``: by default AR(1) noise, pre-whitened, hC 1) -- and prints, per
+model and overall:
 
 * ``resid/noise``: variance of the residuals (after confounds) over the variance the model
   assigns to the noise (``exp(-Eh)``, or ``exp(-Eh) / (1 - rho^2)`` for AR(1) noise) -- 1 when
   the noise estimate follows the data;
-* ``lag1``: lag-1 autocorrelation of the residuals (of the whitened residuals for ``ar1``) --
-  0 for noise the model treats as white;
+* ``lag1``: lag-1 autocorrelation of the residuals (of the whitened residuals with AR(1) noise)
+  -- 0 for noise the model treats as white;
 * ``post SD``: median posterior SD of the between-region A and B parameters;
 * ``EV``: explained variance (%).
 
@@ -35,7 +36,8 @@ from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.dcm.inversion import _whitener
 from ptsd_bidsapp.dcm.participant import fit_session_dcm, residual_ar1
 
-MODELS = ("white", "ar1")
+#: noise settings compared: SPM12's defaults, and the app's config as it stands
+MODELS = {"spm": {"noise": "white", "hE": 6.0, "hC": 1.0 / 128.0}, "app": {}}
 
 
 def _run_summaries(work: Path, task: str) -> list[Path]:
@@ -54,8 +56,8 @@ def session_rows(summary_path: Path, dcm_config: dict) -> list[dict]:
     confounds = pd.read_csv(work["confounds"], sep="\t", na_values="n/a").to_numpy(float)
     tr = float(rs["tr"])
     rows = []
-    for model in MODELS:
-        cfg = dict(dcm_config, noise=model)
+    for model, settings in MODELS.items():
+        cfg = {**dcm_config, **settings}
         res = fit_session_dcm(voi, events, tr, cfg, confounds=confounds if confounds.size else None,
                               slice_timing_ref=float(work.get("slice_time_ref") or 0.0) * tr,
                               echo_time=rs.get("echo_time"))
@@ -91,11 +93,12 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default=None, help="analysis YAML merged over the default")
     parser.add_argument("--figure", default=None, help="write a PNG of the per-session distributions")
     parser.add_argument("--tsv", default=None, help="write the per-session table")
+    parser.add_argument("--from-tsv", default=None, help="summarise / draw a table written by --tsv (no fitting)")
     opts = parser.parse_args(argv)
     config = load_config(opts.config)
     dcm_config = copy.deepcopy(config["dcm"])
-    rows = []
-    for seed in opts.seeds:
+    rows = [] if not opts.from_tsv else pd.read_csv(opts.from_tsv, sep="\t").to_dict("records")
+    for seed in ([] if opts.from_tsv else opts.seeds):
         for path in _run_summaries(Path(opts.work) / f"seed-{seed}" / "work", dcm_config["task"]):
             for row in session_rows(path, dcm_config):
                 rows.append({"seed": seed, **row})
@@ -110,8 +113,8 @@ def main(argv=None) -> int:
         t = table[table.model == model]
         print(f"{model:6s} {q(t.resid_over_noise):>20s} {q(t.lag1):>20s} {q(t.post_sd):>20s} "
               f"{q(t.explained_variance):>20s}")
-    ratio = (table[table.model == "ar1"].post_sd.to_numpy() / table[table.model == "white"].post_sd.to_numpy())
-    print(f"posterior SD ar1 / white: median {np.median(ratio):.2f} (10th-90th {np.quantile(ratio, 0.1):.2f}-"
+    ratio = (table[table.model == "app"].post_sd.to_numpy() / table[table.model == "spm"].post_sd.to_numpy())
+    print(f"posterior SD app / spm: median {np.median(ratio):.2f} (10th-90th {np.quantile(ratio, 0.1):.2f}-"
           f"{np.quantile(ratio, 0.9):.2f})")
     if opts.figure:
         import matplotlib
@@ -124,14 +127,15 @@ def main(argv=None) -> int:
                                   ("residual variance / model noise variance", "lag-1 autocorrelation of residuals",
                                    "posterior SD of A, B (Hz)")):
             data = [table[table.model == m][col].to_numpy() for m in MODELS]
-            ax.boxplot(data, labels=[f"{m} noise" for m in MODELS])
+            ax.boxplot(data)
+            ax.set_xticks([1, 2], ["SPM12 defaults", "app defaults"])
             ax.set_title(label, fontsize=9)
             if col == "resid_over_noise":
                 ax.set_yscale("log")
                 ax.axhline(1.0, color="grey", lw=0.8, ls="--")
             if col == "lag1":
                 ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-        fig.suptitle(f"Session DCMs of {len(opts.seeds)} null trials from real signals "
+        fig.suptitle(f"Session DCMs of {table.seed.nunique()} null trials from real signals "
                      f"({len(table) // len(MODELS)} sessions; benchmarks/dcm_noise.py)", fontsize=10)
         fig.tight_layout()
         Path(opts.figure).parent.mkdir(parents=True, exist_ok=True)
