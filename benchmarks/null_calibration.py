@@ -135,7 +135,7 @@ def read_elastic_net(out: Path) -> dict:
 
 
 def read_dcm_fits(out: Path) -> dict:
-    """Median / min explained variance (percent, as the DCM JSON) and how many DCMs were flagged (if reported)."""
+    """Median / min explained variance (percent, as the DCM JSON) and how many DCMs were flagged as poor fits."""
     values, flagged, n = [], 0, 0
     for path in out.glob("sub-*/ses-*/func/*_dcm.json"):
         try:
@@ -149,8 +149,8 @@ def read_dcm_fits(out: Path) -> dict:
             ev = ev.get("total", ev.get("overall"))
         if isinstance(ev, (int, float)):
             values.append(float(ev))
-        qc = meta.get("qc_pass", diag.get("qc_pass"))
-        if qc is False:
+        # flagged: the DCM's diagnostics (spm_dcm_fmri_check) call it a poor fit
+        if diag.get("fit_ok", meta.get("qc_pass")) is False:
             flagged += 1
     s = pd.Series(values, dtype=float)
     return {"n_dcms": n, "explained_variance_median": float(s.median()) if len(s) else None,
