@@ -73,7 +73,7 @@ def test_features_identical_to_direct_computation(participant_run, tmp_path):
     run = [r for r in collect_runs(layout, "02", ["pre"], config["tasks"], config["space"]) if r.task == "conflict"][0]
     dseg, labels = atlas_files(config["atlas"])
     info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
-    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, config, tmp_path)
+    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, config)
     ours = pd.DataFrame(summary["features"]).set_index("measure")["value"].astype(float)
     table = _features(participant_run["out"], "02", "pre").set_index("measure")["value"]
     assert ours.index.isin(table.index).all()
