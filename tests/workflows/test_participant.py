@@ -134,9 +134,10 @@ def test_bad_inputs_fail_only_their_subject(trial, tmp_path, capsys):
     out = tmp_path / "out"
     for ses in SESSIONS:
         assert len(_features(out, "01", ses)) > 0
-    # sub-03: the truncated run is lost, everything else of the subject is written
+    # sub-03: the truncated run's measures are n/a with the reason, everything else of the subject is written
     post = _features(out, "03", "post")
-    assert not post["task"].eq("conflict").any()
+    conflict = post[post["task"].eq("conflict")]
+    assert len(conflict) and conflict["value"].isna().all() and conflict["note"].str.contains(bold.name).all()
     assert post["task"].eq("faces").any() and post["task"].eq("rest").any()
     status = json.loads((out / "logs" / "sub-03_status.json").read_text())
     assert any(bold.name in e for e in status["failed_runs"])
