@@ -133,15 +133,17 @@ def pipeline_convergence(work_dir: str, bids_dir: str, tr: float = 2.0) -> None:
 
     from ptsd_bidsapp.config import load_config
     from ptsd_bidsapp.dcm.participant import fit_session_dcm
+    from ptsd_bidsapp.workflows.participant import load_result
 
     cfg = load_config(None)["dcm"]
     conv, iters = [], []
     for d in sorted(glob.glob(f"{work_dir}/ptsd_bidsapp_wf/sub_*_wf/ses_*_task_faces_run/")):
         sub = d.split("sub_")[1].split("_wf")[0]
         ses = d.split("/ses_")[1].split("_task")[0]
-        voi = pd.read_csv(glob.glob(d + "*eigenvariate_timeseries.tsv")[0], sep="\t")
+        inputs = load_result(d + "run_result.pkl.gz")["dcm_inputs"]  # the run node's result
+        voi = inputs["voi"]
         events = pd.read_csv(glob.glob(f"{bids_dir}/sub-{sub}/ses-{ses}/func/*faces*_events.tsv")[0], sep="\t")
-        conf = pd.read_csv(d + "confounds_used.tsv", sep="\t").to_numpy(float)
+        conf = inputs["confounds"].to_numpy(float)
         result = fit_session_dcm(voi, events, tr, cfg, confounds=conf if conf.size else None, slice_timing_ref=tr / 2)
         conv.append(result.converged)
         iters.append(result.n_iter)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -35,13 +34,14 @@ import pandas as pd
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.dcm.inversion import _whitener
 from ptsd_bidsapp.dcm.participant import fit_session_dcm, residual_ar1
+from ptsd_bidsapp.workflows.participant import load_result
 
 #: noise settings compared: SPM12's defaults, and the app's config as it stands
 MODELS = {"spm": {"noise": "white", "hE": 6.0, "hC": 1.0 / 128.0}, "app": {}}
 
 
 def _run_summaries(work: Path, task: str) -> list[Path]:
-    found = sorted(work.glob(f"**/ses_*_task_{task}_run/summary.json"))
+    found = sorted(work.glob(f"**/ses_*_task_{task}_run/run_result.pkl.gz"))
     if not found:
         raise FileNotFoundError(f"no {task} run summaries under {work} (run benchmarks/null_calibration.py first)")
     return found
@@ -49,11 +49,11 @@ def _run_summaries(work: Path, task: str) -> list[Path]:
 
 def session_rows(summary_path: Path, dcm_config: dict) -> list[dict]:
     """Fit one session's DCM under each noise model; one row of diagnostics per model."""
-    rs = json.loads(summary_path.read_text())
-    work = rs["work"]
-    voi = pd.read_csv(work["voi"], sep="\t", na_values="n/a")
+    rs = load_result(summary_path)  # the run node's result (workflows/participant.py)
+    work = rs["dcm_inputs"]
+    voi = work["voi"]
     events = pd.read_csv(work["events"], sep="\t", na_values="n/a", dtype={"trial_type": str})
-    confounds = pd.read_csv(work["confounds"], sep="\t", na_values="n/a").to_numpy(float)
+    confounds = work["confounds"].to_numpy(float)
     tr = float(rs["tr"])
     rows = []
     for model, settings in MODELS.items():

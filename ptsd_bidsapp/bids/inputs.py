@@ -1,9 +1,14 @@
 """Input discovery with pybids (SPEC §2).
 
-One table of queries (:data:`QUERIES`) describes every input; :func:`collect_runs`
+One table of queries (:data:`QUERIES`) describes every input; :func:`collect_subject`
 turns it into one :class:`RunInputs` per subject/session/task/run, checking that
 every file exists and that the repetition time in the JSON sidecar agrees with
-the NIfTI header. Problems raise :class:`InputError` naming the file and the fix.
+the NIfTI header. Problems raise :class:`InputError` naming the file and the fix,
+except the two whose scope is smaller than the subject: a run that cannot be used
+(unreadable or 0-byte BOLD, events lacking a configured condition) is an
+:class:`UnusableRun` and a configured session without any preprocessed BOLD a
+:class:`MissingSession`; the subject's other runs and sessions go on.
+:func:`collect_runs` is the strict form (every problem raises).
 """
 
 from __future__ import annotations
@@ -72,6 +77,40 @@ class RunInputs:
     run: int | None = None
     entities: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+
+
+class UnusableRunError(InputError):
+    """A problem that makes one run unusable but leaves the subject's other runs computable."""
+
+
+@dataclass
+class UnusableRun:
+    """A run that cannot be used (its measures are ``n/a`` with ``reason``)."""
+
+    subject: str
+    session: str
+    task: str
+    run: int | None
+    bold: Path
+    reason: str
+
+
+@dataclass
+class MissingSession:
+    """A configured session without any preprocessed BOLD of the subject."""
+
+    subject: str
+    session: str
+    reason: str
+
+
+@dataclass
+class SubjectInputs:
+    """Everything found for one subject: usable runs, unusable runs, missing sessions."""
+
+    runs: list
+    unusable: list = field(default_factory=list)
+    missing_sessions: list = field(default_factory=list)
 
 
 def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_database: bool = False):
@@ -161,9 +200,9 @@ def _repetition_time(bold: Path, metadata: Mapping[str, Any]) -> tuple[float, in
         img = nib.load(str(bold))
         shape = img.shape
     except Exception as err:  # nibabel raises several types on corrupt files
-        raise InputError(f"cannot read BOLD image {bold}: {err}", bold, errors.DATAERR) from err
+        raise UnusableRunError(f"cannot read BOLD image {bold}: {err}", bold, errors.DATAERR) from err
     if len(shape) != 4:
-        raise InputError(f"BOLD image {bold} is not 4D (shape {shape})", bold, errors.DATAERR)
+        raise UnusableRunError(f"BOLD image {bold} is not 4D (shape {shape})", bold, errors.DATAERR)
     if "RepetitionTime" not in metadata:
         raise InputError(f"RepetitionTime missing from {sidecar}", sidecar, errors.DATAERR)
     tr = float(metadata["RepetitionTime"])
@@ -191,7 +230,37 @@ def collect_runs(
     space: str = "MNI152NLin2009cAsym",
     filters: Mapping[str, Any] | None = None,
 ) -> list[RunInputs]:
-    """Collect every run of one subject.
+    """Collect every run of one subject, strictly: an unusable run or a missing session raises.
+
+    Same parameters as :func:`collect_subject`.
+
+    Returns
+    -------
+    list of RunInputs
+
+    Raises
+    ------
+    InputError
+        Naming the missing or inconsistent file (BOLD, mask, confounds, events, TR).
+    """
+    found = collect_subject(layout, subject, sessions, tasks, space, filters)
+    if found.missing_sessions:
+        raise InputError(found.missing_sessions[0].reason)
+    if found.unusable:
+        gap = found.unusable[0]
+        raise InputError(gap.reason, gap.bold, errors.DATAERR)
+    return found.runs
+
+
+def collect_subject(
+    layout,
+    subject: str,
+    sessions: list[str],
+    tasks: Mapping[str, Mapping[str, Any]],
+    space: str = "MNI152NLin2009cAsym",
+    filters: Mapping[str, Any] | None = None,
+) -> SubjectInputs:
+    """Collect every run of one subject, setting aside unusable runs and missing sessions.
 
     Parameters
     ----------
@@ -210,18 +279,30 @@ def collect_runs(
 
     Returns
     -------
-    list of RunInputs
+    SubjectInputs
+        ``runs`` (usable), ``unusable`` (:class:`UnusableRun`: unreadable, 0-byte or non-4D BOLD, events
+        lacking a configured condition) and ``missing_sessions`` (:class:`MissingSession`: no
+        preprocessed BOLD of any configured task in the session).
 
     Raises
     ------
     InputError
-        Naming the missing or inconsistent file (mask, confounds, events, TR).
+        Naming the missing or inconsistent file (mask, confounds, events, TR; one task's BOLD
+        missing in a session that has others); also when no session has any BOLD.
     """
     filters = dict(filters or {})
-    runs: list[RunInputs] = []
+    found = SubjectInputs(runs=[])
     for session in sessions:
+        bolds_by_task = {task: _query(layout, "bold", {"subject": subject, "session": session, "task": task,
+                                                        "space": space}, filters)
+                         for task in tasks}
+        if not any(bolds_by_task.values()):
+            found.missing_sessions.append(MissingSession(
+                subject, session, f"no preprocessed BOLD for sub-{subject} ses-{session} in space {space} "
+                f"(none of the tasks {', '.join(tasks)} in the fMRIPrep derivatives)"))
+            continue
         for task, spec in tasks.items():
-            bolds = _query(layout, "bold", {"subject": subject, "session": session, "task": task, "space": space}, filters)
+            bolds = bolds_by_task[task]
             if not bolds:
                 raise InputError(
                     f"no preprocessed BOLD for sub-{subject} ses-{session} task-{task} in space {space} "
@@ -240,8 +321,16 @@ def collect_runs(
                         Path(candidates[0].path),
                         errors.DATAERR,
                     )
-                runs.append(_run_inputs(layout, candidates[0], task, spec, filters))
-    return runs
+                try:
+                    found.runs.append(_run_inputs(layout, candidates[0], task, spec, filters))
+                except UnusableRunError as err:
+                    label = f"sub-{subject} ses-{session} task-{task}" + (f" run-{run}" if run is not None else "")
+                    found.unusable.append(UnusableRun(subject, session, task, run, Path(candidates[0].path),
+                                                      f"{label}: {err}"))
+    if len(found.missing_sessions) == len(sessions):
+        raise InputError(f"no preprocessed BOLD for sub-{subject} in any of the sessions {', '.join(sessions)} "
+                         f"(space {space})")
+    return found
 
 
 def _run_inputs(layout, bold_file, task: str, spec: Mapping[str, Any], filters: Mapping[str, Any]) -> RunInputs:
@@ -304,7 +393,7 @@ def _check_events(events: Path, spec: Mapping[str, Any]) -> None:
         raise InputError(f"events file {events} lacks column(s) {', '.join(missing)}", events, errors.DATAERR)
     absent = [c for c in spec.get("conditions") or [] if c not in set(table["trial_type"].astype(str))]
     if absent:
-        raise InputError(
+        raise UnusableRunError(
             f"events file {events} has no trial_type {', '.join(absent)} (configured conditions: {spec.get('conditions')})",
             events,
             errors.DATAERR,

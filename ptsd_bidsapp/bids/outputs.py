@@ -1,5 +1,8 @@
 """Output naming and atomic writing for the derivative dataset (one place).
 
+Compute steps describe each file they produce as a :class:`Derivative` (entities, suffix,
+extension, content: a table, an image, a JSON mapping or arrays) and return it; the sink
+(:mod:`ptsd_bidsapp.workflows.sink`) writes them with :func:`write_derivative`.
 Every file the app writes goes through :func:`atomic_write_bytes` (directly or via
 :func:`write_tsv`, :func:`write_json`, :func:`write_nifti`): data are written to a
 temporary file in the destination folder and moved into place with
@@ -9,10 +12,13 @@ would trust.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -179,6 +185,23 @@ def write_json(path: os.PathLike | str, obj: Any) -> Path:
     return atomic_write_text(path, to_json(obj))
 
 
+def tsv_text(table: pd.DataFrame, index: bool = False, float_format: str = "%.8g") -> str:
+    """The text :func:`write_tsv` writes: tab-separated, ``n/a`` for missing values, floats at
+    ``float_format`` (8 significant digits by default)."""
+    return table.to_csv(sep="\t", na_rep="n/a", index=index, float_format=float_format, lineterminator="\n")
+
+
+def as_written(table: pd.DataFrame, index: bool = False) -> pd.DataFrame:
+    """``table`` as a reader of its TSV sees it (:func:`write_tsv` then ``pandas.read_csv``).
+
+    The DCM is fitted to, and the report plots, the values of the derivative files (8 significant
+    digits), so both can be reproduced from the derivatives alone.
+    """
+    if table.shape[1] == 0 and not index:
+        return table.copy()
+    return pd.read_csv(io.StringIO(tsv_text(table, index=index)), sep="\t", na_values="n/a")
+
+
 def write_tsv(
     path: os.PathLike | str,
     table: pd.DataFrame,
@@ -201,8 +224,7 @@ def write_tsv(
     float_format : str
         printf format for floats (deterministic text output).
     """
-    text = table.to_csv(sep="\t", na_rep="n/a", index=index, float_format=float_format, lineterminator="\n")
-    out = atomic_write_text(path, text)
+    out = atomic_write_text(path, tsv_text(table, index=index, float_format=float_format))
     if sidecar is not None:
         write_json(Path(str(out)[: -len(".tsv")] + ".json"), dict(sidecar))
     return out
@@ -226,3 +248,88 @@ def write_nifti(path: os.PathLike | str, img) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """``numpy.savez`` content with fixed zip timestamps (1980-01-01): equal arrays, equal bytes.
+
+    ``numpy.savez`` stamps each member with the wall-clock time, so a rerun would change the file.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+    return buffer.getvalue()
+
+
+@dataclass
+class Derivative:
+    """One derivative file, as a compute step returns it (nothing written yet).
+
+    Attributes
+    ----------
+    entities : dict
+        BIDS entities of the name (short or pybids keys; ``sub`` and ``ses`` also place the file).
+    suffix, extension : str
+        e.g. ``"timeseries"``, ``".tsv"``.
+    content : DataFrame, nibabel image, mapping or mapping of arrays
+        By extension: ``.tsv`` a table, ``.nii.gz``/``.nii`` an image, ``.json`` a JSON mapping,
+        ``.npz`` named arrays.
+    sidecar : mapping, optional
+        JSON sidecar written next to the file (same stem, ``.json``).
+    datatype : str or None
+        Folder below ``sub-<s>/ses-<t>/`` (``"func"``), None for the session folder itself.
+    index : bool
+        ``.tsv`` only: write the table's index as the first column.
+    """
+
+    entities: dict
+    suffix: str
+    extension: str
+    content: Any
+    sidecar: Mapping[str, Any] | None = None
+    datatype: str | None = "func"
+    index: bool = False
+
+    @property
+    def name(self) -> str:
+        return bids_filename(self.entities, self.suffix, self.extension)
+
+    def relative_path(self) -> Path:
+        """``sub-<s>[/ses-<t>][/<datatype>]/<name>`` inside the derivative dataset."""
+        ents = {ENTITY_KEYS.get(k, k): v for k, v in self.entities.items() if v is not None}
+        folder = Path(f"sub-{ents['sub']}")
+        if ents.get("ses"):
+            folder = folder / f"ses-{ents['ses']}"
+        if self.datatype:
+            folder = folder / self.datatype
+        return folder / self.name
+
+
+def write_derivative(root: os.PathLike | str, derivative: Derivative) -> list[Path]:
+    """Write one :class:`Derivative` under ``root`` atomically, its sidecar first.
+
+    Returns
+    -------
+    list of Path
+        The written files (sidecar, then the file).
+    """
+    path = Path(root) / derivative.relative_path()
+    written = []
+    if derivative.sidecar is not None:
+        stem = path.name[: -len(derivative.extension)]
+        written.append(write_json(path.with_name(stem + ".json"), dict(derivative.sidecar)))
+    ext = derivative.extension
+    if ext == ".tsv":
+        written.append(write_tsv(path, derivative.content, index=derivative.index))
+    elif ext in (".nii.gz", ".nii"):
+        written.append(write_nifti(path, derivative.content))
+    elif ext == ".json":
+        written.append(write_json(path, derivative.content))
+    elif ext == ".npz":
+        written.append(atomic_write_bytes(path, npz_bytes(derivative.content)))
+    else:
+        raise ValueError(f"{derivative.name}: no writer for {ext!r}")
+    return written

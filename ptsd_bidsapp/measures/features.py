@@ -75,6 +75,29 @@ def directed_features(matrix: pd.DataFrame, task: str, contrast: str, qc_pass: b
     return rows
 
 
+def unavailable_features(task: str, spec: dict, roi_names: Sequence[str], reason: str,
+                         seeds: Sequence[str] | None = None) -> list[dict]:
+    """``n/a`` rows, note ``reason``, for every measure a run of ``task`` would give (an unusable run).
+
+    ``spec`` is the task's config section (``design``, ``contrasts``, ``gppi``); ``seeds`` the gPPI
+    seeds (None: every ROI). The ids are those of :func:`activation_features`, :func:`pair_features`
+    and :func:`directed_features` (the DCM's are not listed: its failure is a warning).
+    """
+    names = list(roi_names)
+    pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+    ids: list[tuple[str, str]] = []
+    if spec.get("design") == "rest":
+        ids += [(contracts.fc_id(task, a, b), "fc") for a, b in pairs]
+    else:
+        for contrast in spec.get("contrasts") or {}:
+            ids += [(contracts.activation_id(task, contrast, roi), "activation") for roi in names]
+            if spec.get("gppi"):
+                ids += [(contracts.gppi_id(task, contrast, a, b), "gppi") for a, b in pairs]
+                ids += [(contracts.gppi_directed_id(task, contrast, seed, target), "gppi_directed")
+                        for seed in names if seeds is None or seed in seeds for target in names if target != seed]
+    return [_row(measure, np.nan, task, kind, False, reason) for measure, kind in ids]
+
+
 def features_table(rows: list[dict]) -> pd.DataFrame:
     """DataFrame with the Contract 3 columns."""
     return pd.DataFrame(rows, columns=FEATURE_COLUMNS)

@@ -102,8 +102,8 @@ def observed_vs_predicted(observed: np.ndarray, predicted: np.ndarray, regions: 
     return to_png_data_uri(fig)
 
 
-def roi_overlay(dseg_path: str, title: str) -> str:
-    """ROI set over the MNI template (nilearn ``plot_roi``)."""
+def roi_overlay(dseg, title: str) -> str:
+    """ROI set (a dseg image or its path) over the MNI template (nilearn ``plot_roi``)."""
     from nilearn.plotting import plot_roi
 
     fig = plt.figure(figsize=(7, 2.4))
@@ -115,6 +115,6 @@ def roi_overlay(dseg_path: str, title: str) -> str:
     except Exception:  # no packaged template: plot on a blank background
         bg = None
     kwargs = {"bg_img": bg} if bg is not None else {"bg_img": False}
-    plot_roi(dseg_path, figure=fig, display_mode="ortho", cut_coords=(2, 20, -10), title=title, draw_cross=False,
+    plot_roi(dseg, figure=fig, display_mode="ortho", cut_coords=(2, 20, -10), title=title, draw_cross=False,
              cmap="tab10", **kwargs)
     return to_png_data_uri(fig)

@@ -1,18 +1,18 @@
 """Per-subject HTML report (``sub-<label>.html``): QC, ROI set, design, time series, activation,
-connectivity pre vs post, DCM fit."""
+connectivity pre vs post, DCM fit, and the gaps (unusable runs, missing sessions) with their reasons.
+
+:func:`render_subject_report` returns the HTML from the session results (the tables as the derivative
+files hold them); the sink (:mod:`ptsd_bidsapp.workflows.sink`) writes it."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ptsd_bidsapp import __version__
-from ptsd_bidsapp.bids.outputs import atomic_write_text
 from ptsd_bidsapp.reports import figures
 
 
@@ -24,61 +24,58 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _read_tsv(path: str | None) -> pd.DataFrame | None:
-    if not path or not Path(path).exists():
-        return None
-    return pd.read_csv(path, sep="\t", na_values="n/a")
-
-
 def _run_figures(run: Mapping[str, Any]) -> list[str]:
     report = run.get("report", {}) or {}
     label = f"ses-{run['session']} task-{run['task']}"
     out = []
-    qc = _read_tsv(report.get("fd"))
+    qc = report.get("fd")
     if qc is not None and "framewise_displacement" in qc:
         out.append(figures.fd_trace(qc["framewise_displacement"].fillna(0).to_numpy(),
                                     qc.get("censored", pd.Series(False, index=qc.index)).astype(bool).to_numpy(),
                                     float(report.get("fd_threshold", 0.5)), f"{label}: framewise displacement"))
-    design = _read_tsv(report.get("design"))
+    design = report.get("design")
     if design is not None:
         out.append(figures.design_matrix(design, f"{label}: design matrix"))
-    series = _read_tsv(report.get("timeseries"))
+    series = report.get("timeseries")
     if series is not None:
         out.append(figures.roi_timeseries(series, float(run.get("tr", 2.0)), f"{label}: ROI mean signals (% signal change)"))
-    for contrast, path in sorted((report.get("activation") or {}).items()):
-        table = _read_tsv(path)
+    for contrast, table in sorted((report.get("activation") or {}).items()):
         if table is not None:
             out.append(figures.activation_bars(table, f"{label}: {contrast}"))
     return out
 
 
-def write_subject_report(session_summaries: list[dict], output_dir: Path, subject: str, config: Mapping[str, Any]) -> Path:
-    """Render ``output_dir/sub-<subject>.html`` from the session summaries.
+def render_subject_report(session_results: list[dict], subject: str, config: Mapping[str, Any],
+                          missing_sessions: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The HTML of ``sub-<subject>.html`` from the session results.
 
     Parameters
     ----------
-    session_summaries : list of dict
+    session_results : list of dict
         From :func:`ptsd_bidsapp.workflows.run_measures.compute_session_measures`.
-    output_dir : Path
-        Derivative dataset root.
     subject : str
         Subject label.
     config : mapping
         Resolved configuration.
+    missing_sessions : sequence of mapping
+        ``{"session", "reason"}`` of configured sessions without data.
 
     Returns
     -------
-    Path
-        The written HTML file.
+    str
+        The report (self-contained HTML).
     """
     qc_rows, sessions, warnings = [], [], []
+    gaps = [f"ses-{gap['session']} missing: {gap['reason']}" for gap in missing_sessions]
     connectivity: dict[str, dict[str, pd.DataFrame]] = {}
     dcm_entries = []
     atlas_dseg = None
-    for summary in sorted(session_summaries, key=lambda s: s["session"]):
+    for summary in sorted(session_results, key=lambda s: s["session"]):
         warnings.extend(summary.get("warnings", []))
         runs = []
         for run in summary["runs"]:
+            if run.get("error"):
+                gaps.append(run["error"] + " (its measures are n/a)")
             qc = run.get("qc", {})
             qc_rows.append({
                 "session": run["session"], "task": run["task"], "run": run.get("run"),
@@ -87,9 +84,9 @@ def write_subject_report(session_summaries: list[dict], output_dir: Path, subjec
                 "excluded": bool(qc.get("excluded")), "reasons": "; ".join(qc.get("reasons", [])),
             })
             runs.append({"task": run["task"], "run": run.get("run"), "figures": _run_figures(run)})
-            atlas_dseg = atlas_dseg or (run.get("report") or {}).get("atlas")
-            for name, path in sorted(((run.get("report") or {}).get("relmat") or {}).items()):
-                table = _read_tsv(path)
+            if atlas_dseg is None:
+                atlas_dseg = (run.get("report") or {}).get("atlas")
+            for name, table in sorted(((run.get("report") or {}).get("relmat") or {}).items()):
                 if table is not None:
                     table = table.set_index(table.columns[0])
                     connectivity.setdefault(name, {})[f"ses-{run['session']}"] = table
@@ -97,7 +94,6 @@ def write_subject_report(session_summaries: list[dict], output_dir: Path, subjec
         dcm = summary.get("dcm")
         if dcm and dcm.get("report"):
             rep = dcm["report"]
-            data = np.load(rep["fit"])
             diag = rep.get("diagnostics") or {}
             dcm_entries.append({
                 "session": summary["session"], "F": _fmt(rep.get("F"), 6),
@@ -107,27 +103,22 @@ def write_subject_report(session_summaries: list[dict], output_dir: Path, subjec
                 "largest_connection": _fmt(diag.get("largest_connection"), 3),
                 "converged": rep.get("converged"), "fit_ok": diag.get("fit_ok", True),
                 "problems": diag.get("problems") or [],
-                "figure": figures.observed_vs_predicted(data["observed"], data["predicted"], list(rep["regions"]),
+                "figure": figures.observed_vs_predicted(rep["observed"], rep["predicted"], list(rep["regions"]),
                                                         float(rep["tr"]), f"ses-{summary['session']}: observed vs predicted BOLD"),
                 "parameters": [{"name": p["name"], "mean": _fmt(p["mean"]), "sd": _fmt(p["sd"]), "pp": _fmt(p["pp"])}
                                for p in rep.get("parameters", [])],
             })
     connectivity_figs = [figures.connectivity_matrices(mats, name) for name, mats in sorted(connectivity.items())]
     roi_overlay = None
-    if atlas_dseg:
+    if atlas_dseg is not None:
         try:
             roi_overlay = figures.roi_overlay(atlas_dseg, f"atlas-{config['atlas']['name']}")
         except Exception as err:  # a plotting failure must not cost the report
             warnings.append(f"ROI overlay could not be drawn: {err}")
     env = Environment(loader=PackageLoader("ptsd_bidsapp.reports", "templates"), autoescape=select_autoescape())
     html = env.get_template("participant.html").render(
-        subject=subject, sessions=sessions, qc_rows=qc_rows, warnings=warnings, roi_overlay=roi_overlay,
+        subject=subject, sessions=sessions, qc_rows=qc_rows, warnings=warnings, gaps=gaps, roi_overlay=roi_overlay,
         connectivity=connectivity_figs, dcm=dcm_entries, dcm_task=config.get("dcm", {}).get("task"),
         version=__version__,
     )
-    return atomic_write_text(Path(output_dir) / f"sub-{subject}.html", html)
-
-
-def load_summary(path: str | Path) -> dict:
-    """Read a node summary JSON."""
-    return json.loads(Path(path).read_text())
+    return html

@@ -2,8 +2,13 @@
 
 One sub-workflow per subject (``init_participant_wf``) with, per run, a node
 computing every measure from a single read of the BOLD series, per session a
-DCM node and a features node, and per subject a sink that copies results into
-the derivative dataset atomically and a report node. All subjects' graphs are
+node fitting the DCM and assembling the features table, and per subject one sink
+that writes every result into the derivative dataset atomically, then the report.
+Compute nodes return results (kept by nipype in their work folders as a gzipped
+pickle, ``*_result.pkl.gz``); only the sink writes derivative files
+(:mod:`ptsd_bidsapp.workflows.sink`). Unusable runs and missing sessions found at
+input collection enter the graph as data (their ``n/a`` rows and reasons), so the
+subject's other runs are computed. All subjects' graphs are
 joined in one meta-workflow so MultiProc/cluster plugins run them in parallel;
 a crash in one subject leaves the others running (nipype does not stop on the
 first crash), and the summary names the subjects that failed and why.
@@ -12,8 +17,9 @@ The work dir caches finished nodes, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import json
+import gzip
 import logging
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +34,20 @@ LOGGER = logging.getLogger("ptsd_bidsapp.participant")
 
 
 # --------------------------------------------------------------------------- interfaces
+def save_result(result: Any, path: Path) -> Path:
+    """A compute node's result as a gzipped pickle in its work folder (nipype node state, not a derivative).
+
+    Fixed gzip timestamp: equal results, equal bytes (nipype hashes downstream inputs by content).
+    """
+    path.write_bytes(gzip.compress(pickle.dumps(result, protocol=4), compresslevel=6, mtime=0))
+    return path
+
+
+def load_result(path: str | Path) -> Any:
+    """Inverse of :func:`save_result`."""
+    return pickle.loads(gzip.decompress(Path(path).read_bytes()))
+
+
 class _RunMeasuresInputSpec(BaseInterfaceInputSpec):
     bold = File(exists=True, mandatory=True, desc="fMRIPrep preprocessed BOLD")
     mask = File(exists=True, mandatory=True, desc="fMRIPrep brain mask")
@@ -40,7 +60,7 @@ class _RunMeasuresInputSpec(BaseInterfaceInputSpec):
 
 
 class _RunMeasuresOutputSpec(TraitedSpec):
-    summary = File(exists=True, desc="JSON: produced files, features rows, QC")
+    result = File(exists=True, desc="run result (gzipped pickle): derivative records, features rows, QC")
 
 
 class RunMeasures(SimpleInterface):
@@ -52,7 +72,7 @@ class RunMeasures(SimpleInterface):
     def _run_interface(self, runtime):
         from ptsd_bidsapp.workflows.run_measures import compute_run_measures
 
-        summary = compute_run_measures(
+        result = compute_run_measures(
             run_info=self.inputs.run_info,
             bold=self.inputs.bold,
             mask=self.inputs.mask,
@@ -61,22 +81,20 @@ class RunMeasures(SimpleInterface):
             atlas_dseg=self.inputs.atlas_dseg,
             atlas_labels=self.inputs.atlas_labels,
             config=self.inputs.config,
-            out_dir=Path(runtime.cwd),
         )
-        path = Path(runtime.cwd) / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        self._results["summary"] = str(path)
+        self._results["result"] = str(save_result(result, Path(runtime.cwd) / "run_result.pkl.gz"))
         return runtime
 
 
 class _SessionInputSpec(BaseInterfaceInputSpec):
-    summaries = traits.List(File(exists=True), mandatory=True, desc="per-run summaries of the session")
+    results = traits.List(File(exists=True), desc="results of the session's run nodes")
+    failed_runs = traits.List(traits.Dict, desc="results of the session's runs unusable at input collection")
     config = traits.Dict(mandatory=True)
     session_info = traits.Dict(mandatory=True, desc="subject, session")
 
 
 class _SessionOutputSpec(TraitedSpec):
-    summary = File(exists=True)
+    result = File(exists=True)
 
 
 class SessionMeasures(SimpleInterface):
@@ -88,16 +106,15 @@ class SessionMeasures(SimpleInterface):
     def _run_interface(self, runtime):
         from ptsd_bidsapp.workflows.run_measures import compute_session_measures
 
-        summaries = [json.loads(Path(p).read_text()) for p in self.inputs.summaries]
-        summary = compute_session_measures(summaries, self.inputs.config, self.inputs.session_info, Path(runtime.cwd))
-        path = Path(runtime.cwd) / "session_summary.json"
-        path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        self._results["summary"] = str(path)
+        runs = [load_result(p) for p in self.inputs.results] + [dict(r) for r in self.inputs.failed_runs]
+        result = compute_session_measures(runs, self.inputs.config, self.inputs.session_info)
+        self._results["result"] = str(save_result(result, Path(runtime.cwd) / "session_result.pkl.gz"))
         return runtime
 
 
 class _SinkInputSpec(BaseInterfaceInputSpec):
-    summaries = traits.List(File(exists=True), mandatory=True)
+    results = traits.List(File(exists=True), mandatory=True)
+    missing_sessions = traits.List(traits.Dict, desc="configured sessions without data: session, reason")
     output_dir = traits.Str(mandatory=True)
     subject = traits.Str(mandatory=True)
     reports = traits.Bool(True, usedefault=True)
@@ -109,22 +126,24 @@ class _SinkOutputSpec(TraitedSpec):
 
 
 class DerivativesSink(SimpleInterface):
-    """Copy every produced file into the derivative dataset (atomic) and write the subject report."""
+    """The one writer: every result of the subject into the derivative dataset (atomic), then the report."""
 
     input_spec = _SinkInputSpec
     output_spec = _SinkOutputSpec
     always_run = True
 
     def _run_interface(self, runtime):
-        from ptsd_bidsapp.workflows.run_measures import sink_outputs
+        from ptsd_bidsapp.workflows.sink import write_subject_outputs, write_subject_report
 
-        summaries = [json.loads(Path(p).read_text()) for p in self.inputs.summaries]
-        written = sink_outputs(summaries, Path(self.inputs.output_dir), self.inputs.subject)
+        results = [load_result(p) for p in self.inputs.results]
+        missing = [dict(m) for m in self.inputs.missing_sessions]
+        output_dir = Path(self.inputs.output_dir)
+        written = write_subject_outputs(results, output_dir, self.inputs.subject, missing)
         if self.inputs.reports:
-            from ptsd_bidsapp.reports.participant import write_subject_report
+            from ptsd_bidsapp.reports.participant import render_subject_report
 
-            written.append(str(write_subject_report(summaries, Path(self.inputs.output_dir), self.inputs.subject,
-                                                    self.inputs.config)))
+            html = render_subject_report(results, self.inputs.subject, self.inputs.config, missing)
+            written.append(str(write_subject_report(html, output_dir, self.inputs.subject)))
         self._results["out_files"] = written
         return runtime
 
@@ -142,6 +161,8 @@ def init_participant_wf(
     atlas_labels: Path,
     output_dir: Path,
     reports: bool = True,
+    unusable: list | None = None,
+    missing_sessions: list | None = None,
 ) -> Workflow:
     """Build the nipype workflow of one subject.
 
@@ -159,15 +180,30 @@ def init_participant_wf(
         Derivative dataset root.
     reports : bool
         Write ``sub-<label>.html``.
+    unusable : list of UnusableRun, optional
+        Runs that cannot be used (:func:`ptsd_bidsapp.bids.inputs.collect_subject`): no node, ``n/a``
+        rows with the reason in their session's features table.
+    missing_sessions : list of MissingSession, optional
+        Configured sessions without data: listed with the reason in the status and the report.
 
     Returns
     -------
     nipype.Workflow
         Named ``sub_<label>_wf``; its sink node is ``ds_sub_<label>``.
     """
+    from ptsd_bidsapp.atlas import load_atlas
+    from ptsd_bidsapp.workflows.run_measures import failed_run_result
+
     workflow = Workflow(name=f"sub_{subject}_wf")
     config = dict(config)
     sessions: dict[str, list] = {}
+    failed: dict[str, list] = {}
+    if unusable:
+        roi_names = load_atlas(split_hemispheres=False, dseg=atlas_dseg, labels=atlas_labels).names
+        for gap in unusable:
+            info = {"subject": gap.subject, "session": gap.session, "task": gap.task, "run": gap.run}
+            failed.setdefault(gap.session, []).append(failed_run_result(info, gap.reason, config, roi_names,
+                                                                        str(gap.bold)))
     for run in runs:
         info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
         node = Node(
@@ -183,23 +219,31 @@ def init_participant_wf(
         sessions.setdefault(run.session, []).append(node)
 
     sink = Node(DerivativesSink(output_dir=str(output_dir), subject=subject, reports=reports,
-                                config=config_sections(config, REPORT_SECTIONS)),
+                                config=config_sections(config, REPORT_SECTIONS),
+                                missing_sessions=[{"session": m.session, "reason": m.reason}
+                                                  for m in missing_sessions or []]),
                 name=f"ds_sub_{subject}")
     from nipype.interfaces.utility import Merge
 
-    merge_sessions = Node(Merge(len(sessions)), name="merge_sessions")
-    for index, (session, nodes) in enumerate(sorted(sessions.items()), start=1):
-        merge_runs = Node(Merge(len(nodes)), name=_node_name("merge", "ses", session))
-        for i, node in enumerate(nodes, start=1):
-            workflow.connect(node, "summary", merge_runs, f"in{i}")
+    session_labels = sorted(set(sessions) | set(failed))
+    merge_sessions = Node(Merge(len(session_labels)), name="merge_sessions")
+    for index, session in enumerate(session_labels, start=1):
+        nodes = sessions.get(session, [])
         session_node = Node(
             SessionMeasures(config=config_sections(config, SESSION_SECTIONS),
-                            session_info={"subject": subject, "session": session}),
+                            session_info={"subject": subject, "session": session},
+                            failed_runs=failed.get(session, [])),
             name=_node_name("ses", session, "summary"),
         )
-        workflow.connect(merge_runs, "out", session_node, "summaries")
-        workflow.connect(session_node, "summary", merge_sessions, f"in{index}")
-    workflow.connect(merge_sessions, "out", sink, "summaries")
+        if nodes:
+            merge_runs = Node(Merge(len(nodes)), name=_node_name("merge", "ses", session))
+            for i, node in enumerate(nodes, start=1):
+                workflow.connect(node, "result", merge_runs, f"in{i}")
+            workflow.connect(merge_runs, "out", session_node, "results")
+        else:
+            workflow.add_nodes([session_node])
+        workflow.connect(session_node, "result", merge_sessions, f"in{index}")
+    workflow.connect(merge_sessions, "out", sink, "results")
     return workflow
 
 
@@ -225,8 +269,8 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
 
     from ptsd_bidsapp.atlas import atlas_files
     from ptsd_bidsapp.bids.dataset import bootstrap_output
-    from ptsd_bidsapp.bids.inputs import InputError, collect_runs, make_layout, select_participants
-    from ptsd_bidsapp.workflows.run_measures import read_status
+    from ptsd_bidsapp.bids.inputs import InputError, collect_subject, make_layout, select_participants
+    from ptsd_bidsapp.workflows.sink import read_status
 
     work_dir = Path(args.work_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
@@ -238,17 +282,27 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
 
     failures: dict[str, str] = {}
     codes: dict[str, int] = {}
+    gaps: dict[str, list[str]] = {}
+    present: dict[str, list[str]] = {}
     meta = Workflow(name="ptsd_bidsapp_wf", base_dir=str(work_dir))
     for subject in subjects:
         try:
-            runs = collect_runs(layout, subject, sessions, config["tasks"], config["space"], args.bids_filters)
+            found = collect_subject(layout, subject, sessions, config["tasks"], config["space"], args.bids_filters)
         except InputError as err:
             failures[subject] = str(err)
             codes[subject] = err.exit_code
             LOGGER.error("sub-%s: %s", subject, err)
             continue
-        meta.add_nodes([init_participant_wf(subject, runs, config, atlas_dseg, atlas_labels, output_dir,
-                                            reports=not args.no_reports)])
+        for gap in found.missing_sessions:
+            LOGGER.warning("sub-%s: %s", subject, gap.reason)
+            gaps.setdefault(subject, []).append(f"ses-{gap.session} missing: {gap.reason}")
+        for gap in found.unusable:
+            LOGGER.error("%s", gap.reason)
+        missing = {gap.session for gap in found.missing_sessions}
+        present[subject] = [s for s in sessions if s not in missing]
+        meta.add_nodes([init_participant_wf(subject, found.runs, config, atlas_dseg, atlas_labels, output_dir,
+                                            reports=not args.no_reports, unusable=found.unusable,
+                                            missing_sessions=found.missing_sessions)])
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",
@@ -274,7 +328,8 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
         for subject in subjects:
             if subject in failures:
                 continue
-            if not (output_dir / f"sub-{subject}").is_dir() or not _subject_complete(output_dir, subject, sessions):
+            if not (output_dir / f"sub-{subject}").is_dir() or not _subject_complete(output_dir, subject,
+                                                                                       present[subject]):
                 failures[subject] = _crash_reason(crash_dir, subject)
                 codes[subject] = exitcodes.FAILURE
                 continue
@@ -289,6 +344,10 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
         print(f"  reports: {output_dir}/sub-<label>.html")
     for subject, reason in failures.items():
         print(f"  FAILED sub-{subject}: {reason}")
+    for subject, notes in gaps.items():
+        for note in notes:
+            print(f"  GAP sub-{subject}: {note} (the other sessions were computed; the group level drops "
+                  "the subject from change-based models)")
     if not failures:
         return exitcodes.SUCCESS
     if not ok and len(set(codes.values())) == 1:

@@ -1,12 +1,13 @@
-"""Glue between the nipype nodes and the pure functions of :mod:`ptsd_bidsapp.measures` / :mod:`ptsd_bidsapp.dcm`.
+"""Participant compute steps: the pure functions of :mod:`ptsd_bidsapp.measures` applied to one run
+and one session. Nothing here writes a file.
 
-Each function here reads inputs, calls the array-level functions, and writes its
-files (with their final BIDS names) into the node's working folder; the sink
-copies them into the derivative dataset. A *summary* dict describes what was
-produced:
+:func:`compute_run_measures` and :func:`compute_session_measures` return *results*: plain data
+(tables, images, arrays, dicts) and the derivative files as :class:`ptsd_bidsapp.bids.outputs.Derivative`
+records; the sink (:mod:`ptsd_bidsapp.workflows.sink`) is the one place that writes them. A run result is
 
-``{"subject", "session", "task", "run", "entities", "files": [{"path", "name", "datatype"}],
-"features": [rows of Contract 3], "qc": {...}, "warnings": [...], "report": {...}}``
+``{"subject", "session", "task", "run", "tr", "n_volumes", "bold", "echo_time", "outputs": [Derivative],
+"features": [rows of Contract 3], "qc": {...}, "coverage": {...}, "warnings": [...], "report": {tables for
+the subject report}, "dcm_inputs": {VOIs, confounds, events of the DCM}, "error": str or None}``
 """
 
 from __future__ import annotations
@@ -18,14 +19,9 @@ from typing import Any, Mapping
 import pandas as pd
 
 from ptsd_bidsapp import contracts
-from ptsd_bidsapp.bids.outputs import atomic_write_bytes, bids_filename, write_json, write_tsv  # noqa: F401
+from ptsd_bidsapp.bids.outputs import Derivative, as_written
 
 LOGGER = logging.getLogger("ptsd_bidsapp.participant")
-
-
-
-def _file_entry(path: Path, datatype: str | None = "func") -> dict:
-    return {"path": str(path), "name": path.name, "datatype": datatype}
 
 
 def _read_events(path: str | Path, conditions: list[str]) -> pd.DataFrame:
@@ -40,6 +36,41 @@ def _run_label(run_info: Mapping[str, Any]) -> str:
     return label + (f" run-{run_info['run']}" if run_info.get("run") not in (None, "") else "")
 
 
+def _empty_result(run_info: Mapping[str, Any], bold: str | Path | None) -> dict:
+    return {
+        "subject": run_info["subject"], "session": run_info["session"], "task": run_info["task"],
+        "run": run_info.get("run"), "tr": run_info.get("tr"), "n_volumes": run_info.get("n_volumes"),
+        "bold": str(bold) if bold else None, "echo_time": (run_info.get("metadata") or {}).get("EchoTime"),
+        "outputs": [], "features": [], "qc": {}, "warnings": [], "report": {}, "dcm_inputs": {},
+        "error": None,
+    }
+
+
+def failed_run_result(run_info: Mapping[str, Any], reason: str, config: Mapping[str, Any],
+                      roi_names: list[str], bold: str | Path | None = None) -> dict:
+    """Result of a run that could not be used: no outputs, ``n/a`` rows with ``reason`` as their note.
+
+    Parameters
+    ----------
+    run_info : mapping
+        ``subject``, ``session``, ``task``, ``run`` (``tr``, ``n_volumes`` when known).
+    reason : str
+        Why the run is unusable; starts with the run's label.
+    config : mapping
+        Resolved configuration (``tasks``, ``gppi``).
+    roi_names : list of str
+        ROI labels (Contract 1), atlas order.
+    """
+    from ptsd_bidsapp.measures.features import unavailable_features
+
+    result = _empty_result(run_info, bold)
+    result["error"] = reason
+    task = run_info["task"]
+    result["features"] = unavailable_features(task, config["tasks"][task], roi_names, reason,
+                                              seeds=(config.get("gppi") or {}).get("seeds"))
+    return result
+
+
 def compute_run_measures(
     run_info: Mapping[str, Any],
     bold: str | Path,
@@ -49,7 +80,6 @@ def compute_run_measures(
     atlas_dseg: str | Path,
     atlas_labels: str | Path,
     config: Mapping[str, Any],
-    out_dir: Path,
 ) -> dict:
     """Every participant measure of one BOLD run, from a single read of the series.
 
@@ -59,8 +89,8 @@ def compute_run_measures(
     float32 (ROI means, per-ROI voxel blocks for the eigenvariates, then released); then,
     on ROI signals only, the activation GLM and gPPI (task runs) or Fisher-z connectivity
     (task-free runs). Data problems of this run (unreadable or all-zero BOLD, missing
-    confound columns) do not raise: the summary carries ``error`` and no feature rows,
-    so the subject's other runs are still written.
+    confound columns) do not raise: the result carries ``error`` and its measures are ``n/a``
+    with the error as their note, so the subject's other runs are still written.
 
     Parameters
     ----------
@@ -73,42 +103,35 @@ def compute_run_measures(
         ROI set (see :func:`ptsd_bidsapp.atlas.atlas_files`).
     config : mapping
         Resolved analysis configuration.
-    out_dir : Path
-        Folder where the files are written with their final BIDS names.
 
     Returns
     -------
     dict
-        Run summary (see module docstring).
+        Run result (see module docstring); nothing is written.
     """
+    from ptsd_bidsapp.atlas import load_atlas
     from ptsd_bidsapp.measures.errors import MeasureError
 
-    out_dir = Path(out_dir)
-    summary: dict[str, Any] = {
-        "subject": run_info["subject"], "session": run_info["session"], "task": run_info["task"],
-        "run": run_info.get("run"), "tr": float(run_info["tr"]), "n_volumes": int(run_info["n_volumes"]),
-        "bold": str(bold), "echo_time": (run_info.get("metadata") or {}).get("EchoTime"),
-        "files": [], "features": [], "qc": {}, "warnings": [], "report": {}, "work": {},
-        "error": None,
-    }
+    result = _empty_result(run_info, bold)
+    result["tr"], result["n_volumes"] = float(run_info["tr"]), int(run_info["n_volumes"])
     try:
-        _run_measures(summary, run_info, Path(bold), Path(mask), Path(confounds), events, atlas_dseg,
-                      atlas_labels, config, out_dir)
+        _run_measures(result, run_info, Path(bold), Path(mask), Path(confounds), events, atlas_dseg,
+                      atlas_labels, config)
     except (MeasureError, ValueError, OSError) as err:
         message = f"{_run_label(run_info)}: {err}"
         LOGGER.error(message)
-        summary["error"] = message
-        summary["features"] = []
-    return summary
+        names = load_atlas(split_hemispheres=False, dseg=atlas_dseg, labels=atlas_labels).names
+        failed = failed_run_result(run_info, message, config, names, bold)
+        result.update(error=message, features=failed["features"])
+    return result
 
 
-def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, atlas_labels, config, out_dir):
+def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, atlas_labels, config):
     import nibabel as nib
     import numpy as np
     import warnings as _warnings
 
     from ptsd_bidsapp.atlas import load_atlas, resample_atlas_to, roi_coverage
-    from ptsd_bidsapp.bids.outputs import write_nifti
     from ptsd_bidsapp.measures import activation, features, gppi, qc, restfc, voi
     from ptsd_bidsapp.measures.confounds import load_run_confounds
     from ptsd_bidsapp.measures.errors import MeasureError
@@ -123,14 +146,12 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
     atlas_ents = dict(ents, atlas=atlas_name)
     if run_info.get("entities", {}).get("resolution"):
         atlas_ents["res"] = run_info["entities"]["resolution"]
-    warnings_out: list[str] = summary["warnings"]
+    warnings_out: list[str] = result["warnings"]
+    report = result["report"]
 
-    def add(path: Path) -> Path:
-        """Register a file for the sink; a TSV's JSON sidecar (written with it) goes too."""
-        summary["files"].append(_file_entry(path))
-        if path.name.endswith(".tsv"):
-            summary["files"].append(_file_entry(path.with_suffix(".json")))
-        return path
+    def add(derivative: Derivative) -> Derivative:
+        result["outputs"].append(derivative)
+        return derivative
 
     # ROI set on this BOLD grid (header only), coverage inside the brain mask
     bold_img = nib.load(str(bold))
@@ -150,45 +171,38 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
                             f"inside brain mask {mask.name} is below {min_coverage}: its measures are n/a")
     labels = grid_atlas.data()
     labels[np.asanyarray(mask_img.dataobj) <= 0] = 0
-    dseg_path = add(out_dir / bids_filename(atlas_ents, "dseg", ".nii.gz"))
-    write_nifti(dseg_path, grid_atlas.img)
-    label_table = grid_atlas.labels[["index", "name"]].copy()
-    label_table["coverage"] = [coverage.get(n) for n in names]
-    add(write_tsv(out_dir / bids_filename(atlas_ents, "dseg", ".tsv"), label_table, sidecar={
-        "index": {"Description": "Integer value of the ROI in the dseg image"},
-        "name": {"Description": "ROI label (Contract 1)"},
-        "coverage": {"Description": f"Fraction of the ROI's voxels inside the brain mask {mask.name}; "
-                                    f"below {min_coverage} the ROI's measures are n/a"}}))
-    write_json(dseg_path.with_name(dseg_path.name.replace(".nii.gz", ".json")), {
+    # the dseg image and its table share one sidecar (same stem): the image's
+    add(Derivative(atlas_ents, "dseg", ".nii.gz", grid_atlas.img, sidecar={
         "SpatialReference": str(bold.name),
         "Description": f"atlas-{atlas_name} ROI set resampled (nearest neighbour) to the grid of this BOLD run",
-        "Resolution": "BOLD grid", "Atlas": atlas_name})
-    summary["files"].append(_file_entry(dseg_path.with_name(dseg_path.name.replace(".nii.gz", ".json"))))
-    summary["report"]["atlas"] = str(dseg_path)
-    summary["coverage"] = {n: (None if not np.isfinite(v) else float(v)) for n, v in coverage.items()}
+        "Resolution": "BOLD grid", "Atlas": atlas_name}))
+    label_table = grid_atlas.labels[["index", "name"]].copy()
+    label_table["coverage"] = [coverage.get(n) for n in names]
+    add(Derivative(atlas_ents, "dseg", ".tsv", label_table))
+    report["atlas"] = grid_atlas.img
+    result["coverage"] = {n: (None if not np.isfinite(v) else float(v)) for n, v in coverage.items()}
 
     # motion QC on the full fMRIPrep table
     raw = pd.read_csv(confounds, sep="\t", na_values="n/a")
-    if len(raw) != summary["n_volumes"]:
+    if len(raw) != result["n_volumes"]:
         raise MeasureError(f"confounds file {confounds} has {len(raw)} rows but BOLD {bold.name} has "
-                           f"{summary['n_volumes']} volumes")
+                           f"{result['n_volumes']} volumes")
     motion = qc.motion_qc(raw, config["motion_qc"], source=str(confounds))
     qc_pass = not motion["excluded"]
-    summary["qc"] = {k: v for k, v in motion.items() if k != "censored"}
+    result["qc"] = {k: v for k, v in motion.items() if k != "censored"}
     if not qc_pass:
         warnings_out.append(f"{_run_label(run_info)}: excluded by motion QC ({'; '.join(motion['reasons'])})")
     fd_table = pd.DataFrame({"framewise_displacement": raw["framewise_displacement"],
                              "censored": motion["censored"].astype(int)})
-    fd_path = add(out_dir / bids_filename(dict(ents, desc="confounds"), "motion", ".tsv"))
-    write_tsv(fd_path, fd_table, sidecar={
+    add(Derivative(dict(ents, desc="confounds"), "motion", ".tsv", fd_table, sidecar={
         "Description": "Motion QC of this run (SPEC §5).",
         "framewise_displacement": {"Description": "fMRIPrep framewise displacement", "Units": "mm"},
         "censored": {"Description": f"1 when FD > {config['motion_qc']['fd_threshold']} mm"},
         "MeanFramewiseDisplacement": motion["mean_fd"], "MaxFramewiseDisplacement": motion["max_fd"],
         "PercentCensored": motion["percent_censored"], "Excluded": motion["excluded"],
         "ExclusionReasons": motion["reasons"], "Criteria": dict(config["motion_qc"]),
-    })
-    summary["report"].update({"fd": str(fd_path), "fd_threshold": float(config["motion_qc"]["fd_threshold"])})
+    }))
+    report.update({"fd": as_written(fd_table), "fd_threshold": float(config["motion_qc"]["fd_threshold"])})
 
     # confounds with the task's strategy (nilearn load_confounds)
     strategy = dict(config["denoising"][spec["denoising"]])
@@ -213,60 +227,55 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
             signals[:, j] = np.nan
     psc = activation.percent_signal_change(signals)
 
-    series_path = add(out_dir / bids_filename(atlas_ents, "timeseries", ".tsv"))
-    write_tsv(series_path, pd.DataFrame(psc, columns=names), sidecar={
+    series = pd.DataFrame(psc, columns=names)
+    add(Derivative(atlas_ents, "timeseries", ".tsv", series, sidecar={
         "Description": "Mean signal of each ROI inside the brain mask, percent signal change about the run mean.",
-        "SamplingFrequency": 1.0 / tr, "Units": "%", "Atlas": atlas_name})
-    voi_path = add(out_dir / bids_filename(dict(atlas_ents, desc="eigenvariate"), "timeseries", ".tsv"))
-    write_tsv(voi_path, pd.DataFrame(eigen, columns=names), sidecar={
+        "SamplingFrequency": 1.0 / tr, "Units": "%", "Atlas": atlas_name}))
+    eigen_table = pd.DataFrame(eigen, columns=names)
+    add(Derivative(dict(atlas_ents, desc="eigenvariate"), "timeseries", ".tsv", eigen_table, sidecar={
         "Description": "First eigenvariate of each ROI's voxels after regressing out the run's confounds "
                        "(SPM12 spm_regions convention: scaled by sqrt(s1/n_voxels), signed to load positively "
                        "on the ROI mean); the VOIs of the DCM.",
         "SamplingFrequency": 1.0 / tr, "Units": "BOLD (scanner units)", "Atlas": atlas_name,
-        "ConfoundsStrategy": strategy})
-    summary["report"]["timeseries"] = str(series_path)
-    conf_path = out_dir / "confounds_used.tsv"  # work dir only: DCM X0 of this run
-    write_tsv(conf_path, conf_df)
-    summary["work"].update({"voi": str(voi_path), "confounds": str(conf_path),
-                            "events": str(events) if events else None, "slice_time_ref": slice_ref})
+        "ConfoundsStrategy": strategy}))
+    report["timeseries"] = as_written(series)
+    # the DCM fits the VOIs as the eigenvariate file holds them (and the run's confounds as X0)
+    result["dcm_inputs"] = {"voi": as_written(eigen_table), "confounds": as_written(conf_df),
+                            "events": str(events) if events else None, "slice_time_ref": slice_ref}
 
     if spec.get("design") == "rest":
         clean = restfc.denoise_signals(psc, tr, conf, sample_mask, low_pass=strategy.get("low_pass"),
                                        high_pass=strategy.get("high_pass"))
         fc = restfc.fisher_z_connectivity(clean, names)
-        path = add(out_dir / bids_filename(dict(atlas_ents, desc="fisherz"), "relmat", ".tsv"))
-        write_tsv(path, fc.rename_axis("roi"), index=True, sidecar={
+        add(Derivative(dict(atlas_ents, desc="fisherz"), "relmat", ".tsv", fc.rename_axis("roi"), index=True, sidecar={
             "Description": "Fisher z of the Pearson correlation between denoised ROI signals (confound "
                            "regression, censoring, band-pass).",
             "RelationshipMeasure": "Fisher z (arctanh) of Pearson r", "Atlas": atlas_name,
-            "VolumesKept": int(len(sample_mask)) if sample_mask is not None else summary["n_volumes"],
-            "LowPass": strategy.get("low_pass"), "HighPass": strategy.get("high_pass")})
-        summary["report"].setdefault("relmat", {})[f"fc_{task}"] = str(path)
-        summary["features"].extend(features.pair_features(fc, task, "fc", None, qc_pass, low))
+            "VolumesKept": int(len(sample_mask)) if sample_mask is not None else result["n_volumes"],
+            "LowPass": strategy.get("low_pass"), "HighPass": strategy.get("high_pass")}))
+        report.setdefault("relmat", {})[f"fc_{task}"] = as_written(fc.rename_axis("roi"), index=True)
+        result["features"].extend(features.pair_features(fc, task, "fc", None, qc_pass, low))
         return
 
     conditions = list(spec["conditions"])
     events_df = _read_events(events, conditions)
     glm = config.get("glm", {})
-    design = activation.task_design_matrix(summary["n_volumes"], tr, events_df, conf_df if conf is not None else None,
+    design = activation.task_design_matrix(result["n_volumes"], tr, events_df, conf_df if conf is not None else None,
                                            slice_ref, glm.get("hrf_model", "spm"), glm.get("drift_model"))
-    design_path = out_dir / "design.tsv"  # work dir only (report figure)
-    write_tsv(design_path, design)
-    summary["report"]["design"] = str(design_path)
+    report["design"] = as_written(design)
     tables = activation.fit_roi_glm(psc, design, spec["contrasts"], names, glm.get("noise_model", "ar1"),
                                     sample_mask)
     for contrast, table in tables.items():
         table = table.copy()
         table["coverage"] = [coverage.get(n) for n in names]
         table.loc[table["roi"].isin(low), ["effect_size", "stderr", "t"]] = np.nan
-        path = add(out_dir / bids_filename(dict(atlas_ents, desc=contrast), "activation", ".tsv"))
-        write_tsv(path, table, sidecar={
+        add(Derivative(dict(atlas_ents, desc=contrast), "activation", ".tsv", table, sidecar={
             "Description": f"ROI first-level GLM (nilearn, {glm.get('hrf_model', 'spm')} HRF, "
                            f"{glm.get('noise_model', 'ar1')} noise) contrast '{spec['contrasts'][contrast]}'.",
             "effect_size": {"Units": "% signal change per unit regressor"},
-            "coverage": {"Description": "fraction of ROI voxels inside the brain mask"}})
-        summary["report"].setdefault("activation", {})[contrast] = str(path)
-        summary["features"].extend(features.activation_features(table, task, contrast, qc_pass, low))
+            "coverage": {"Description": "fraction of ROI voxels inside the brain mask"}}))
+        report.setdefault("activation", {})[contrast] = as_written(table)
+        result["features"].extend(features.activation_features(table, task, contrast, qc_pass, low))
 
     if spec.get("gppi"):
         gcfg = config.get("gppi", {})
@@ -282,52 +291,52 @@ def _run_measures(summary, run_info, bold, mask, confounds, events, atlas_dseg, 
                 (contrast, symmetric, "symmetrised (mean of both directions)"),
                 (f"{contrast}Directed", directed, "directed: row = seed, column = target"),
             ):
-                path = add(out_dir / bids_filename(dict(atlas_ents, desc=desc), "relmat", ".tsv"))
-                write_tsv(path, matrix.rename_axis("roi"), index=True, sidecar={
+                add(Derivative(dict(atlas_ents, desc=desc), "relmat", ".tsv", matrix.rename_axis("roi"), index=True,
+                               sidecar={
                     "Description": f"gPPI (McLaren et al. 2012) contrast '{expression}' of interaction betas, {text}.",
-                    "RelationshipMeasure": "gPPI interaction beta contrast", "Atlas": atlas_name})
-            summary["report"].setdefault("relmat", {})[f"gppi_{task}_{contrast}"] = str(
-                out_dir / bids_filename(dict(atlas_ents, desc=contrast), "relmat", ".tsv"))
-            summary["features"].extend(features.pair_features(symmetric, task, "gppi", contrast, qc_pass, low))
-            summary["features"].extend(features.directed_features(directed, task, contrast, qc_pass, low))
+                    "RelationshipMeasure": "gPPI interaction beta contrast", "Atlas": atlas_name}))
+            report.setdefault("relmat", {})[f"gppi_{task}_{contrast}"] = as_written(
+                symmetric.rename_axis("roi"), index=True)
+            result["features"].extend(features.pair_features(symmetric, task, "gppi", contrast, qc_pass, low))
+            result["features"].extend(features.directed_features(directed, task, contrast, qc_pass, low))
 
 
 def compute_session_measures(
-    run_summaries: list[dict], config: Mapping[str, Any], session_info: Mapping[str, Any], out_dir: Path
+    run_results: list[dict], config: Mapping[str, Any], session_info: Mapping[str, Any]
 ) -> dict:
     """Session-level step: the faces DCM (if enabled) and the session's features table.
 
     Parameters
     ----------
-    run_summaries : list of dict
-        Summaries of the session's runs (:func:`compute_run_measures`).
+    run_results : list of dict
+        Results of the session's runs (:func:`compute_run_measures`, :func:`failed_run_result`).
     config : mapping
         Resolved analysis configuration.
     session_info : mapping
-        ``subject``, ``session``, ``seed``.
-    out_dir : Path
-        Node working folder.
+        ``subject``, ``session``.
 
     Returns
     -------
     dict
-        Session summary with ``runs``, ``files``, ``features_file`` and ``dcm``.
+        Session result: ``subject``, ``session``, ``runs`` (the run results), ``outputs`` (the DCM's
+        :class:`~ptsd_bidsapp.bids.outputs.Derivative` records), ``features_table`` (the features table's
+        record, written last), ``dcm`` (the DCM step's result or None), ``warnings``.
     """
     subject, session = session_info["subject"], session_info["session"]
-    features = [row for summary in run_summaries for row in summary.get("features", [])]
-    files: list[dict] = []
-    warnings = [w for summary in run_summaries for w in summary.get("warnings", [])]
-    dcm_summary = None
+    features = [row for result in run_results for row in result.get("features", [])]
+    outputs: list[Derivative] = []
+    warnings = [w for result in run_results for w in result.get("warnings", [])]
+    dcm_result = None
     dcm_config = config.get("dcm", {})
     if dcm_config.get("enabled"):
-        task_runs = [s for s in run_summaries if s["task"] == dcm_config["task"]]
+        task_runs = [r for r in run_results if r["task"] == dcm_config["task"]]
         if task_runs:
-            from ptsd_bidsapp.workflows.dcm_step import fit_session_dcm_files
+            from ptsd_bidsapp.workflows.dcm_step import fit_dcm_step
 
             try:
-                dcm_summary = fit_session_dcm_files(task_runs[0], config, out_dir)
-                files.extend(dcm_summary["files"])
-                features.extend(dcm_summary["features"])
+                dcm_result = fit_dcm_step(task_runs[0], config)
+                outputs.extend(dcm_result["outputs"])
+                features.extend(dcm_result["features"])
             except Exception as err:  # a DCM failure must not lose the other measures
                 message = f"DCM for sub-{subject} ses-{session} failed: {err}"
                 LOGGER.warning(message)
@@ -337,77 +346,22 @@ def compute_session_measures(
 
     table = pd.DataFrame(features, columns=contracts.FEATURE_COLUMNS)
     table = table.sort_values(["kind", "task", "measure"], kind="mergesort").reset_index(drop=True)
-    name = bids_filename(
+    features_table = Derivative(
         {"sub": subject, "ses": session, "space": config.get("space"), "atlas": config["atlas"]["name"],
-         "desc": "measures"}, "features", ".tsv")
-    path = out_dir / name
-    write_tsv(path, table, sidecar={
-        "Description": "Every participant-level scalar of this session in long format; read by the group level.",
-        "measure": "Measure identifier: activation_<task>_<contrast>_<roi>, gppi_<task>_<contrast>_<roiA>-<roiB>, "
-                   "fc_<task>_<roiA>-<roiB>, dcm_<task>_<field>_[<input>_]<from>-<to>",
-        "value": "Estimate (activation: % signal change per unit regressor; gPPI: interaction beta contrast; "
-                 "fc: Fisher z; dcm: posterior mean, Hz or log scale)",
-        "qc_pass": "False when the run failed motion QC or the ROI coverage threshold",
-    })
+         "desc": "measures"}, "features", ".tsv", table, datatype=None, sidecar={
+            "Description": "Every participant-level scalar of this session in long format; read by the group level.",
+            "measure": "Measure identifier: activation_<task>_<contrast>_<roi>, gppi_<task>_<contrast>_<roiA>-<roiB>, "
+                       "fc_<task>_<roiA>-<roiB>, dcm_<task>_<field>_[<input>_]<from>-<to>",
+            "value": "Estimate (activation: % signal change per unit regressor; gPPI: interaction beta contrast; "
+                     "fc: Fisher z; dcm: posterior mean, Hz or log scale)",
+            "qc_pass": "False when the run failed motion QC or the ROI coverage threshold",
+        })
     return {
         "subject": subject,
         "session": session,
-        "runs": run_summaries,
-        "files": files,
-        "features_file": _file_entry(path, None),
-        "dcm": dcm_summary,
+        "runs": run_results,
+        "outputs": outputs,
+        "features_table": features_table,
+        "dcm": dcm_result,
         "warnings": warnings,
     }
-
-
-def sink_outputs(session_summaries: list[dict], output_dir: Path, subject: str) -> list[str]:
-    """Copy produced files into the derivative dataset atomically; features tables last.
-
-    Returns
-    -------
-    list of str
-        Written paths.
-    """
-    written: list[str] = []
-
-    def _copy(entry: dict, session: str | None) -> None:
-        dest = Path(output_dir) / f"sub-{subject}"
-        if session:
-            dest = dest / f"ses-{session}"
-        if entry.get("datatype"):
-            dest = dest / entry["datatype"]
-        dest = dest / entry["name"]
-        atomic_write_bytes(dest, Path(entry["path"]).read_bytes())
-        written.append(str(dest))
-
-    for summary in session_summaries:
-        for run in summary["runs"]:
-            for entry in run.get("files", []):
-                _copy(entry, summary["session"])
-        for entry in summary.get("files", []):
-            _copy(entry, summary["session"])
-    # The features table marks a complete session: copy it (sidecar first) after everything else.
-    for summary in session_summaries:
-        table = summary["features_file"]
-        sidecar = Path(table["path"]).with_suffix(".json")
-        if sidecar.is_file():
-            _copy(_file_entry(sidecar, table.get("datatype")), summary["session"])
-        _copy(table, summary["session"])
-    failed = [run for summary in session_summaries for run in summary["runs"] if run.get("error")]
-    status = {
-        "subject": subject,
-        "sessions": sorted(summary["session"] for summary in session_summaries),
-        "failed_runs": [run["error"] for run in failed],
-        "failed_run_keys": [{k: run.get(k) for k in ("session", "task", "run")} for run in failed],
-        "warnings": [w for summary in session_summaries for w in summary.get("warnings", [])],
-    }
-    written.append(str(write_json(Path(output_dir) / "logs" / f"sub-{subject}_status.json", status)))
-    return written
-
-
-def read_status(output_dir: Path, subject: str) -> dict | None:
-    """The status a subject's sink wrote (``logs/sub-<label>_status.json``), or None."""
-    import json
-
-    path = Path(output_dir) / "logs" / f"sub-{subject}_status.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -73,7 +73,7 @@ def test_features_identical_to_direct_computation(participant_run, tmp_path):
     run = [r for r in collect_runs(layout, "02", ["pre"], config["tasks"], config["space"]) if r.task == "conflict"][0]
     dseg, labels = atlas_files(config["atlas"])
     info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
-    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, config, tmp_path)
+    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, config)
     ours = pd.DataFrame(summary["features"]).set_index("measure")["value"].astype(float)
     table = _features(participant_run["out"], "02", "pre").set_index("measure")["value"]
     assert ours.index.isin(table.index).all()
@@ -134,9 +134,10 @@ def test_bad_inputs_fail_only_their_subject(trial, tmp_path, capsys):
     out = tmp_path / "out"
     for ses in SESSIONS:
         assert len(_features(out, "01", ses)) > 0
-    # sub-03: the truncated run is lost, everything else of the subject is written
+    # sub-03: the truncated run's measures are n/a with the reason, everything else of the subject is written
     post = _features(out, "03", "post")
-    assert not post["task"].eq("conflict").any()
+    conflict = post[post["task"].eq("conflict")]
+    assert len(conflict) and conflict["value"].isna().all() and conflict["note"].str.contains(bold.name).all()
     assert post["task"].eq("faces").any() and post["task"].eq("rest").any()
     status = json.loads((out / "logs" / "sub-03_status.json").read_text())
     assert any(bold.name in e for e in status["failed_runs"])

@@ -42,22 +42,24 @@ def _measure(run, tmp_path, **paths):
     dseg, labels = atlas_files(CONFIG["atlas"])
     info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
     files = {"bold": run.bold, "mask": run.mask, "confounds": run.confounds, **paths}
-    out = tmp_path / "node"
-    out.mkdir(exist_ok=True)
     return compute_run_measures(info, files["bold"], files["mask"], files["confounds"], run.events, dseg, labels,
-                                CONFIG, out)
+                                CONFIG)
 
 
-def test_healthy_run_writes_every_file(trial, tmp_path):
-    summary = _measure(_run(trial, tmp_path, "faces"), tmp_path)
+def test_healthy_run_returns_every_file_and_writes_none(trial, tmp_path, monkeypatch):
+    run = _run(trial, tmp_path, "faces")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    summary = _measure(run, tmp_path)
     assert summary["error"] is None
-    names = [f["name"] for f in summary["files"]]
-    for suffix in ("_dseg.nii.gz", "_dseg.tsv", "_dseg.json", "_motion.tsv", "_timeseries.tsv",
+    names = [d.name for d in summary["outputs"]]
+    for suffix in ("_dseg.nii.gz", "_dseg.tsv", "_motion.tsv", "_timeseries.tsv",
                    "desc-eigenvariate_timeseries.tsv", "desc-fearfulMinusNeutral_activation.tsv",
                    "desc-fearfulMinusNeutral_relmat.tsv", "desc-fearfulMinusNeutralDirected_relmat.tsv"):
         assert any(n.endswith(suffix) for n in names), suffix
-    for entry in summary["files"]:
-        assert Path(entry["path"]).is_file(), entry["name"]
+    assert any(d.name.endswith("_dseg.nii.gz") and d.sidecar for d in summary["outputs"])  # the _dseg.json
+    assert list(cwd.iterdir()) == []
 
 
 def test_roi_outside_brain_mask_is_na_with_warning(trial, tmp_path):
@@ -85,7 +87,10 @@ def test_all_zero_run_is_an_error_naming_the_file(trial, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine, img.header), paths["bold"])
     summary = _measure(run, tmp_path, bold=paths["bold"])
     assert paths["bold"].name in summary["error"] and "all zeros" in summary["error"]
-    assert summary["features"] == []
+    rows = pd.DataFrame(summary["features"])
+    assert len(rows) and (rows["value"] == "n/a").all() and not rows["qc_pass"].any()
+    assert (rows["note"] == summary["error"]).all()
+    assert "activation_conflict_conflictRegulation_dacc" in set(rows["measure"])
 
 
 def test_missing_confound_column_is_an_error_naming_file_and_column(trial, tmp_path):
@@ -120,6 +125,6 @@ def test_motion_excluded_run_is_flagged_not_dropped(trial, tmp_path):
     strict = dict(CONFIG, motion_qc={"fd_threshold": 0.0, "max_mean_fd": 0.0, "max_percent_censored": 0.0})
     dseg, labels = atlas_files(CONFIG["atlas"])
     info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
-    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, strict, tmp_path)
+    summary = compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, strict)
     assert summary["qc"]["excluded"] is True
     assert summary["features"] and not any(row["qc_pass"] for row in summary["features"])
