@@ -27,10 +27,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0
 
+# Dependencies first, from setup.cfg alone, so that a code or README change rebuilds one small layer.
 WORKDIR /src
-COPY . /src
-RUN python -m pip install "/src[atlas]" "bids-validator-deno>=2.0" \
+COPY setup.cfg pyproject.toml /src/
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'] + c['options.extras_require']['atlas'])" > /tmp/requirements.txt \
+    && python -m pip install -r /tmp/requirements.txt "bids-validator-deno>=2.0" \
+    && rm /tmp/requirements.txt \
     && mkdir -p /opt/templateflow
+COPY . /src
+RUN python -m pip install --no-deps /src
 
 # Pre-fetch the TemplateFlow files the app uses so the image runs offline (at run time the app
 # never downloads nor imports templateflow, it reads the cache; see ptsd_bidsapp/templates.py).

@@ -11,6 +11,11 @@ nipype's batch plugins need a little help to be usable as they are shipped:
   (:func:`wait_for_slurm_jobs`, polling ``squeue``) and only then checks completeness. A job
   whose dependency failed is cancelled (a cluster without
   ``DependencyParameters=kill_invalid_depend`` would otherwise keep it pending forever).
+- The batch plugins (``SLURM``, ``SGE``, ``PBS``, ``LSF``, ``Condor``) crash with ``TypeError``
+  inside nipype (``report_crash`` adds a list to the string traceback) when a job ends without
+  a result file (killed by the scheduler: time or memory limit, node failure, a failing job
+  header), which aborts the whole run and orphans the other subjects' jobs:
+  :func:`make_plugin` hands nipype the traceback as a list of lines, as it does for crashes.
 - ``SLURMGraph`` crashes on empty plugin arguments (``_dont_resubmit_completed_jobs`` is
   only set when some are given): :func:`plugin_settings` always passes
   ``dont_resubmit_completed_jobs`` (a rerun with the same work dir submits only what is left).
@@ -152,6 +157,31 @@ def wait_for_slurm_jobs(token: str, poll_seconds: float = 5.0, max_squeue_failur
     return failed
 
 
+#: nipype batch plugins sharing ``SGELikeBatchManagerBase._get_result``
+BATCH_PLUGINS = ("SLURM", "SGE", "PBS", "LSF", "Condor")
+
+
+class _ListTracebackMixin:
+    """A job that vanished without a result file gets its traceback as a list of lines (see module doc)."""
+
+    def _get_result(self, taskid):
+        result = super()._get_result(taskid)
+        if result and isinstance(result.get("traceback"), str):
+            result["traceback"] = result["traceback"].splitlines(keepends=True)
+        return result
+
+
+def make_plugin(plugin: str, settings: dict):
+    """The plugin name, or for a batch plugin an instance of the fixed subclass (``Workflow.run`` takes both)."""
+    if plugin not in BATCH_PLUGINS:
+        return plugin
+    from nipype.pipeline import plugins
+
+    base = getattr(plugins, f"{plugin}Plugin")
+    fixed = type(f"{plugin}Plugin", (_ListTracebackMixin, base), {})
+    return fixed(plugin_args=settings)
+
+
 def run_graph(workflow, plugin: str, settings: dict, wait: dict) -> None:
     """``workflow.run`` with ``plugin``; for ``SLURMGraph`` also wait for the submitted jobs.
 
@@ -161,7 +191,7 @@ def run_graph(workflow, plugin: str, settings: dict, wait: dict) -> None:
     if plugin.startswith("SLURM") and shutil.which("sbatch") is None:
         raise RuntimeError(f"--plugin {plugin} needs SLURM's sbatch on PATH (not found)")
     try:
-        workflow.run(plugin=plugin, plugin_args=settings)
+        workflow.run(plugin=make_plugin(plugin, settings), plugin_args=settings)
     finally:
         if wait:
             wait_for_slurm_jobs(wait["token"], wait["poll_seconds"])

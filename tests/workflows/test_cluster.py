@@ -80,3 +80,17 @@ def test_wait_gives_up_when_squeue_keeps_failing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(RuntimeError, match="Unable to contact"):
         cluster.wait_for_slurm_jobs("ptsd_bidsapp-x", poll_seconds=0.01, max_squeue_failures=2)
+
+
+def test_batch_plugins_get_a_list_traceback_for_vanished_jobs(monkeypatch):
+    """nipype's report_crash appends a list to the traceback: a str one raised TypeError and aborted the run."""
+    from nipype.pipeline.plugins.base import SGELikeBatchManagerBase
+
+    monkeypatch.setattr(SGELikeBatchManagerBase, "_get_result",
+                        lambda self, taskid: {"result": None, "traceback": "Job finished\nno results file\n"})
+    runner = cluster.make_plugin("SLURM", {"sbatch_args": "-p x"})
+    assert type(runner).__name__ == "SLURMPlugin" and runner._sbatch_args == "-p x"
+    tb = runner._get_result(1)["traceback"]
+    assert tb == ["Job finished\n", "no results file\n"]
+    tb += ["When creating this crashfile, ..."]  # what nipype's report_crash does
+    assert cluster.make_plugin("MultiProc", {}) == "MultiProc"
