@@ -95,7 +95,7 @@ pip_app group
 
 step "compare container vs pip outputs"
 "$PYTHON" ci/compare_outputs.py "$PIP_DIR/out" "$DATA/out" --path-map "$PIP_DIR/out=$DATA/out" \
-    --path-map "$PIP_DIR/out=/out" --path-map "$DATA/bids=/bids" --path-map "$PIP_DIR/work=/tmp/work" \
+    --path-map "$PIP_DIR/out=/out" --path-map "$DATA/bids=/bids" --path-map "file://$DATA/bids=file:///bids" --path-map "$PIP_DIR/work=/tmp/work" \
     --path-map "$PIP_DIR/work=/scratch/work"
 step "container smoke test passed"
 rm -rf "$SMOKE_DIR"
