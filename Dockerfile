@@ -1,34 +1,58 @@
-# ptsd_bidsapp container: same install steps as the README (`make install`).
-FROM python:3.11-slim
+# ptsd_bidsapp container: same install steps as the README (`pip install .[atlas]`).
+#
+#   docker build -t ptsd_bidsapp .
+#   docker build --build-arg BASE_IMAGE=registry.example.org/python:3.11-slim \
+#                --build-arg PREFETCH_TEMPLATES=0 -t ptsd_bidsapp .
+#
+# BASE_IMAGE: any image with `python` (>= 3.11) and `pip` first on PATH that may install into
+#   its environment (the official python:3.11-slim by default; CI uses a debootstrapped Debian
+#   bookworm stand-in, ci/make-base-rootfs.sh).
+# PREFETCH_TEMPLATES=0 skips the TemplateFlow download (it needs the TemplateFlow server): the app
+#   then uses the MNI152NLin2009cAsym brain mask packaged with it (ptsd_bidsapp/templates.py).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
+ARG PREFETCH_TEMPLATES=1
+
+# NIPYPE_NO_ET: no telemetry/version check over the network (the image runs offline).
+# PTSD_BIDSAPP_WORK_DIR: the default -w inside the container, writable by any uid (the host
+#   default <output_dir>/../work would be / here); mount a folder and pass -w to keep it.
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     MPLBACKEND=Agg \
+    NIPYPE_NO_ET=1 \
     PTSD_BIDSAPP_DOCKER=1 \
-    TEMPLATEFLOW_HOME=/opt/templateflow
+    PTSD_BIDSAPP_WORK_DIR=/tmp/work \
+    TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0
 
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends make git \
-    && rm -rf /var/lib/apt/lists/*
-
+# Dependencies first, from setup.cfg alone, so that a code or README change rebuilds one small layer.
 WORKDIR /src
+COPY setup.cfg pyproject.toml /src/
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'] + c['options.extras_require']['atlas'])" > /tmp/requirements.txt \
+    && python -m pip install -r /tmp/requirements.txt "bids-validator-deno>=2.0" \
+    && rm /tmp/requirements.txt \
+    && mkdir -p /opt/templateflow
 COPY . /src
-RUN python -m pip install --upgrade pip \
-    && python -m pip install ".[atlas]" \
-    && python -m pip install bids-validator-deno "templateflow>=24.0"
+RUN python -m pip install --no-deps /src
 
-# Pre-fetch the TemplateFlow files the app uses so the image runs offline
-# (at run time the app never downloads nor imports templateflow, it reads the cache;
-# see ptsd_bidsapp/templates.py). templateflow is installed above for this step only.
-RUN python -c "from templateflow import api; \
+# Pre-fetch the TemplateFlow files the app uses so the image runs offline (at run time the app
+# never downloads nor imports templateflow, it reads the cache; see ptsd_bidsapp/templates.py).
+RUN if [ "$PREFETCH_TEMPLATES" = "1" ]; then \
+        python -m pip install "templateflow>=24.0" \
+        && python -c "from templateflow import api; \
 [api.get('MNI152NLin2009cAsym', resolution=r, desc='brain', suffix='mask') for r in (1, 2)]; \
-api.get('MNI152NLin2009cAsym', resolution=2, desc=None, suffix='T1w')" \
+api.get('MNI152NLin2009cAsym', resolution=2, desc=None, suffix='T1w')"; \
+    fi \
     && chmod -R a+rX /opt/templateflow
 
-RUN useradd --create-home --uid 1000 ptsd
+# Runs as uid 1000 by default; any other uid works too (docker run --user "$(id -u):$(id -g)",
+# Apptainer's host user): HOME is writable by everyone (matplotlib/nipype caches).
+RUN useradd --create-home --uid 1000 ptsd && chmod 1777 /home/ptsd
 USER ptsd
-ENV HOME=/home/ptsd TEMPLATEFLOW_AUTOUPDATE=0
-WORKDIR /home/ptsd
+ENV HOME=/home/ptsd
+WORKDIR /tmp
 
 ENTRYPOINT ["ptsd_bidsapp"]

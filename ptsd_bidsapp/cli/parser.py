@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     perf = parser.add_argument_group("performance and execution")
     perf.add_argument("-w", "--work-dir", dest="work_dir", type=Path, metavar="DIR",
-                      help="working folder for intermediate results and the pybids database (default: <output_dir>/../work)")
+                      help="working folder for intermediate results and the pybids database (default: $PTSD_BIDSAPP_WORK_DIR if set, as in the container image, else <output_dir>/../work)")
     perf.add_argument("--nprocs", "--n-cpus", "--n_cpus", dest="nprocs", type=int, default=os.cpu_count() or 1,
                       help="maximum number of processes")
     perf.add_argument("--mem-gb", "--mem_gb", dest="mem_gb", type=float, metavar="GB", help="memory limit for the MultiProc plugin (GB)")
@@ -173,7 +173,9 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         only_level = not level_ok and len(problems) == 1
         raise UsageError(problems, errors.UNKNOWN_LEVEL if only_level else errors.USAGE)
     if args.work_dir is None:
-        args.work_dir = args.output_dir.resolve().parent / "work"
+        # the container image sets PTSD_BIDSAPP_WORK_DIR (its / is not writable by the image user)
+        default = os.environ.get("PTSD_BIDSAPP_WORK_DIR")
+        args.work_dir = Path(default) if default else args.output_dir.resolve().parent / "work"
     if args.derivatives is None:
         args.derivatives = args.bids_dir / "derivatives" / "fmriprep"
     return args

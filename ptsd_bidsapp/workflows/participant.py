@@ -247,16 +247,6 @@ def init_participant_wf(
     return workflow
 
 
-def _plugin_settings(args) -> tuple[str, dict]:
-    settings = dict(getattr(args, "plugin_settings", {}) or {})
-    if args.plugin in ("MultiProc", "LegacyMultiProc"):
-        settings.setdefault("n_procs", args.nprocs)
-        if args.mem_gb:
-            settings.setdefault("memory_gb", args.mem_gb)
-        settings.setdefault("raise_insufficient", False)
-    return args.plugin, settings
-
-
 def run_participant_level(args, config: Mapping[str, Any]) -> int:
     """Run the participant level for every selected subject; return the exit code.
 
@@ -320,11 +310,13 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     # a Workflow copies the global config when created: set it on the graph too
     meta.config["execution"].update(execution)
     if meta._graph.number_of_nodes():
-        plugin, settings = _plugin_settings(args)
+        from ptsd_bidsapp.workflows.cluster import plugin_settings, run_graph
+
+        settings, wait = plugin_settings(args.plugin, getattr(args, "plugin_settings", None), args.nprocs, args.mem_gb)
         try:
-            meta.run(plugin=plugin, plugin_args=settings)
-        except RuntimeError:
-            LOGGER.error("some nodes crashed; see %s", crash_dir)
+            run_graph(meta, args.plugin, settings, wait)
+        except RuntimeError as err:
+            LOGGER.error("some nodes crashed (%s); see %s", str(err).splitlines()[0] if str(err) else "", crash_dir)
         for subject in subjects:
             if subject in failures:
                 continue

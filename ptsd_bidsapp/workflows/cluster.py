@@ -1,0 +1,197 @@
+"""Running the participant graph with nipype's execution plugins, cluster plugins included.
+
+nipype's batch plugins need a little help to be usable as they are shipped:
+
+- ``SLURM`` names its jobs after ``$LOGNAME`` and raises ``KeyError`` where it is unset
+  (CI runners, containers): :func:`prepare_environment` defaults it to the current user.
+- ``SLURMGraph`` only *submits* the whole graph (one job per node, chained by
+  ``--dependency=afterok``) and returns at once; the app would then find no outputs and
+  report every subject as failed while the jobs are still queued. :func:`run_graph` tags
+  the jobs with a unique ``--comment`` token, waits until no job carries it
+  (:func:`wait_for_slurm_jobs`, polling ``squeue``) and only then checks completeness. A job
+  whose dependency failed is cancelled (a cluster without
+  ``DependencyParameters=kill_invalid_depend`` would otherwise keep it pending forever).
+- The batch plugins (``SLURM``, ``SGE``, ``PBS``, ``LSF``, ``Condor``) crash with ``TypeError``
+  inside nipype (``report_crash`` adds a list to the string traceback) when a job ends without
+  a result file (killed by the scheduler: time or memory limit, node failure, a failing job
+  header), which aborts the whole run and orphans the other subjects' jobs:
+  :func:`make_plugin` hands nipype the traceback as a list of lines, as it does for crashes.
+- ``SLURMGraph`` crashes on empty plugin arguments (``_dont_resubmit_completed_jobs`` is
+  only set when some are given): :func:`plugin_settings` always passes
+  ``dont_resubmit_completed_jobs`` (a rerun with the same work dir submits only what is left).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from typing import Any
+
+LOGGER = logging.getLogger("ptsd_bidsapp.cluster")
+
+#: plugin arguments this module reads itself (removed before nipype sees them)
+WAIT_POLL_KEY = "status_poll_seconds"
+#: SLURM pending reason of a job whose ``afterok`` dependency can no longer be satisfied
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
+def prepare_environment() -> None:
+    """Default ``LOGNAME`` (nipype's SLURM plugin builds job names from it).
+
+    ``getpass.getuser`` reads ``USER``/``LNAME``/``USERNAME`` or the password database; an
+    arbitrary container uid without a passwd entry gets ``uid<N>``.
+    """
+    if os.environ.get("LOGNAME"):
+        return
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    os.environ["LOGNAME"] = user
+
+
+def plugin_settings(plugin: str, user_settings: dict | None, nprocs: int, mem_gb: float | None) -> tuple[dict, dict]:
+    """nipype plugin arguments with the app's defaults, and the app's own wait options.
+
+    Parameters
+    ----------
+    plugin : str
+        nipype plugin name (``MultiProc``, ``SLURM``, ``SLURMGraph``, ...).
+    user_settings : dict or None
+        ``--plugin-args``; the user's values win over the defaults.
+    nprocs : int
+        ``--nprocs`` (MultiProc's ``n_procs``).
+    mem_gb : float or None
+        ``--mem-gb`` (MultiProc's ``memory_gb``).
+
+    Returns
+    -------
+    settings : dict
+        Passed to ``Workflow.run(plugin_args=...)``.
+    wait : dict
+        ``{"token": str, "poll_seconds": float}`` for ``SLURMGraph`` (see :func:`run_graph`), else ``{}``.
+    """
+    settings = dict(user_settings or {})
+    wait: dict[str, Any] = {}
+    poll = float(settings.pop(WAIT_POLL_KEY, 5.0))
+    if plugin in ("MultiProc", "LegacyMultiProc"):
+        settings.setdefault("n_procs", nprocs)
+        if mem_gb:
+            settings.setdefault("memory_gb", mem_gb)
+        settings.setdefault("raise_insufficient", False)
+    elif plugin == "SLURMGraph":
+        settings.setdefault("dont_resubmit_completed_jobs", True)
+        token = f"ptsd_bidsapp-{uuid.uuid4().hex[:16]}"
+        settings["sbatch_args"] = f"{settings.get('sbatch_args', '')} --comment={token}".strip()
+        wait = {"token": token, "poll_seconds": poll}
+    return settings, wait
+
+
+def slurm_jobs_with_comment(token: str, all_states: bool = False) -> list[dict[str, str]]:
+    """Jobs in ``squeue`` whose comment is ``token``: ``[{"id", "name", "state", "reason"}]``.
+
+    By default the jobs still queued or running; ``all_states`` adds the finished ones the
+    controller still remembers (``MinJobAge``, 300 s by default).
+    """
+    cmd = ["squeue", "--noheader", "--format=%i|%T|%r|%j|%k"] + (["--states=all"] if all_states else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"squeue failed ({proc.returncode}): {proc.stderr.strip()}")
+    jobs = []
+    for line in proc.stdout.splitlines():
+        fields = line.strip().split("|", 4)
+        if len(fields) == 5 and fields[4] == token:
+            jobs.append({"id": fields[0], "state": fields[1], "reason": fields[2], "name": fields[3]})
+    return jobs
+
+
+def wait_for_slurm_jobs(token: str, poll_seconds: float = 5.0, max_squeue_failures: int = 12) -> list[str]:
+    """Block until no SLURM job carries the comment ``token``; return the jobs that did not complete.
+
+    Jobs pending with reason ``DependencyNeverSatisfied`` (a node they depend on failed) are
+    cancelled, so the wait ends on every cluster. ``squeue`` failing (controller busy) is
+    retried ``max_squeue_failures`` times in a row before giving up with ``RuntimeError``.
+
+    Returns
+    -------
+    list of str
+        ``"<job name> (<state>)"`` of every job of the run that ended other than COMPLETED
+        (as far as the controller still remembers them).
+    """
+    failures = 0
+    announced = False
+    while True:
+        try:
+            jobs = slurm_jobs_with_comment(token)
+            failures = 0
+        except RuntimeError as err:
+            failures += 1
+            if failures > max_squeue_failures:
+                raise
+            LOGGER.warning("%s; retrying", err)
+            time.sleep(poll_seconds)
+            continue
+        if not jobs:
+            break
+        if not announced:
+            LOGGER.warning("waiting for %d SLURM job(s) of this run (comment %s)", len(jobs), token)
+            announced = True
+        stuck = [job["id"] for job in jobs if job["state"] == "PENDING" and job["reason"] == NEVER_SATISFIED]
+        if stuck:
+            LOGGER.error("cancelling %d SLURM job(s) whose dependencies failed: %s", len(stuck), " ".join(stuck))
+            subprocess.run(["scancel", *stuck], check=False)
+        time.sleep(poll_seconds)
+    try:
+        finished = slurm_jobs_with_comment(token, all_states=True)
+    except RuntimeError:
+        return []
+    failed = [f"{job['name']} ({job['state']})" for job in finished if job["state"] != "COMPLETED"]
+    if failed:
+        LOGGER.error("SLURM jobs of this run that did not complete: %s (their stderr: batch/*.e in the work dir)",
+                     ", ".join(failed))
+    return failed
+
+
+#: nipype batch plugins sharing ``SGELikeBatchManagerBase._get_result``
+BATCH_PLUGINS = ("SLURM", "SGE", "PBS", "LSF", "Condor")
+
+
+class _ListTracebackMixin:
+    """A job that vanished without a result file gets its traceback as a list of lines (see module doc)."""
+
+    def _get_result(self, taskid):
+        result = super()._get_result(taskid)
+        if result and isinstance(result.get("traceback"), str):
+            result["traceback"] = result["traceback"].splitlines(keepends=True)
+        return result
+
+
+def make_plugin(plugin: str, settings: dict):
+    """The plugin name, or for a batch plugin an instance of the fixed subclass (``Workflow.run`` takes both)."""
+    if plugin not in BATCH_PLUGINS:
+        return plugin
+    from nipype.pipeline import plugins
+
+    base = getattr(plugins, f"{plugin}Plugin")
+    fixed = type(f"{plugin}Plugin", (_ListTracebackMixin, base), {})
+    return fixed(plugin_args=settings)
+
+
+def run_graph(workflow, plugin: str, settings: dict, wait: dict) -> None:
+    """``workflow.run`` with ``plugin``; for ``SLURMGraph`` also wait for the submitted jobs.
+
+    Raises what ``workflow.run`` raises (``RuntimeError`` when nodes crashed).
+    """
+    prepare_environment()
+    if plugin.startswith("SLURM") and shutil.which("sbatch") is None:
+        raise RuntimeError(f"--plugin {plugin} needs SLURM's sbatch on PATH (not found)")
+    try:
+        workflow.run(plugin=make_plugin(plugin, settings), plugin_args=settings)
+    finally:
+        if wait:
+            wait_for_slurm_jobs(wait["token"], wait["poll_seconds"])

@@ -1,0 +1,96 @@
+"""Cluster-plugin handling without a cluster: defaults, LOGNAME, and the SLURMGraph wait on a fake squeue."""
+
+import os
+import stat
+
+import pytest
+
+from ptsd_bidsapp.workflows import cluster
+
+
+def test_multiproc_defaults_and_user_values_win():
+    settings, wait = cluster.plugin_settings("MultiProc", {"n_procs": 7}, nprocs=2, mem_gb=3.0)
+    assert settings == {"n_procs": 7, "memory_gb": 3.0, "raise_insufficient": False}
+    assert wait == {}
+
+
+def test_slurmgraph_gets_resubmit_default_and_a_unique_comment():
+    a, wait_a = cluster.plugin_settings("SLURMGraph", None, nprocs=2, mem_gb=None)
+    b, wait_b = cluster.plugin_settings("SLURMGraph", {"sbatch_args": "-p normal", "status_poll_seconds": 1},
+                                        nprocs=2, mem_gb=None)
+    assert a["dont_resubmit_completed_jobs"] is True  # nipype crashes on empty plugin args without it
+    assert a["sbatch_args"] == f"--comment={wait_a['token']}"
+    assert b["sbatch_args"] == f"-p normal --comment={wait_b['token']}"
+    assert wait_a["token"] != wait_b["token"] and wait_b["poll_seconds"] == 1.0
+    assert "status_poll_seconds" not in b  # ours, not nipype's
+
+
+def test_logname_defaulted(monkeypatch):
+    monkeypatch.delenv("LOGNAME", raising=False)
+    cluster.prepare_environment()
+    assert os.environ["LOGNAME"]
+    monkeypatch.setenv("LOGNAME", "someone")
+    cluster.prepare_environment()
+    assert os.environ["LOGNAME"] == "someone"
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """squeue printing the lines of queue.txt (running) / all.txt (--states=all); scancel logging its ids
+    and removing them from queue.txt."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"""#!/bin/bash
+if [[ " $* " == *" --states=all "* ]]; then cat {tmp_path}/all.txt; else cat {tmp_path}/queue.txt; fi
+""")
+    (bin_dir / "scancel").write_text(f"""#!/bin/bash
+echo "$@" >> {tmp_path}/cancelled.txt
+for id in "$@"; do sed -i "/^$id|/d" {tmp_path}/queue.txt; done
+""")
+    for name in ("squeue", "scancel"):
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
+def test_wait_cancels_never_satisfiable_dependants_and_names_failed_jobs(fake_slurm):
+    token = "ptsd_bidsapp-abc"
+    (fake_slurm / "queue.txt").write_text(
+        f"11|PENDING|DependencyNeverSatisfied|j3_ses_pre_summary|{token}\n"
+        f"12|PENDING|DependencyNeverSatisfied|j4_ds_sub_02|{token}\n"
+        "99|RUNNING|None|someone_elses_job|other\n"
+    )
+    (fake_slurm / "all.txt").write_text(
+        f"10|FAILED|NonZeroExitCode|j0_ses_pre_task_faces|{token}\n"
+        f"11|CANCELLED|None|j3_ses_pre_summary|{token}\n"
+        f"9|COMPLETED|None|j1_ses_pre_task_rest|{token}\n"
+        "99|RUNNING|None|someone_elses_job|other\n"
+    )
+    failed = cluster.wait_for_slurm_jobs(token, poll_seconds=0.01)
+    assert (fake_slurm / "cancelled.txt").read_text().split() == ["11", "12"]
+    assert failed == ["j0_ses_pre_task_faces (FAILED)", "j3_ses_pre_summary (CANCELLED)"]
+
+
+def test_wait_gives_up_when_squeue_keeps_failing(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/bash\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\n"
+                                    "exit 1\n")
+    (bin_dir / "squeue").chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(RuntimeError, match="Unable to contact"):
+        cluster.wait_for_slurm_jobs("ptsd_bidsapp-x", poll_seconds=0.01, max_squeue_failures=2)
+
+
+def test_batch_plugins_get_a_list_traceback_for_vanished_jobs(monkeypatch):
+    """nipype's report_crash appends a list to the traceback: a str one raised TypeError and aborted the run."""
+    from nipype.pipeline.plugins.base import SGELikeBatchManagerBase
+
+    monkeypatch.setattr(SGELikeBatchManagerBase, "_get_result",
+                        lambda self, taskid: {"result": None, "traceback": "Job finished\nno results file\n"})
+    runner = cluster.make_plugin("SLURM", {"sbatch_args": "-p x"})
+    assert type(runner).__name__ == "SLURMPlugin" and runner._sbatch_args == "-p x"
+    tb = runner._get_result(1)["traceback"]
+    assert tb == ["Job finished\n", "no results file\n"]
+    tb += ["When creating this crashfile, ..."]  # what nipype's report_crash does
+    assert cluster.make_plugin("MultiProc", {}) == "MultiProc"
