@@ -58,7 +58,8 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
     Raises
     ------
     MeasureError
-        Confounds file absent, or a column the strategy needs is missing (names file and column).
+        Confounds file absent, a column the strategy needs is missing, or a selected column has
+        n/a values beyond the first volume (names file, columns and volumes).
     """
     kwargs = {k: denoising[k] for k in _LOAD_CONFOUNDS_KEYS if k in denoising}
     kwargs["strategy"] = tuple(kwargs.get("strategy", ("motion", "high_pass", "wm_csf")))
@@ -78,6 +79,15 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
         if "missing" in text.lower() or "not found" in text.lower() or "Could not find" in text:
             raise MeasureError(f"confounds for {bold_path}: {where}: {text}") from err
         raise MeasureError(f"load_confounds failed for {bold_path} (confounds file {where}): {text}") from err
+    if confounds.shape[1] and confounds.isna().to_numpy().any():
+        # nilearn fills only the first row of derivative columns; n/a inside a column would
+        # reach the regression as NaN (numpy: "SVD did not converge")
+        bad = confounds.columns[confounds.isna().any()].tolist()
+        rows = sorted(set(np.flatnonzero(confounds[bad].isna().any(axis=1).to_numpy()).tolist()))
+        raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) has n/a values in column(s) "
+                           f"{', '.join(bad)} at volume(s) {', '.join(map(str, rows[:10]))}"
+                           f"{' ...' if len(rows) > 10 else ''} (0-based): fMRIPrep writes n/a only in the first "
+                           "row of derivative columns; re-run fMRIPrep or fix the file")
     if "high_pass" in kwargs["strategy"] and not any(c.startswith("cosine") for c in confounds.columns):
         # nilearn silently returns no cosines; the GLM has no other high-pass (drift_model null)
         raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) has no 'cosine*' column "

@@ -20,6 +20,8 @@ from __future__ import annotations
 import gzip
 import logging
 import pickle
+import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -247,8 +249,29 @@ def init_participant_wf(
     return workflow
 
 
-def _plugin_settings(args) -> tuple[str, dict]:
+class _CrashedNodes:
+    """nipype ``status_callback``: records, per subject, the nodes that raised in this run.
+
+    The sink and report nodes of a subject write the derivative files; when one of them
+    crashes (disk full, a report path blocked by a folder) the subject failed, even though
+    files of an earlier run may still be in place.
+    """
+
+    def __init__(self):
+        self.by_subject: dict[str, list[str]] = {}
+
+    def __call__(self, node, status: str) -> None:
+        if status != "exception":
+            return
+        for part in str(getattr(node, "fullname", node)).split("."):
+            if part.startswith("sub_") and part.endswith("_wf"):
+                self.by_subject.setdefault(part[len("sub_"):-len("_wf")], []).append(node.name)
+
+
+def _plugin_settings(args, crashed: _CrashedNodes | None = None) -> tuple[str, dict]:
     settings = dict(getattr(args, "plugin_settings", {}) or {})
+    if crashed is not None and args.plugin in ("Linear", "MultiProc", "LegacyMultiProc"):
+        settings["status_callback"] = crashed
     if args.plugin in ("MultiProc", "LegacyMultiProc"):
         settings.setdefault("n_procs", args.nprocs)
         if args.mem_gb:
@@ -306,6 +329,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",
+                 "check_version": "false",  # no telemetry: the app runs offline
                  # the run nodes write the derivative files into their folders; nipype must keep them
                  "remove_unnecessary_outputs": "false", "hash_method": "content"}
     level = "INFO" if getattr(args, "verbose", 0) else "WARNING"
@@ -320,7 +344,9 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     # a Workflow copies the global config when created: set it on the graph too
     meta.config["execution"].update(execution)
     if meta._graph.number_of_nodes():
-        plugin, settings = _plugin_settings(args)
+        crashed = _CrashedNodes()
+        plugin, settings = _plugin_settings(args, crashed)
+        started = time.time()
         try:
             meta.run(plugin=plugin, plugin_args=settings)
         except RuntimeError:
@@ -328,9 +354,10 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
         for subject in subjects:
             if subject in failures:
                 continue
-            if not (output_dir / f"sub-{subject}").is_dir() or not _subject_complete(output_dir, subject,
-                                                                                       present[subject]):
-                failures[subject] = _crash_reason(crash_dir, subject)
+            if (subject in crashed.by_subject or _crashed_since(crash_dir, subject, started)
+                    or not (output_dir / f"sub-{subject}").is_dir()
+                    or not _subject_complete(output_dir, subject, present[subject])):
+                failures[subject] = _crash_reason(crash_dir, subject, started)
                 codes[subject] = exitcodes.FAILURE
                 continue
             status = read_status(output_dir, subject) or {}
@@ -375,12 +402,31 @@ def _subject_complete(output_dir: Path, subject: str, sessions: list[str]) -> bo
     return True
 
 
-def _crash_reason(crash_dir: Path, subject: str) -> str:
-    """First error line of the first crash file (text format) of a subject's nodes."""
-    for crash in sorted(Path(crash_dir).glob("crash-*.txt")):
-        text = crash.read_text(errors="replace")
-        if f"sub_{subject}_wf" not in text and f"sub-{subject}" not in text:
+def _subject_crashes(crash_dir: Path, subject: str, since: float) -> list[Path]:
+    """Crash files of ``subject``'s nodes written since ``since`` (Unix time), newest first."""
+    found = []
+    for crash in Path(crash_dir).glob("crash-*.txt"):
+        try:
+            if crash.stat().st_mtime < since - 1.0:
+                continue
+            text = crash.read_text(errors="replace")
+        except OSError:
             continue
+        if re.search(rf"sub[-_]{re.escape(subject)}(?![A-Za-z0-9])", text):
+            found.append(crash)
+    return sorted(found, key=lambda c: c.stat().st_mtime, reverse=True)
+
+
+def _crashed_since(crash_dir: Path, subject: str, since: float) -> bool:
+    """Any node of ``subject`` crashed in this run (plugin-independent: nipype writes a crash file)."""
+    return bool(_subject_crashes(crash_dir, subject, since))
+
+
+def _crash_reason(crash_dir: Path, subject: str, since: float = 0.0) -> str:
+    """Last error line of the newest crash file (text format) of a subject's nodes written
+    since ``since`` (a Unix time: crash files of earlier runs are not this run's reason)."""
+    for crash in _subject_crashes(crash_dir, subject, since):
+        text = crash.read_text(errors="replace")
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         errors = [line for line in lines if ("Error:" in line or "Exception:" in line)]
         node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")), "")
