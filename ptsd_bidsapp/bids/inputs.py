@@ -261,12 +261,14 @@ def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_databas
             database_path=str(database),
             reset_database=reset_database,
         )
-    except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError while indexing the sidecars
+    except (ValueError, OSError) as err:  # pybids: OSError "Error occurred while trying to decode JSON"
         shutil.rmtree(database, ignore_errors=True)  # never keep a half-built index
         bad = _invalid_json_files(roots)
         if bad:
             raise InputError("invalid JSON file(s) in the input datasets (pybids cannot index them):\n  - "
                              + "\n  - ".join(bad[:10]), bad[0].split(": ")[0], errors.DATAERR) from err
+        if isinstance(err, OSError):
+            raise  # an I/O problem (work dir, disk): mapped to its exit code by the CLI
         raise InputError(f"cannot index {bids_dir} with pybids: {err}", bids_dir, errors.DATAERR) from err
 
 

@@ -34,7 +34,13 @@ def find_confounds_file(bold_path: str | Path) -> Path | None:
     return None
 
 
-def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> tuple[pd.DataFrame, np.ndarray | None]:
+#: fMRIPrep's high-pass cutoff (s): its ``cosine_XX`` columns are the DCT basis of this period, so
+#: a run shorter than it has none (nilearn ``_cosine_drift``: floor(2 n TR / 128) - 1 columns).
+FMRIPREP_HIGH_PASS_PERIOD_S = 128.0
+
+
+def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any],
+                       tr: float | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Load the confounds of one fMRIPrep BOLD run with a config denoising strategy.
 
     Parameters
@@ -47,6 +53,10 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
         ``scrub``, ``fd_threshold`` in mm, ``std_dvars_threshold``, ...). Keys that are not
         load_confounds arguments (``low_pass``, ``high_pass`` in Hz) are ignored here.
         ``std_dvars_threshold: null`` disables DVARS censoring.
+    tr : float, optional
+        Repetition time (s). A run shorter than fMRIPrep's 128 s high-pass period has no
+        ``cosine_XX`` column (none is needed: only the mean is below the cutoff); without ``tr``
+        the cosines are always required by strategy ``high_pass``.
 
     Returns
     -------
@@ -88,7 +98,9 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
                            f"{', '.join(bad)} at volume(s) {', '.join(map(str, rows[:10]))}"
                            f"{' ...' if len(rows) > 10 else ''} (0-based): fMRIPrep writes n/a only in the first "
                            "row of derivative columns; re-run fMRIPrep or fix the file")
-    if "high_pass" in kwargs["strategy"] and not any(c.startswith("cosine") for c in confounds.columns):
+    expect_cosines = tr is None or len(confounds) * float(tr) >= FMRIPREP_HIGH_PASS_PERIOD_S
+    if ("high_pass" in kwargs["strategy"] and expect_cosines
+            and not any(c.startswith("cosine") for c in confounds.columns)):
         # nilearn silently returns no cosines; the GLM has no other high-pass (drift_model null)
         raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) has no 'cosine*' column "
                            "needed by strategy 'high_pass'")

@@ -52,19 +52,22 @@ def motion_qc(confounds_raw: pd.DataFrame, motion_qc_config: Mapping[str, Any], 
 MIN_BANDPASS_VOLUMES = 34
 
 
-def check_run_length(n_volumes: int, n_regressors: int, band_pass: bool, source: str) -> None:
+def check_run_length(n_volumes: int, n_regressors: int, band_pass: bool, source: str,
+                     n_kept: int | None = None) -> None:
     """Refuse a run too short to estimate its measures, with the reason in words.
 
     Parameters
     ----------
     n_volumes : int
-        Volumes of the run (kept after censoring for a task-free run).
+        Volumes of the run.
     n_regressors : int
         Columns of the run's regression model (confounds + conditions + intercept).
     band_pass : bool
         The run is band-pass filtered (task-free connectivity).
     source : str
         The BOLD file, for the message.
+    n_kept : int, optional
+        Volumes left after censoring (the sample mask); the minimum applies to them.
 
     Raises
     ------
@@ -76,8 +79,10 @@ def check_run_length(n_volumes: int, n_regressors: int, band_pass: bool, source:
     if band_pass and MIN_BANDPASS_VOLUMES > needed:
         needed = MIN_BANDPASS_VOLUMES
         why = f"the band-pass filter of task-free connectivity needs at least {needed}"
-    if n_volumes < needed:
-        raise MeasureError(f"{source} has only {n_volumes} volume(s): too short to analyse ({why})")
+    kept = n_volumes if n_kept is None else int(n_kept)
+    if kept < needed:
+        censored = f" ({kept} left after censoring)" if kept != n_volumes else ""
+        raise MeasureError(f"{source} has only {n_volumes} volume(s){censored}: too short to analyse ({why})")
 
 
 def conditions_outside_scan(events: pd.DataFrame, n_volumes: int, tr: float) -> dict[str, str]:
