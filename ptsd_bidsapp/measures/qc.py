@@ -52,8 +52,7 @@ def motion_qc(confounds_raw: pd.DataFrame, motion_qc_config: Mapping[str, Any], 
 MIN_BANDPASS_VOLUMES = 34
 
 
-def check_run_length(n_volumes: int, n_regressors: int, band_pass: bool, source: str,
-                     n_kept: int | None = None) -> None:
+def check_run_length(n_volumes: int, n_regressors: int, band_pass: bool, source: str) -> None:
     """Refuse a run too short to estimate its measures, with the reason in words.
 
     Parameters
@@ -66,23 +65,25 @@ def check_run_length(n_volumes: int, n_regressors: int, band_pass: bool, source:
         The run is band-pass filtered (task-free connectivity).
     source : str
         The BOLD file, for the message.
-    n_kept : int, optional
-        Volumes left after censoring (the sample mask); the minimum applies to them.
 
     Raises
     ------
     MeasureError
         Naming the file, the number of volumes and the minimum.
+
+    Notes
+    -----
+    Both minimums apply to the whole run: nilearn band-passes the interpolated whole series,
+    and a run left with too few volumes by censoring is a motion-QC matter (its connectivity
+    and GLM estimates become ``n/a`` "not estimable", the run is flagged), not a broken input.
     """
+    if band_pass and n_volumes < MIN_BANDPASS_VOLUMES:  # the filter runs on the whole (interpolated) series
+        raise MeasureError(f"{source} has only {n_volumes} volume(s): too short to analyse (the band-pass filter of "
+                           f"task-free connectivity needs at least {MIN_BANDPASS_VOLUMES})")
     needed = n_regressors + 2  # at least two residual degrees of freedom
-    why = f"{n_regressors} regressors (confounds, conditions, intercept) need at least {needed}"
-    if band_pass and MIN_BANDPASS_VOLUMES > needed:
-        needed = MIN_BANDPASS_VOLUMES
-        why = f"the band-pass filter of task-free connectivity needs at least {needed}"
-    kept = n_volumes if n_kept is None else int(n_kept)
-    if kept < needed:
-        censored = f" ({kept} left after censoring)" if kept != n_volumes else ""
-        raise MeasureError(f"{source} has only {n_volumes} volume(s){censored}: too short to analyse ({why})")
+    if n_volumes < needed:
+        raise MeasureError(f"{source} has only {n_volumes} volume(s): too short to analyse "
+                           f"({n_regressors} regressors (confounds, conditions, intercept) need at least {needed})")
 
 
 def conditions_outside_scan(events: pd.DataFrame, n_volumes: int, tr: float) -> dict[str, str]:

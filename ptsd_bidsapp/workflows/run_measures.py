@@ -219,7 +219,7 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
     conf = conf_df.to_numpy(float) if conf_df.shape[1] else None
     band_pass = spec.get("design") == "rest" and bool(strategy.get("low_pass") or strategy.get("high_pass"))
     qc.check_run_length(result["n_volumes"], conf_df.shape[1] + len(spec.get("conditions") or []) + 1, band_pass,
-                        str(bold), n_kept=None if sample_mask is None else len(sample_mask))
+                        str(bold))
 
     # the BOLD, read once; ROI means and the ROI voxel blocks, then released
     data, _ = activation.load_bold_float32(bold)
