@@ -54,6 +54,5 @@ def compute_run(run, info, out: Path, config=None, **replace) -> dict:
     dseg, labels = atlas_files(config["atlas"])
     files = {"bold": run.bold, "mask": run.mask, "confounds": run.confounds, "events": run.events}
     files.update(replace)
-    out.mkdir(parents=True, exist_ok=True)
     return compute_run_measures(info, files["bold"], files["mask"], files["confounds"], files["events"], dseg,
-                                labels, config, out)
+                                labels, config)
