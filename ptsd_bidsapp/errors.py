@@ -9,6 +9,7 @@ selected no files, and the BSD sysexits 64 USAGE, 65 DATAERR, 66 NOINPUT, 73 CAN
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "CANTCREAT",
     "IOERR",
     "InputError",
+    "os_error_exit_code",
+    "describe_os_error",
 ]
 
 SUCCESS = 0
@@ -44,3 +47,32 @@ class InputError(Exception):
         self.path = Path(path) if path is not None else None
         self.exit_code = exit_code
         super().__init__(message)
+
+
+#: ``errno`` values meaning "this output cannot be created here" (EX_CANTCREAT): permission,
+#: read-only file system, a path component that is a regular file, a name that is a folder.
+_CANTCREAT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                     errno.ENAMETOOLONG}
+
+
+def os_error_exit_code(err: OSError) -> int:
+    """Exit code of an operating-system error: 73 (CANTCREAT) when the file cannot be created
+    there (permission, read-only file system, a parent that is a regular file), 65 (DATAERR) for
+    a symbolic-link loop, 74 (IOERR) otherwise (disk full, I/O error)."""
+    if isinstance(err, (PermissionError, NotADirectoryError, IsADirectoryError)) or err.errno in _CANTCREAT_ERRNOS:
+        return CANTCREAT
+    if err.errno == errno.ELOOP:
+        return DATAERR
+    return IOERR
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line naming the file and the problem of an operating-system error (no traceback)."""
+    where = err.filename if err.filename is not None else "a file"
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    reason = err.strerror or str(err) or type(err).__name__
+    hints = {errno.EROFS: " (the file system is mounted read-only: choose a writable output/work dir)",
+             errno.ENOTDIR: " (a component of the path is a regular file, not a folder)",
+             errno.ENOSPC: " (the disk is full)", errno.EACCES: " (no write permission)"}
+    return f"cannot write {where}: {reason}{hints.get(err.errno, '')}"

@@ -48,7 +48,7 @@ def test_new_task_validated_against_task_template(tmp_path):
                                                           "denoising": "task_default", "gppi": False, "colour": 1}}}))
     with pytest.raises(ConfigError) as exc:
         load_config(path)
-    assert exc.value.problems == ["unknown key 'tasks.gonogo.colour' (allowed here: conditions, contrasts, denoising, design, gppi)"]
+    assert exc.value.problems == ["unknown key 'tasks.gonogo.colour' (allowed here: conditions, contrasts, denoising, design, gppi, unmodelled_trial_types)"]
 
 
 def test_parse_contrast():

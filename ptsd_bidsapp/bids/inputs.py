@@ -13,8 +13,12 @@ except the two whose scope is smaller than the subject: a run that cannot be use
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -113,13 +117,103 @@ class SubjectInputs:
     missing_sessions: list = field(default_factory=list)
 
 
-def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_database: bool = False):
-    """Index ``bids_dir`` with the fMRIPrep ``derivatives`` (pybids), database cached in ``work_dir``.
+#: Top-level folders of a raw dataset that pybids does not index (``bids.layout`` defaults);
+#: the derivatives are indexed (and signed) from their own root.
+_UNINDEXED = {"code", "derivatives", "sourcedata", "stimuli", "models"}
+
+
+def dataset_signature(roots: list[Path], skip_top: Mapping[Path, set] | None = None) -> str:
+    """Hash of the relative path, size and modification time of every file under ``roots``.
+
+    Symbolic links are followed, as pybids follows them; a link to a folder that is one of its
+    own ancestors (a loop) is refused instead of walked forever.
+
+    Parameters
+    ----------
+    roots : list of Path
+        Dataset roots (raw dataset, fMRIPrep derivatives).
+    skip_top : mapping, optional
+        Per root, top-level folder names not to walk (not indexed by pybids).
+
+    Returns
+    -------
+    str
+        SHA-1 hex digest; it changes when a file is added, removed, replaced or edited.
 
     Raises
     ------
     InputError
-        If a folder is missing (exit 66) or the derivatives lack a valid ``dataset_description.json``.
+        Exit 65 (DATAERR) naming a symbolic link that loops.
+    """
+    digest = hashlib.sha1()
+    skip_top = dict(skip_top or {})
+
+    def refuse(link: str, target: str) -> InputError:
+        return InputError(
+            f"symbolic link loop in the input dataset: {link} points to {target}, which contains the link "
+            "itself; remove or fix the link (the dataset cannot be indexed)", link, errors.DATAERR)
+
+    for root in roots:
+        root = Path(root)
+        stack = [(str(root), (os.path.realpath(root),))]
+        while stack:
+            folder, ancestors = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise refuse(folder, "itself") from err
+                raise InputError(f"cannot read folder {folder}: {err.strerror}", folder, errors.NOINPUT) from err
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if folder == str(root) and entry.name in skip_top.get(root, ()):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=True)
+                    info = entry.stat(follow_symlinks=True)
+                except OSError as err:
+                    if err.errno == errno.ELOOP:  # links pointing at each other
+                        raise refuse(entry.path, os.readlink(entry.path)) from err
+                    continue  # dangling link: pybids skips it too
+                if is_dir:
+                    real = os.path.realpath(entry.path)
+                    if real in ancestors:
+                        raise refuse(entry.path, real)
+                    stack.append((entry.path, ancestors + (real,)))
+                    continue
+                rel = os.path.relpath(entry.path, root)
+                digest.update(f"{root.name}/{rel}\0{info.st_size}\0{info.st_mtime_ns}\n".encode("utf-8", "replace"))
+    return digest.hexdigest()
+
+
+def _invalid_json_files(roots: list[Path]) -> list[str]:
+    """JSON files under ``roots`` that do not parse, each with the parser's message."""
+    bad = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("*.json")):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            try:
+                json.loads(path.read_bytes().decode("utf-8"))
+            except (ValueError, OSError) as err:
+                bad.append(f"{path}: {err}")
+    return bad
+
+
+def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_database: bool = False):
+    """Index ``bids_dir`` with the fMRIPrep ``derivatives`` (pybids), database cached in ``work_dir``.
+
+    The database lives in ``work_dir/bids_db/<signature>``, keyed by :func:`dataset_signature`
+    of both datasets (path, size and modification time of every indexed file): a rerun after a
+    file was fixed, added or removed indexes the dataset afresh instead of trusting a stale
+    index; databases of earlier signatures are removed.
+
+    Raises
+    ------
+    InputError
+        If a folder is missing (exit 66), the derivatives lack a valid ``dataset_description.json``,
+        a JSON sidecar is not valid JSON or a symbolic link loops (65).
     """
     from bids import BIDSLayout
 
@@ -151,15 +245,31 @@ def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_databas
             description,
             errors.DATAERR,
         )
-    database = Path(work_dir) / "bids_db"
-    database.parent.mkdir(parents=True, exist_ok=True)
-    return BIDSLayout(
-        str(bids_dir),
-        validate=False,
-        derivatives=[str(derivatives)],
-        database_path=str(database),
-        reset_database=reset_database,
-    )
+    roots = [bids_dir, derivatives]  # the raw walk skips derivatives/: they are signed from their own root
+    signature = dataset_signature(roots, {bids_dir: _UNINDEXED, derivatives: {"derivatives"}})
+    databases = Path(work_dir) / "bids_db"
+    database = databases / signature[:20]
+    databases.mkdir(parents=True, exist_ok=True)
+    for old in databases.iterdir():  # indexes of an earlier state of the dataset (and the unkeyed layout)
+        if old != database:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    try:
+        return BIDSLayout(
+            str(bids_dir),
+            validate=False,
+            derivatives=[str(derivatives)],
+            database_path=str(database),
+            reset_database=reset_database,
+        )
+    except (ValueError, OSError) as err:  # pybids: OSError "Error occurred while trying to decode JSON"
+        shutil.rmtree(database, ignore_errors=True)  # never keep a half-built index
+        bad = _invalid_json_files(roots)
+        if bad:
+            raise InputError("invalid JSON file(s) in the input datasets (pybids cannot index them):\n  - "
+                             + "\n  - ".join(bad[:10]), bad[0].split(": ")[0], errors.DATAERR) from err
+        if isinstance(err, OSError):
+            raise  # an I/O problem (work dir, disk): mapped to its exit code by the CLI
+        raise InputError(f"cannot index {bids_dir} with pybids: {err}", bids_dir, errors.DATAERR) from err
 
 
 def select_participants(layout, labels: list[str] | None) -> list[str]:
@@ -205,7 +315,14 @@ def _repetition_time(bold: Path, metadata: Mapping[str, Any]) -> tuple[float, in
         raise UnusableRunError(f"BOLD image {bold} is not 4D (shape {shape})", bold, errors.DATAERR)
     if "RepetitionTime" not in metadata:
         raise InputError(f"RepetitionTime missing from {sidecar}", sidecar, errors.DATAERR)
-    tr = float(metadata["RepetitionTime"])
+    try:
+        tr = float(metadata["RepetitionTime"])
+    except (TypeError, ValueError) as err:
+        raise InputError(f"RepetitionTime {metadata['RepetitionTime']!r} in {sidecar} is not a number of seconds",
+                         sidecar, errors.DATAERR) from err
+    if not (tr > 0 and tr < float("inf")):
+        raise InputError(f"RepetitionTime {metadata['RepetitionTime']!r} in {sidecar} must be a positive number of "
+                         f"seconds (NIfTI header of {bold.name}: {img.header.get_zooms()[3]})", sidecar, errors.DATAERR)
     header_tr = float(img.header.get_zooms()[3])
     unit = img.header.get_xyzt_units()[1]
     if unit == "msec":
@@ -385,7 +502,9 @@ def _run_inputs(layout, bold_file, task: str, spec: Mapping[str, Any], filters: 
 
 def _check_events(events: Path, spec: Mapping[str, Any]) -> None:
     try:
-        table = pd.read_csv(events, sep="\t", na_values="n/a")
+        table = read_tsv(events)
+    except InputError:
+        raise
     except Exception as err:
         raise InputError(f"cannot read events file {events}: {err}", events, errors.DATAERR) from err
     missing = [c for c in ("onset", "duration", "trial_type") if c not in table.columns]
@@ -400,26 +519,63 @@ def _check_events(events: Path, spec: Mapping[str, Any]) -> None:
         )
 
 
-def read_arms(bids_dir: Path, group_column: str = "group") -> pd.Series:
-    """Treatment arm per subject label from ``participants.tsv``.
+def read_tsv(path: Path, **kwargs) -> pd.DataFrame:
+    """A BIDS TSV (UTF-8, ``n/a`` for missing values) as a DataFrame.
 
     Raises
     ------
     InputError
-        If the file or the column is missing.
+        Exit 65 (DATAERR) naming the file and the byte when it is not UTF-8 text, or the line
+        when it is not a tab-separated table.
+    """
+    path = Path(path)
+    try:
+        return pd.read_csv(path, sep="\t", na_values="n/a", encoding="utf-8", **kwargs)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}): "
+                         "save it as UTF-8 (BIDS requires it)", path, errors.DATAERR) from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{path} is not a readable tab-separated table: {err}", path, errors.DATAERR) from err
+
+
+def read_arms(bids_dir: Path, group_column: str = "group", arms: list[str] | None = None) -> pd.Series:
+    """Treatment arm per subject label from ``participants.tsv``.
+
+    Parameters
+    ----------
+    bids_dir : Path
+        Raw BIDS dataset.
+    group_column : str
+        Column holding the arm (config ``clinical.group_column``).
+    arms : list of str, optional
+        The configured arms (``clinical.reference_group``, ``clinical.active_group``); any other
+        value is an error (a typo such as ``"Ketamine "`` would otherwise become a third arm).
+
+    Raises
+    ------
+    InputError
+        If the file or the column is missing (66/65), the file is not UTF-8 (65), or a subject's
+        arm is not one of ``arms`` (65, naming the subjects and the values).
     """
     path = Path(bids_dir) / "participants.tsv"
     if not path.is_file():
         raise InputError(f"{path} is missing: it must list each participant's treatment arm", path)
-    table = pd.read_csv(path, sep="\t", dtype=str, na_values="n/a")
-    if group_column not in table.columns:
-        raise InputError(
-            f"{path} has no '{group_column}' column (treatment arm); set clinical.group_column in the config",
-            path,
-            errors.DATAERR,
-        )
+    table = read_tsv(path, dtype=str, keep_default_na=False)
+    for column in ("participant_id", group_column):
+        if column not in table.columns:
+            hint = "; set clinical.group_column in the config" if column == group_column else ""
+            raise InputError(f"{path} has no '{column}' column (treatment arm){hint}", path, errors.DATAERR)
     labels = table["participant_id"].str.replace("^sub-", "", regex=True)
-    return pd.Series(table[group_column].values, index=labels.values, name=group_column)
+    values = table[group_column].where(~table[group_column].isin(["n/a", ""]))
+    if arms is not None:
+        wrong = [(label, value) for label, value in zip(labels, values)
+                 if isinstance(value, str) and value not in arms]
+        if wrong:
+            raise InputError(
+                f"{path}: column '{group_column}' has value(s) that are not a configured treatment arm "
+                f"({', '.join(repr(a) for a in arms)}; clinical.reference_group / clinical.active_group): "
+                + ", ".join(f"sub-{label} {value!r}" for label, value in wrong), path, errors.DATAERR)
+    return pd.Series(values.values, index=labels.values, name=group_column)
 
 
 def read_clinical(bids_dir: Path, clinical: Mapping[str, Any], subjects: list[str] | None = None) -> pd.DataFrame:
@@ -427,6 +583,12 @@ def read_clinical(bids_dir: Path, clinical: Mapping[str, Any], subjects: list[st
 
     Reads ``sub-<label>/sub-<label>_sessions.tsv`` files (``clinical.source: sessions``) or
     ``phenotype/<table>.tsv`` with ``participant_id`` and ``session_id`` columns.
+
+    Raises
+    ------
+    InputError
+        Exit 65 when a table is not UTF-8, lacks a column, or holds a score that is not a number
+        (naming the file, subject, session and value); ``n/a`` is a missing score.
     """
     bids_dir = Path(bids_dir)
     columns = [c for c in (clinical.get("outcome"), clinical.get("covariate")) if c]
@@ -436,10 +598,10 @@ def read_clinical(bids_dir: Path, clinical: Mapping[str, Any], subjects: list[st
         path = bids_dir / "phenotype" / (table_name if table_name.endswith(".tsv") else f"{table_name}.tsv")
         if not path.is_file():
             raise InputError(f"phenotype table {path} is missing", path)
-        frames.append((path, pd.read_csv(path, sep="\t", na_values="n/a")))
+        frames.append((path, read_tsv(path)))
     else:
         for path in sorted(bids_dir.glob("sub-*/sub-*_sessions.tsv")):
-            table = pd.read_csv(path, sep="\t", na_values="n/a")
+            table = read_tsv(path)
             table["participant_id"] = path.parent.name
             frames.append((path, table))
     rows = []
@@ -452,7 +614,16 @@ def read_clinical(bids_dir: Path, clinical: Mapping[str, Any], subjects: list[st
                 "subject": str(row["participant_id"]).removeprefix("sub-"),
                 "session": str(row["session_id"]).removeprefix("ses-"),
             }
-            rec.update({c: row[c] for c in columns})
+            for column in columns:
+                value = row[column]
+                if not pd.isna(value) and not isinstance(value, (int, float)):
+                    try:
+                        value = float(str(value).strip())
+                    except ValueError:
+                        raise InputError(
+                            f"{path}: {column} of sub-{rec['subject']} ses-{rec['session']} is {value!r}, not a number "
+                            "(write n/a for a missing score)", path, errors.DATAERR) from None
+                rec[column] = value
             rows.append(rec)
     result = pd.DataFrame(rows, columns=["subject", "session", *columns])
     if subjects is not None:

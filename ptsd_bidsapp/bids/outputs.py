@@ -146,6 +146,39 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
     return path
 
 
+def ensure_writable_dir(path: os.PathLike | str, role: str) -> Path:
+    """Create ``path`` (with parents) and prove a file can be written in it.
+
+    Parameters
+    ----------
+    path : path-like
+        Output or work folder.
+    role : str
+        What the folder is (``"output_dir"``, ``"work dir"``), for the message.
+
+    Raises
+    ------
+    InputError
+        Exit 73 (CANTCREAT) when the folder cannot be created or written (a parent is a regular
+        file, permission denied, read-only file system), 74 (IOERR) for other I/O errors
+        (disk full); the message names the folder and the reason.
+    """
+    from ptsd_bidsapp.errors import InputError, describe_os_error, os_error_exit_code
+
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(20, "exists and is not a folder", str(path))
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ptsd_bidsapp-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"{role} {path} is not writable: {describe_os_error(err)}", path,
+                         os_error_exit_code(err)) from err
+    return path
+
+
 def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
     """Write UTF-8 text atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))

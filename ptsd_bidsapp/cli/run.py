@@ -13,7 +13,7 @@ import sys
 from ptsd_bidsapp import errors
 from ptsd_bidsapp.bids.validation import validate_bids
 from ptsd_bidsapp.cli.parser import UsageError, parse_args
-from ptsd_bidsapp.errors import InputError
+from ptsd_bidsapp.errors import InputError, describe_os_error, os_error_exit_code
 
 
 def _fail(message: str, code: int) -> int:
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     try:
+        from ptsd_bidsapp.bids.outputs import ensure_writable_dir
+
+        ensure_writable_dir(args.output_dir, "output_dir")
         if args.analysis_level == "participant":
+            ensure_writable_dir(args.work_dir, "work dir (-w)")
             from ptsd_bidsapp.workflows.participant import run_participant_level
 
             return run_participant_level(args, config)
@@ -79,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return errors.SUCCESS
     except InputError as err:
         return _fail(str(err), err.exit_code)
-    except PermissionError as err:
-        return _fail(f"cannot write {err.filename}: permission denied", errors.CANTCREAT)
+    except OSError as err:  # an output that cannot be written: permission, read-only FS, disk full
+        logging.getLogger("ptsd_bidsapp").debug("operating-system error", exc_info=True)
+        return _fail(describe_os_error(err), os_error_exit_code(err))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ptsd_bidsapp.bids.inputs import InputError, read_arms, read_clinical
+from ptsd_bidsapp.bids.inputs import InputError, read_arms, read_clinical, read_tsv
 from ptsd_bidsapp.contracts import UnmatchedPatternError, match_measures
 from ptsd_bidsapp import errors as exitcodes
 
@@ -41,6 +41,32 @@ __all__ = ["FEATURES_GLOB", "read_features", "select_measures", "build_change_ta
 
 FEATURES_GLOB = "sub-*/ses-*/*_desc-measures_features.tsv"
 _PATH_RE = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_")
+
+
+_QC_TOKENS = {"true", "false", "1", "0", "yes", "no"}
+
+
+def _check_features_rows(path: Path, table: pd.DataFrame, qc: pd.Series) -> None:
+    """Refuse a damaged features table (cut short by a full disk or a copy): rows with an empty
+    measure id, a value that is neither a number nor ``n/a``, or a ``qc_pass`` that is not a boolean.
+
+    Raises
+    ------
+    InputError
+        Exit 65 naming the file, the first bad line and what to do.
+    """
+    value = table["value"]
+    numeric = pd.to_numeric(value, errors="coerce")
+    bad = ((table["measure"].isna() | (table["measure"].astype(str).str.strip() == ""))
+           | (numeric.isna() & value.notna() & (value.astype(str).str.strip() != ""))
+           | ~qc.astype(str).str.strip().str.lower().isin(_QC_TOKENS))
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        row = "\t".join("" if pd.isna(v) else str(v) for v in table.iloc[first].tolist())
+        raise InputError(
+            f"participant features table {path} is damaged (truncated or edited?): line {first + 2} "
+            f"{row!r} is not a complete row (measure, numeric value or n/a, qc_pass True/False); "
+            f"{int(bad.sum())} bad row(s). Rerun the participant level for this subject", path, exitcodes.DATAERR)
 
 
 def read_features(participant_dir: Path | str) -> pd.DataFrame:
@@ -53,13 +79,13 @@ def read_features(participant_dir: Path | str) -> pd.DataFrame:
         match = _PATH_RE.match(path.name)
         if match is None:
             continue
-        table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False,
-                            dtype={"measure": str, "note": str})
+        table = read_tsv(path, keep_default_na=False, dtype={"measure": str, "note": str, "qc_pass": str})
         for needed in ("measure", "value"):
             if needed not in table.columns:
                 raise InputError(f"{path} has no '{needed}' column (expected the participant features table)",
                                  path, exitcodes.DATAERR)
-        qc = table["qc_pass"] if "qc_pass" in table.columns else pd.Series(True, index=table.index)
+        qc = table["qc_pass"] if "qc_pass" in table.columns else pd.Series("True", index=table.index)
+        _check_features_rows(path, table, qc)
         table = pd.DataFrame({
             "subject": match["subject"],
             "session": match["session"],
@@ -137,7 +163,8 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
         raise InputError(
             f"none of the a-priori measure patterns {list(config['measures'])} matches a measure in the features "
             f"tables under {participant_dir}; check the config key 'measures'", participant_dir, exitcodes.DATAERR)
-    arms = read_arms(Path(bids_dir), group_column)
+    configured_arms = [a for a in (clinical_cfg.get("reference_group"), clinical_cfg.get("active_group")) if a]
+    arms = read_arms(Path(bids_dir), group_column, configured_arms or None)
     clinical = read_clinical(Path(bids_dir), clinical_cfg)
     scores = [c for c in (outcome, covariate) if c]
 

@@ -9,15 +9,23 @@ to ``<output_dir>/group/`` (listed in the output dataset's ``.bidsignore``):
 * ``dcm/`` — the DCM PEB models (:mod:`ptsd_bidsapp.group.dcm_group`);
 * ``group_report.html`` — the report (unless ``--no-reports``).
 
-Failure policy: a model with fewer usable subjects than ``elastic_net.min_subjects`` is
-recorded as failed (summary, report, log) and the other models still run; the run exits
-with 65 (DATAERR) only when no model at all could be fitted, or when the inputs are missing
-(66, no features tables — the participant level has not been run).
+Failure policy: a model with fewer usable subjects than ``elastic_net.min_subjects``, or one
+that cannot be fitted on these data (e.g. a singular design in a permutation refit of a small
+sample), is recorded as failed with the reason (summary, report, log) and the other models
+still run; the run exits with 65 (DATAERR) only when no model at all could be fitted, or when
+the inputs are missing (66, no features tables — the participant level has not been run).
+
+Everything is written into a temporary folder next to ``group/`` and moved into place at the
+end, as the participant level's sink does: a run that crashes (or is killed) leaves the previous
+``group/`` untouched and no partial results.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -47,18 +55,30 @@ def _ignore_group_dir(output_dir: Path) -> None:
         atomic_write_text(ignore, "\n".join([*lines, GROUP_BIDSIGNORE]) + "\n")
 
 
-def _remove_stale(group_dir: Path, name: str) -> None:
-    for path in group_dir.glob(f"model-{name}_*"):
-        path.unlink()
+#: Exceptions of a model fit on data it cannot handle (singular or degenerate designs in the
+#: cross-validation/permutation refits of a small sample): the model fails, the others go on.
+MODEL_FIT_ERRORS = (TooFewSubjectsError, ArithmeticError, ValueError)
 
 
-def _run_dcm(output_dir: Path, change: Mapping, config: Mapping, reports: bool, seed: int) -> dict | None:
+def _publish(staging: Path, group_dir: Path) -> None:
+    """Replace ``group_dir`` by the finished ``staging`` folder (two renames on one file system)."""
+    old = None
+    if group_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=".group.old-", dir=group_dir.parent))
+        os.replace(group_dir, old / "group")
+    os.replace(staging, group_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _run_dcm(stage_root: Path, output_dir: Path, change: Mapping, config: Mapping, reports: bool,
+             seed: int) -> dict | None:
     if not config.get("dcm", {}).get("enabled", True):
         return {"note": "DCM disabled in the config (dcm.enabled: false / --no-dcm)"}
     from ptsd_bidsapp.group.dcm_group import run_dcm_group
 
     try:
-        return run_dcm_group(participant_dir=output_dir, output_dir=output_dir, clinical=change["clinical"],
+        return run_dcm_group(participant_dir=output_dir, output_dir=stage_root, clinical=change["clinical"],
                              config=config, figures=reports, seed=seed)
     except (ValueError, KeyError, OSError, InputError, RuntimeError, ArithmeticError) as err:
         LOGGER.warning("DCM group models failed: %s", err, exc_info=True)
@@ -94,17 +114,37 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
         No features tables (66) or no model could be fitted (65).
     """
     output_dir = Path(output_dir)
-    group_dir = output_dir / "group"
-    en_cfg = config["elastic_net"]
     change = build_change_table(output_dir, bids_dir, config)
     _ignore_group_dir(output_dir)
+    stage_root = Path(tempfile.mkdtemp(prefix=".group.tmp-", dir=output_dir))
+    try:
+        result = _run_group_into(stage_root, output_dir, change, config, seed, n_jobs, reports)
+        _publish(stage_root / "group", output_dir / "group")
+    finally:
+        shutil.rmtree(stage_root, ignore_errors=True)
+    if result["report"] is not None:
+        result["report"] = output_dir / "group" / Path(result["report"]).name
+        print(f"ptsd_bidsapp: group report written to {result['report']}")
+    if not result["models"]:
+        group_dir = output_dir / "group"
+        raise InputError(
+            "no group model could be fitted:\n  - " + "\n  - ".join(f"{k}: {v}" for k, v in result["failed"].items())
+            + f"\nsee {group_dir / 'group_summary.json'}", group_dir, exitcodes.DATAERR)
+    return result
+
+
+def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Mapping, seed: int, n_jobs: int,
+                    reports: bool) -> dict:
+    """Compute and write every group result under ``stage_root/group`` (see :func:`run_group`)."""
+    group_dir = stage_root / "group"
+    en_cfg = config["elastic_net"]
     for subject, reason in sorted(change["excluded"].items()):
         LOGGER.warning("group level: sub-%s excluded: %s", subject, reason)
     write_tsv(group_dir / "changes.tsv", change["table"], sidecar=change_table_sidecar(change, config))
 
     models, failed, files = {}, {}, {}
     for name, spec in en_cfg["models"].items():
-        _remove_stale(group_dir, name)
+        design = None
         try:
             design = model_design(change, name, spec, config)
             LOGGER.info("group level: model %s, %d subjects, %d predictors", name, len(design["y"]),
@@ -114,11 +154,17 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
             LOGGER.error("group level: %s", err)
             failed[name] = str(err)
             continue
+        except MODEL_FIT_ERRORS as err:
+            LOGGER.error("group level: model '%s' could not be fitted: %s", name, err, exc_info=True)
+            on = f" on these {len(design['y'])} subjects" if design is not None else ""
+            failed[name] = (f"model '{name}' could not be fitted{on} ({type(err).__name__}: {err}); "
+                            "the other models are unaffected")
+            continue
         result["spec"] = dict(spec)
         files[name] = write_model_outputs(result, group_dir, spec, config)
         models[name] = result
 
-    dcm = _run_dcm(output_dir, change, config, reports, seed)
+    dcm = _run_dcm(stage_root, output_dir, change, config, reports, seed)
 
     summary = {
         "GeneratedBy": {"Name": "ptsd_bidsapp", "Version": __version__},
@@ -146,8 +192,8 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
             "Retained": {f: b for f, b, s in zip(coef["feature"], coef["beta_per_sd"], coef["selected"]) if s},
             "NestedR2": result["nested"]["r2"],
             "PermutationP": result["permutation"]["p_value"],
-            "Files": [str(Path(p).relative_to(output_dir)) for p in (files[name]["coefficients"],
-                                                                     files[name]["predictions"])],
+            "Files": [str(Path(p).relative_to(stage_root)) for p in (files[name]["coefficients"],
+                                                                    files[name]["predictions"])],
         }
     write_json(group_dir / "group_summary.json", summary)
 
@@ -156,9 +202,4 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
         from ptsd_bidsapp.group.report import write_group_report
 
         report = write_group_report(group_dir / "group_report.html", change, models, failed, dcm, config, seed)
-        print(f"ptsd_bidsapp: group report written to {report}")
-    if not models:
-        raise InputError(
-            "no group model could be fitted:\n  - " + "\n  - ".join(f"{k}: {v}" for k, v in failed.items())
-            + f"\nsee {group_dir / 'group_summary.json'}", group_dir, exitcodes.DATAERR)
     return {"change": change, "models": models, "failed": failed, "dcm": dcm, "report": report}

@@ -34,7 +34,13 @@ def find_confounds_file(bold_path: str | Path) -> Path | None:
     return None
 
 
-def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> tuple[pd.DataFrame, np.ndarray | None]:
+#: fMRIPrep's high-pass cutoff (s): its ``cosine_XX`` columns are the DCT basis of this period, so
+#: a run shorter than it has none (nilearn ``_cosine_drift``: floor(2 n TR / 128) - 1 columns).
+FMRIPREP_HIGH_PASS_PERIOD_S = 128.0
+
+
+def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any],
+                       tr: float | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Load the confounds of one fMRIPrep BOLD run with a config denoising strategy.
 
     Parameters
@@ -47,6 +53,10 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
         ``scrub``, ``fd_threshold`` in mm, ``std_dvars_threshold``, ...). Keys that are not
         load_confounds arguments (``low_pass``, ``high_pass`` in Hz) are ignored here.
         ``std_dvars_threshold: null`` disables DVARS censoring.
+    tr : float, optional
+        Repetition time (s). A run shorter than fMRIPrep's 128 s high-pass period has no
+        ``cosine_XX`` column (none is needed: only the mean is below the cutoff); without ``tr``
+        the cosines are always required by strategy ``high_pass``.
 
     Returns
     -------
@@ -58,7 +68,8 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
     Raises
     ------
     MeasureError
-        Confounds file absent, or a column the strategy needs is missing (names file and column).
+        Confounds file absent, a column the strategy needs is missing, or a selected column has
+        n/a values beyond the first volume (names file, columns and volumes).
     """
     kwargs = {k: denoising[k] for k in _LOAD_CONFOUNDS_KEYS if k in denoising}
     kwargs["strategy"] = tuple(kwargs.get("strategy", ("motion", "high_pass", "wm_csf")))
@@ -78,7 +89,18 @@ def load_run_confounds(bold_path: str | Path, denoising: Mapping[str, Any]) -> t
         if "missing" in text.lower() or "not found" in text.lower() or "Could not find" in text:
             raise MeasureError(f"confounds for {bold_path}: {where}: {text}") from err
         raise MeasureError(f"load_confounds failed for {bold_path} (confounds file {where}): {text}") from err
-    if "high_pass" in kwargs["strategy"] and not any(c.startswith("cosine") for c in confounds.columns):
+    if confounds.shape[1] and confounds.isna().to_numpy().any():
+        # nilearn fills only the first row of derivative columns; n/a inside a column would
+        # reach the regression as NaN (numpy: "SVD did not converge")
+        bad = confounds.columns[confounds.isna().any()].tolist()
+        rows = sorted(set(np.flatnonzero(confounds[bad].isna().any(axis=1).to_numpy()).tolist()))
+        raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) has n/a values in column(s) "
+                           f"{', '.join(bad)} at volume(s) {', '.join(map(str, rows[:10]))}"
+                           f"{' ...' if len(rows) > 10 else ''} (0-based): fMRIPrep writes n/a only in the first "
+                           "row of derivative columns; re-run fMRIPrep or fix the file")
+    expect_cosines = tr is None or len(confounds) * float(tr) >= FMRIPREP_HIGH_PASS_PERIOD_S
+    if ("high_pass" in kwargs["strategy"] and expect_cosines
+            and not any(c.startswith("cosine") for c in confounds.columns)):
         # nilearn silently returns no cosines; the GLM has no other high-pass (drift_model null)
         raise MeasureError(f"confounds file {confounds_file} (for {bold_path}) has no 'cosine*' column "
                            "needed by strategy 'high_pass'")

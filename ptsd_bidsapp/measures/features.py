@@ -101,3 +101,10 @@ def unavailable_features(task: str, spec: dict, roi_names: Sequence[str], reason
 def features_table(rows: list[dict]) -> pd.DataFrame:
     """DataFrame with the Contract 3 columns."""
     return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+
+
+def with_reason(rows: list[dict], reason: str | None) -> list[dict]:
+    """``rows`` made ``n/a`` (qc_pass False) with ``reason`` as their note; unchanged when ``reason`` is None."""
+    if not reason:
+        return rows
+    return [dict(row, value="n/a", qc_pass=False, note=reason) for row in rows]

@@ -52,8 +52,11 @@ def main(argv=None) -> int:
     if args.n_subjects < 2:
         print("ptsd-bidsapp-simulate: error: --n-subjects must be >= 2 (both treatment arms)", file=sys.stderr)
         return 64
-    if args.n_volumes < 20:
-        print("ptsd-bidsapp-simulate: error: --n-volumes must be >= 20", file=sys.stderr)
+    from ptsd_bidsapp.simulate.trial import MIN_VOLUMES
+
+    if args.n_volumes < MIN_VOLUMES:
+        print(f"ptsd-bidsapp-simulate: error: --n-volumes must be >= {MIN_VOLUMES}: shorter runs are refused by "
+              "ptsd_bidsapp (the band-pass filter of task-free connectivity needs them)", file=sys.stderr)
         return 64
     start = time.time()
     try:
@@ -62,6 +65,9 @@ def main(argv=None) -> int:
     except FileExistsError as err:
         print(f"ptsd-bidsapp-simulate: error: {err}", file=sys.stderr)
         return 73  # EX_CANTCREAT
+    except ValueError as err:  # a design the app would reject (e.g. a conflict run missing a condition)
+        print(f"ptsd-bidsapp-simulate: error: {err}", file=sys.stderr)
+        return 64
     if not args.quiet:
         logging.getLogger("ptsd_bidsapp.simulate").info("wrote %s in %.1f s", out, time.time() - start)
     return 0

@@ -48,6 +48,10 @@ def faces_events(n_volumes: int, tr: float, rng: np.random.Generator) -> pd.Data
     return table.sort_values("onset").reset_index(drop=True)
 
 
+#: The conflict task's conditions in the default config (previous x current congruency).
+CONFLICT_CONDITIONS = ("cC", "cI", "iC", "iI")
+
+
 def conflict_events(n_volumes: int, tr: float, rng: np.random.Generator) -> pd.DataFrame:
     """Event-related emotional conflict (face-word Stroop) trials.
 
@@ -62,6 +66,16 @@ def conflict_events(n_volumes: int, tr: float, rng: np.random.Generator) -> pd.D
         onsets.append(t)
         t += CONFLICT_STIM_S + rng.uniform(*CONFLICT_ITI_S)
     current = rng.random(len(onsets)) < 0.5  # True = incongruent
+    # every configured condition (cC, cI, iC, iI) must occur, or the app rejects the run: redraw
+    # the congruency sequence while one is missing (runs that have all four are unchanged)
+    for _ in range(1000):
+        pairs = {("i" if a else "c") + ("I" if b else "C") for a, b in zip(current[:-1], current[1:])}
+        if pairs >= set(CONFLICT_CONDITIONS):
+            break
+        current = rng.random(len(onsets)) < 0.5
+    else:
+        raise ValueError(f"a conflict run of {n_volumes} volumes (TR {tr} s) has {len(onsets)} trials: too few to "
+                         f"contain every condition ({', '.join(CONFLICT_CONDITIONS)}); use more volumes")
     rows = []
     for k, onset in enumerate(onsets):
         cur = "I" if current[k] else "C"

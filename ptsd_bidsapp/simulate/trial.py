@@ -28,6 +28,7 @@ import pandas as pd
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.atlas import ROI_LABELS, load_atlas, resample_atlas_to
 from ptsd_bidsapp.bids.outputs import write_json, write_tsv, atomic_write_text
+from ptsd_bidsapp.measures.qc import MIN_BANDPASS_VOLUMES
 from ptsd_bidsapp.simulate import design, dcm_forward, generative, images
 from ptsd_bidsapp.templates import TEMPLATE, brain_mask
 
@@ -363,6 +364,10 @@ def _write_subject(out: Path, label: str, params: dict, space: images.SubjectSpa
     return motion_truth
 
 
+#: Fewest volumes per run the app accepts (:data:`ptsd_bidsapp.measures.qc.MIN_BANDPASS_VOLUMES`).
+MIN_VOLUMES = MIN_BANDPASS_VOLUMES
+
+
 def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resolution: float = 4.0,
                    n_volumes: int | dict | None = None, tr: float = 2.0, force: bool = False,
                    progress: bool = False) -> Path:
@@ -405,8 +410,9 @@ def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resoluti
         n_volumes = DEFAULT_N_VOLUMES
     if isinstance(n_volumes, int):
         n_volumes = {task: int(n_volumes) for task in TASKS}
-    if min(n_volumes.values()) < 20:
-        raise ValueError("n_volumes must be >= 20")
+    if min(n_volumes.values()) < MIN_VOLUMES:
+        raise ValueError(f"n_volumes must be >= {MIN_VOLUMES}: shorter runs are refused by the app (the band-pass "
+                         "filter of task-free connectivity needs them)")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 

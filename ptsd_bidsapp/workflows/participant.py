@@ -20,6 +20,8 @@ from __future__ import annotations
 import gzip
 import logging
 import pickle
+import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -247,6 +249,25 @@ def init_participant_wf(
     return workflow
 
 
+class _CrashedNodes:
+    """nipype ``status_callback``: records, per subject, the nodes that raised in this run.
+
+    The sink and report nodes of a subject write the derivative files; when one of them
+    crashes (disk full, a report path blocked by a folder) the subject failed, even though
+    files of an earlier run may still be in place.
+    """
+
+    def __init__(self):
+        self.by_subject: dict[str, list[str]] = {}
+
+    def __call__(self, node, status: str) -> None:
+        if status != "exception":
+            return
+        for part in str(getattr(node, "fullname", node)).split("."):
+            if part.startswith("sub_") and part.endswith("_wf"):
+                self.by_subject.setdefault(part[len("sub_"):-len("_wf")], []).append(node.name)
+
+
 def run_participant_level(args, config: Mapping[str, Any]) -> int:
     """Run the participant level for every selected subject; return the exit code.
 
@@ -296,6 +317,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",
+                 "check_version": "false",  # no telemetry: the app runs offline
                  # the run nodes write the derivative files into their folders; nipype must keep them
                  "remove_unnecessary_outputs": "false", "hash_method": "content"}
     level = "INFO" if getattr(args, "verbose", 0) else "WARNING"
@@ -313,6 +335,10 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
         from ptsd_bidsapp.workflows.cluster import plugin_settings, run_graph
 
         settings, wait = plugin_settings(args.plugin, getattr(args, "plugin_settings", None), args.nprocs, args.mem_gb)
+        crashed = _CrashedNodes()
+        if args.plugin in ("Linear", "MultiProc", "LegacyMultiProc"):
+            settings["status_callback"] = crashed   # local plugins report each node's status
+        started = time.time()
         try:
             run_graph(meta, args.plugin, settings, wait)
         except RuntimeError as err:
@@ -320,9 +346,10 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
         for subject in subjects:
             if subject in failures:
                 continue
-            if not (output_dir / f"sub-{subject}").is_dir() or not _subject_complete(output_dir, subject,
-                                                                                       present[subject]):
-                failures[subject] = _crash_reason(crash_dir, subject)
+            if (subject in crashed.by_subject or _crashed_since(crash_dir, subject, started)
+                    or not (output_dir / f"sub-{subject}").is_dir()
+                    or not _subject_complete(output_dir, subject, present[subject])):
+                failures[subject] = _crash_reason(crash_dir, subject, started)
                 codes[subject] = exitcodes.FAILURE
                 continue
             status = read_status(output_dir, subject) or {}
@@ -367,12 +394,31 @@ def _subject_complete(output_dir: Path, subject: str, sessions: list[str]) -> bo
     return True
 
 
-def _crash_reason(crash_dir: Path, subject: str) -> str:
-    """First error line of the first crash file (text format) of a subject's nodes."""
-    for crash in sorted(Path(crash_dir).glob("crash-*.txt")):
-        text = crash.read_text(errors="replace")
-        if f"sub_{subject}_wf" not in text and f"sub-{subject}" not in text:
+def _subject_crashes(crash_dir: Path, subject: str, since: float) -> list[Path]:
+    """Crash files of ``subject``'s nodes written since ``since`` (Unix time), newest first."""
+    found = []
+    for crash in Path(crash_dir).glob("crash-*.txt"):
+        try:
+            if crash.stat().st_mtime < since - 1.0:
+                continue
+            text = crash.read_text(errors="replace")
+        except OSError:
             continue
+        if re.search(rf"sub[-_]{re.escape(subject)}(?![A-Za-z0-9])", text):
+            found.append(crash)
+    return sorted(found, key=lambda c: c.stat().st_mtime, reverse=True)
+
+
+def _crashed_since(crash_dir: Path, subject: str, since: float) -> bool:
+    """Any node of ``subject`` crashed in this run (plugin-independent: nipype writes a crash file)."""
+    return bool(_subject_crashes(crash_dir, subject, since))
+
+
+def _crash_reason(crash_dir: Path, subject: str, since: float = 0.0) -> str:
+    """Last error line of the newest crash file (text format) of a subject's nodes written
+    since ``since`` (a Unix time: crash files of earlier runs are not this run's reason)."""
+    for crash in _subject_crashes(crash_dir, subject, since):
+        text = crash.read_text(errors="replace")
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         errors = [line for line in lines if ("Error:" in line or "Exception:" in line)]
         node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")), "")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ptsd_bidsapp import contracts
 from ptsd_bidsapp.bids.outputs import Derivative, as_written
+from ptsd_bidsapp.config import parse_contrast
 
 LOGGER = logging.getLogger("ptsd_bidsapp.participant")
 
@@ -29,6 +30,15 @@ def _read_events(path: str | Path, conditions: list[str]) -> pd.DataFrame:
     events = pd.read_csv(path, sep="\t", na_values="n/a", dtype={"trial_type": str})
     events = events[events["trial_type"].isin(conditions)]
     return events[["onset", "duration", "trial_type"]].reset_index(drop=True)
+
+
+def _unmodelled_trial_types(path: str | Path, conditions: list[str], expected: list[str]) -> list[str]:
+    """Trial types of the events file that no configured condition uses (and that the config does
+    not list as ``unmodelled_trial_types``), with their counts, e.g. ``'cue' (12 events)``."""
+    events = pd.read_csv(path, sep="\t", na_values="n/a", dtype={"trial_type": str})
+    counts = events["trial_type"].dropna().value_counts(sort=False)
+    return [f"'{t}' ({n} event{'s' if n != 1 else ''})" for t, n in sorted(counts.items())
+            if t not in conditions and t not in expected]
 
 
 def _run_label(run_info: Mapping[str, Any]) -> str:
@@ -160,8 +170,7 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
     atlas = load_atlas(split_hemispheres=False, dseg=atlas_dseg, labels=atlas_labels)
     grid_atlas = resample_atlas_to(bold_img, atlas)
     mask_img = nib.load(str(mask))
-    if mask_img.shape[:3] != bold_img.shape[:3]:
-        raise MeasureError(f"brain mask {mask} grid {mask_img.shape[:3]} differs from BOLD {bold} {bold_img.shape[:3]}")
+    qc.check_same_grid(mask_img, bold_img, str(mask), str(bold))
     coverage = roi_coverage(grid_atlas, mask_img)
     min_coverage = float(config["atlas"].get("min_coverage", 0.5))
     names = grid_atlas.names
@@ -206,8 +215,11 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
 
     # confounds with the task's strategy (nilearn load_confounds)
     strategy = dict(config["denoising"][spec["denoising"]])
-    conf_df, sample_mask = load_run_confounds(bold, strategy)
+    conf_df, sample_mask = load_run_confounds(bold, strategy, tr)
     conf = conf_df.to_numpy(float) if conf_df.shape[1] else None
+    band_pass = spec.get("design") == "rest" and bool(strategy.get("low_pass") or strategy.get("high_pass"))
+    qc.check_run_length(result["n_volumes"], conf_df.shape[1] + len(spec.get("conditions") or []) + 1, band_pass,
+                        str(bold))
 
     # the BOLD, read once; ROI means and the ROI voxel blocks, then released
     data, _ = activation.load_bold_float32(bold)
@@ -259,6 +271,21 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
 
     conditions = list(spec["conditions"])
     events_df = _read_events(events, conditions)
+    unmodelled = _unmodelled_trial_types(events, conditions, spec.get("unmodelled_trial_types") or [])
+    if unmodelled:
+        warnings_out.append(f"{_run_label(run_info)}: events with trial_type {', '.join(unmodelled)} in "
+                            f"{Path(events).name} match no configured condition of task '{task}' "
+                            f"({', '.join(conditions)}): not modelled")
+    outside = qc.conditions_outside_scan(events_df, result["n_volumes"], tr)
+    unusable = {}  # contrast -> reason: a condition without any event inside the scan
+    for contrast, expression in spec["contrasts"].items():
+        used = [c for c, w in parse_contrast(expression, conditions).items() if w and c in outside]
+        if used:
+            unusable[contrast] = "; ".join(outside[c] for c in used)
+    if outside:
+        result["qc"]["events_outside_scan"] = outside
+        warnings_out.append(f"{_run_label(run_info)}: {'; '.join(outside.values())} in {Path(events).name}: "
+                            f"contrast(s) {', '.join(unusable) or 'none'} are n/a")
     glm = config.get("glm", {})
     design = activation.task_design_matrix(result["n_volumes"], tr, events_df, conf_df if conf is not None else None,
                                            slice_ref, glm.get("hrf_model", "spm"), glm.get("drift_model"))
@@ -269,18 +296,26 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
         table = table.copy()
         table["coverage"] = [coverage.get(n) for n in names]
         table.loc[table["roi"].isin(low), ["effect_size", "stderr", "t"]] = np.nan
+        if contrast in unusable:
+            table[["effect_size", "stderr", "t"]] = np.nan
         add(Derivative(dict(atlas_ents, desc=contrast), "activation", ".tsv", table, sidecar={
             "Description": f"ROI first-level GLM (nilearn, {glm.get('hrf_model', 'spm')} HRF, "
                            f"{glm.get('noise_model', 'ar1')} noise) contrast '{spec['contrasts'][contrast]}'.",
             "effect_size": {"Units": "% signal change per unit regressor"},
             "coverage": {"Description": "fraction of ROI voxels inside the brain mask"}}))
         report.setdefault("activation", {})[contrast] = as_written(table)
-        result["features"].extend(features.activation_features(table, task, contrast, qc_pass, low))
+        result["features"].extend(features.with_reason(
+            features.activation_features(table, task, contrast, qc_pass, low), unusable.get(contrast)))
 
     if spec.get("gppi"):
         gcfg = config.get("gppi", {})
         task_cols = design[[c for c in design.columns if c in conditions]]
         for contrast, expression in spec["contrasts"].items():
+            if contrast in unusable:  # no interaction regressor to estimate: n/a rows with the reason
+                empty = pd.DataFrame(np.nan, index=names, columns=names)
+                result["features"].extend(features.with_reason(
+                    features.pair_features(empty, task, "gppi", contrast, False, low), unusable[contrast]))
+                continue
             directed, symmetric = gppi.gppi_matrix(
                 psc, names, task_cols, events_df, conditions, expression, tr, confounds=conf,
                 seeds=gcfg.get("seeds"), precision=gcfg.get("deconvolution_precision"),

@@ -279,7 +279,7 @@ def _digest(root):
 
 
 def test_same_seed_byte_identical_other_seed_differs(tmp_path):
-    kwargs = dict(n_subjects=2, resolution=10.0, n_volumes=30)
+    kwargs = dict(n_subjects=2, resolution=10.0, n_volumes=40)  # >= the app's minimum (34)
     a = _digest(simulate_trial(tmp_path / "a", seed=5, **kwargs))
     b = _digest(simulate_trial(tmp_path / "b", seed=5, **kwargs))
     c = _digest(simulate_trial(tmp_path / "c", seed=6, **kwargs))
@@ -293,7 +293,7 @@ def test_cli_refuses_non_empty_dir_and_force_replaces(tmp_path, capsys):
     out = tmp_path / "sim"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    args = [str(out), "--n-subjects", "2", "--resolution", "12", "--n-volumes", "25", "--quiet"]
+    args = [str(out), "--n-subjects", "2", "--resolution", "12", "--n-volumes", "34", "--quiet"]
     assert simulate_main(args) != 0
     assert simulate_main(args + ["--force"]) != 0  # not a simulation: never deleted
     assert (out / "precious.txt").exists()
