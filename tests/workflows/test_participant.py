@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -185,3 +187,49 @@ def test_group_only_config_edits_rerun_no_participant_node(participant_run, tmp_
     assert main(args + ["--config", str(participant_edit)]) == 0
     after = results()
     assert any(after.get(p) != t for p, t in before.items()) or set(after) != set(before)
+
+
+def _report_tables(html: str) -> list[list[list[str]]]:
+    """Every <table> of an HTML page as rows of cell texts (tags stripped)."""
+    tables = []
+    for table in re.findall(r"<table>(.*?)</table>", html, re.S):
+        rows = []
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S):
+            rows.append([re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)])
+        tables.append(rows)
+    return tables
+
+
+def _close(shown: str, value: float) -> bool:
+    """A number printed with 3-6 significant digits equals ``value`` to its last printed digit."""
+    digits = len(shown.replace("-", "").replace(".", "").lstrip("0")) or 1
+    return abs(float(shown) - value) <= 0.51 * 10 ** (np.floor(np.log10(abs(value) or 1)) - digits + 1)
+
+
+def test_subject_report_shows_every_section_and_the_written_numbers(participant_run):
+    """sub-01.html: its sections, one QC row per run with the mean FD and % censored of the
+    motion JSON, and per session the DCM free energy and variance explained of the DCM JSON."""
+    out = participant_run["out"]
+    html = (out / "sub-01.html").read_text()
+    assert "<h1>sub-01 — PTSD fear-regulation circuit</h1>" in html
+    for anchor in ("summary", "rois", "ses-pre", "ses-post", "connectivity", "dcm"):
+        assert f'id="{anchor}"' in html, anchor
+    assert html.count('alt="connectivity"') >= 1 and html.count('alt="DCM fit"') == 2
+    qc_table = _report_tables(html)[0]
+    assert qc_table[0] == ["session", "task", "volumes", "TR (s)", "mean FD (mm)", "% censored", "QC"]
+    rows = {(r[0], r[1]): r for r in qc_table[1:]}
+    assert set(rows) == {(s, t) for s in SESSIONS for t in ("faces", "conflict", "rest")}
+    for (ses, task), row in rows.items():
+        motion = next((out / "sub-01" / f"ses-{ses}" / "func").glob(f"*task-{task}*_desc-confounds_motion.json"))
+        meta = json.loads(motion.read_text())
+        assert row[2] == "80" and float(row[3]) == 2.0
+        assert _close(row[4], meta["MeanFramewiseDisplacement"]), (row, meta)
+        assert _close(row[5], meta["PercentCensored"]) or float(row[5]) == meta["PercentCensored"] == 0
+        assert (row[6] == "pass") == (not meta["Excluded"])
+    for ses in SESSIONS:
+        dcm = json.loads(next((out / "sub-01" / f"ses-{ses}" / "func").glob("*_dcm.json")).read_text())
+        header = re.search(rf"<h3>ses-{ses} — free energy ([-\d.e+]+)</h3>", html)
+        assert header and _close(header.group(1), dcm["F"]), (header, dcm["F"])
+        shown = re.search(rf"ses-{ses} — free energy.*?variance explained, all regions \(%\)</td><td>"
+                          r"<span class=\"\w+\">([\d.e+-]+)</span>", html, re.S).group(1)
+        assert _close(shown, dcm["explained_variance"])
