@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.cli.run import main
+from tests.group.test_run_group import MODELS, _config_file, _group, _validator_errors
 from tests.workflows.conftest import tree_digest
 
 pytestmark = pytest.mark.slow
@@ -233,3 +235,33 @@ def test_subject_report_shows_every_section_and_the_written_numbers(participant_
         shown = re.search(rf"ses-{ses} — free energy.*?variance explained, all regions \(%\)</td><td>"
                           r"<span class=\"\w+\">([\d.e+-]+)</span>", html, re.S).group(1)
         assert _close(shown, dcm["explained_variance"])
+
+
+def test_group_on_the_simulated_trial_fails_clearly_and_stays_valid_bids(participant_run, tmp_path, capsys):
+    """The group level on the 4-subject trial's participant outputs (copied), one subject's post
+    session removed: every model has < 5 subjects → exit 65, each model and the excluded subject named; the group
+    files are written and the output dataset still passes bids-validator-deno.
+
+    (In this file, not tests/group: under ``--dist loadfile`` each file that uses the session
+    fixture ``participant_run`` builds it again on its own worker — 110 s of CPU.)"""
+    assert participant_run["code"] == 0
+    out = tmp_path / "out"
+    shutil.copytree(participant_run["out"], out)
+    next((out / "sub-04" / "ses-post").glob("*_desc-measures_features.tsv")).unlink()
+    code = _group(participant_run["bids"], out, _config_file(tmp_path), 5, 2)
+    assert code == exitcodes.DATAERR
+    err = capsys.readouterr().err
+    assert "no group model could be fitted" in err
+    for name in MODELS:
+        assert f"model '{name}'" in err
+    assert "3 usable subject(s), fewer than elastic_net.min_subjects = 5" in err
+    assert "sub-04 (no participant features for session post)" in err
+
+    group = out / "group"
+    changes = pd.read_csv(group / "changes.tsv", sep="\t", dtype={"subject": str})
+    assert list(changes["subject"]) == ["01", "02", "03"]
+    summary = json.loads((group / "group_summary.json").read_text())
+    assert summary["ExcludedSubjects"] == {"04": "no participant features for session post"}
+    assert {m["Status"] for m in summary["Models"].values()} == {"failed"}
+    assert (group / "group_report.html").is_file()
+    assert _validator_errors(out) == []
