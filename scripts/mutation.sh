@@ -67,7 +67,7 @@ from pathlib import Path
 work, module, tests, seconds, report, python = sys.argv[1:]
 status = {}
 for line in (Path(work) / "results.txt").read_text().splitlines():
-    if ": " in line and not line.startswith(" "):
+    if ": " in line and "__mutmut_" in line:
         name, state = line.strip().rsplit(": ", 1)
         status[name] = state.strip()
 counts = collections.Counter(status.values())

@@ -174,3 +174,34 @@ def test_eigenvariate_sign_follows_the_roi_mean(n_voxels):
             ev = first_eigenvariate(data)
             signs.append(np.sign(np.corrcoef(ev, data.mean(axis=1))[0, 1]))
     assert signs == [1.0] * len(signs)
+
+
+def test_rest_fc_default_band_pass_is_0_01_to_0_08_hz():
+    """README: 0.01-0.08 Hz band-pass by default. Two ROIs whose in-band parts are orthogonal
+    (sine and cosine at 0.03 Hz, whole cycles) but which share a 0.2 Hz and a 0.004 Hz component:
+    the default band removes both shared parts (z ~ 0); without it they dominate."""
+    t = np.arange(300) * T_R                      # 600 s: 18 cycles at 0.03 Hz
+    in_a, in_b = np.sin(2 * np.pi * 0.03 * t), np.cos(2 * np.pi * 0.03 * t)
+    shared = 2.0 * np.sin(2 * np.pi * 0.2 * t) + 3.0 * np.sin(2 * np.pi * 0.004 * t + 0.3)
+    signals = np.column_stack([in_a + shared, in_b + shared])
+    z_default = fisher_z_connectivity(denoise_signals(signals, T_R), ["a", "b"]).loc["a", "b"]
+    z_high_only = fisher_z_connectivity(denoise_signals(signals, T_R, low_pass=None), ["a", "b"]).loc["a", "b"]
+    z_low_only = fisher_z_connectivity(denoise_signals(signals, T_R, high_pass=None), ["a", "b"]).loc["a", "b"]
+    assert abs(z_default) < 0.1                   # filter edges leave a little of the shared parts
+    assert z_high_only > 0.5 and z_low_only > 0.5
+
+
+def test_fisher_z_leaves_nan_and_constant_rois_out():
+    """ROIs with a NaN or a constant signal get n/a rows and columns; the others are unaffected."""
+    n = 100
+    rng = np.random.default_rng(8)
+    q, _ = np.linalg.qr(np.column_stack([np.ones(n), rng.standard_normal((n, 2))]))
+    u, v = q[:, 1], q[:, 2]
+    nan_roi = rng.standard_normal(n)
+    nan_roi[5] = np.nan
+    x = np.column_stack([u, nan_roi, 0.5 * u + np.sqrt(0.75) * v, np.full(n, 3.0)])
+    z = fisher_z_connectivity(x, ["a", "nan", "b", "flat"])
+    assert z.loc["a", "b"] == pytest.approx(np.arctanh(0.5), abs=1e-10)
+    for bad in ("nan", "flat"):
+        assert z.loc[bad].isna().all() and z[bad].isna().all()
+    assert fisher_z_connectivity(x[:, [0, 1]], ["a", "nan"]).isna().all().all()   # fewer than 2 usable
