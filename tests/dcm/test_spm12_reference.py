@@ -300,7 +300,6 @@ def test_peb_expectations_match_spm():
     spm_ep = np.asarray(ref["peb"]["Ep"], dtype=float).reshape(peb.Ep.shape)
     diff = peb.Ep - spm_ep
     names = [f"{c}:{p}" for c in peb.covariate_names for p in peb.param_names]
-    assert np.abs(result.Ep_vector - spm_ep).max() <= EP_REGRESSION_TOL, np.abs(result.Ep_vector - spm_ep).max()
     assert np.abs(diff).max() <= EP_TOL, (
         f"PEB max |Ep - Ep_SPM| = {np.abs(diff).max():.4f}\n"
         + _table(names, peb.Ep.ravel(order="F"), spm_ep.ravel(order="F")))
@@ -319,7 +318,6 @@ def test_bma_expectations_match_spm():
     spm_ep = np.asarray(ref["bma"]["Ep"], dtype=float).reshape(bma.Ep.shape)
     diff = bma.Ep - spm_ep
     names = [f"{c}:{p}" for c in bma.covariate_names for p in bma.param_names]
-    assert np.abs(result.Ep_vector - spm_ep).max() <= EP_REGRESSION_TOL, np.abs(result.Ep_vector - spm_ep).max()
     assert np.abs(diff).max() <= EP_TOL, (
         f"BMA max |Ep - Ep_SPM| = {np.abs(diff).max():.4f}\n"
         + _table(names, bma.Ep.ravel(order="F"), spm_ep.ravel(order="F")))
