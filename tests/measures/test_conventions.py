@@ -205,3 +205,12 @@ def test_fisher_z_leaves_nan_and_constant_rois_out():
     for bad in ("nan", "flat"):
         assert z.loc[bad].isna().all() and z[bad].isna().all()
     assert fisher_z_connectivity(x[:, [0, 1]], ["a", "nan"]).isna().all().all()   # fewer than 2 usable
+
+
+def test_fisher_z_of_identical_signals_is_finite():
+    """r = ±1 (an ROI duplicated or negated) is clipped to 1 - 1e-12 before arctanh: z = ±14.16,
+    not infinite."""
+    u = np.sin(np.arange(50) / 3.0)
+    z = fisher_z_connectivity(np.column_stack([u, u, -u]), ["a", "same", "negated"])
+    assert z.loc["a", "same"] == pytest.approx(np.arctanh(1 - 1e-12), rel=1e-3)
+    assert z.loc["a", "negated"] == pytest.approx(-np.arctanh(1 - 1e-12), rel=1e-3)
