@@ -36,13 +36,14 @@ INTEGRATION_FILES = {
     "simulate/test_trial.py",
     "test_atlas.py",
     "test_readme.py",
-    "workflows/test_participant.py",
-    "workflows/test_run_measures.py",
 }
+#: Folders whose every file is integration (nipype workflows, deployment, clusters).
+INTEGRATION_FOLDERS = ("workflows/",)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         relative = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
-        if item.get_closest_marker("slow") is None and relative not in INTEGRATION_FILES:
+        integration = relative in INTEGRATION_FILES or relative.startswith(INTEGRATION_FOLDERS)
+        if not integration and item.get_closest_marker("slow") is None and item.get_closest_marker("slurm") is None:
             item.add_marker(pytest.mark.unit)
