@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 NPROCS ?= 2
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test demo test test-unit test-default test-slow coverage mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,29 @@ demo: install
 	$(BIN)/ptsd_bidsapp $(DEMO_DIR)/bids $(DEMO_DIR)/out participant -w $(DEMO_DIR)/work --nprocs $(NPROCS) --seed 1 --skip-bids-validation
 	$(BIN)/ptsd_bidsapp $(DEMO_DIR)/bids $(DEMO_DIR)/out group -w $(DEMO_DIR)/work --nprocs $(NPROCS) --seed 1 --skip-bids-validation
 
+# every tier, as CI runs it
 test: install-test
 	$(BIN)/python -m pytest -n $(NPROCS) --dist loadfile -q -ra tests
+
+# one tier (tests/conftest.py): unit (< 1 min), default (no end-to-end runs), slow (end to end only)
+test-unit: install-test
+	$(BIN)/python -m pytest -n $(NPROCS) --dist loadfile -q -ra -m unit tests
+
+test-default: install-test
+	$(BIN)/python -m pytest -n $(NPROCS) --dist loadfile -q -ra -m "not slow" tests
+
+test-slow: install-test
+	$(BIN)/python -m pytest -n $(NPROCS) --dist loadfile -q -ra -m slow tests
+
+# line coverage including the nipype workers (settings in .coveragerc; report in coverage_report.txt)
+coverage: install-test
+	COVERAGE_PROCESS_START=$(CURDIR)/.coveragerc $(BIN)/python -m pytest -n $(NPROCS) --dist loadfile -q \
+		-p pytest_cov --cov --cov-config=.coveragerc tests
+	$(BIN)/python -m coverage report --rcfile=.coveragerc | tee coverage_report.txt
+
+# mutation testing of the numerical core against the unit tier (CPU-heavy: see scripts/mutation.sh)
+mutation: install-test
+	scripts/mutation.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -125,6 +125,7 @@ def test_coverage_shape_mismatch_raises():
         atlas.roi_coverage(at, np.ones((10, 10, 10)))
 
 
+@pytest.mark.slow   # rebuilds the atlas from the full-resolution templates (minutes of CPU)
 def test_packaged_atlas_regenerated_by_script_is_identical(tmp_path):
     import importlib.util
     import runpy

@@ -9,7 +9,8 @@ from ptsd_bidsapp.dcm import (DCMSpec, as_parameter_dict, dcm_fmri_priors, pack_
                               simulate_dcm, unpack_parameters)
 from ptsd_bidsapp.dcm import model
 from ptsd_bidsapp.dcm.integrate import make_schedule
-from tests.dcm.dcm_fixtures import INPUTS, REGIONS, TE, TR, faces_spec
+from tests.dcm.dcm_fixtures import (ALPHA, E0, GAMMA, INPUTS, REGIONS, TE, TR, faces_spec, published_bireduce,
+                                 published_bold)
 
 PARAMS = {"A": [[0.1, -0.3], [0.4, -0.1]], "B": {"fearful": [[0, -0.2], [0.3, 0]]}, "C": [[0.6, 0], [0, 0]],
           "transit": [0.05, -0.05], "decay": 0.02, "epsilon": 0.05}
@@ -117,7 +118,9 @@ def test_integrator_matches_a_fine_runge_kutta_solution_of_the_bilinear_system()
     spec = faces_spec(n_scans=60, delays=[0.25, 1.5])  # different sampling bins per region
     y, _ = simulate_dcm(spec, PARAMS)
     P = as_parameter_dict(spec, PARAMS)
-    J0, J1, c = model.jacobian_at_rest(P["A"], P["B"], P["C"], P["transit"], P["decay"])
+    # the reference is built from the published model (spm_bireduce of spm_fx_fmri, spm_gx_fmri
+    # written out in dcm_fixtures), not from the package's Jacobian or observer
+    J0, J1, c = published_bireduce(P, 2, 2)
     u = spec.inputs
     bins = spec.schedule.sample_bins
     sub = 8
@@ -126,7 +129,7 @@ def test_integrator_matches_a_fine_runge_kutta_solution_of_the_bilinear_system()
     ref = np.zeros_like(y)
     for t in range(u.shape[0]):
         for k, j in zip(*np.nonzero(bins == t)):
-            ref[k, j] = model.gx(x.reshape(5, 2).T, P["epsilon"], TE)[j]
+            ref[k, j] = published_bold(x.reshape(5, 2).T, P["epsilon"], TE)[j]
         M = J0 + np.tensordot(u[t], J1, axes=(0, 0))
         drive = u[t] @ c
 
@@ -157,9 +160,10 @@ def test_linear_single_region_reaches_the_analytic_steady_state(monkeypatch):
     x_ss = c_in / (8 * np.exp(a_self))
     # linearised haemodynamics at rest: s = 0, log f = x/gamma, log v = alpha log f,
     # log q = (E0 + (1 - E0) ln(1 - E0))/E0 log f + (alpha - 1) log f
-    lf = x_ss / model.GAMMA
-    lq = (model.E0 + (1 - model.E0) * np.log(1 - model.E0)) / model.E0 * lf + (model.ALPHA - 1) * lf
-    expected = [x_ss, 0.0, lf, model.ALPHA * lf, lq]
+    # (published constants, dcm_fixtures: γ = 0.32, α = 0.32, E0 = 0.4 — not the module's)
+    lf = x_ss / GAMMA
+    lq = (E0 + (1 - E0) * np.log(1 - E0)) / E0 * lf + (ALPHA - 1) * lf
+    expected = [x_ss, 0.0, lf, ALPHA * lf, lq]
     # after 200 s the slowest mode (neuronal, rate exp(0.3)/2 = 0.67/s; haemodynamic modes
     # >= 0.3/s) has decayed by more than e^-60: the states equal the fixed point to rounding
     np.testing.assert_allclose(x[-1, 0], expected, atol=1e-8)
@@ -191,7 +195,9 @@ def test_bold_coefficients_depend_on_te():
     x = np.zeros((1, 5))
     x[0, 3], x[0, 4] = 0.02, -0.05  # more volume, less deoxyhaemoglobin -> positive BOLD
     assert model.gx(x, 0.0, 0.03)[0] > 0
-    assert model.gx(x, 0.0, 0.045)[0] == pytest.approx(1.5 * model.gx(x, 0.0, 0.03)[0], rel=0.2)
+    # epsilon = 0: k3 = 0 and both remaining terms are proportional to TE -> exactly linear
+    # (the former 20 % tolerance let a TE-free k2 pass)
+    assert model.gx(x, 0.0, 0.045)[0] == pytest.approx(1.5 * model.gx(x, 0.0, 0.03)[0], rel=1e-12)
 
 
 def test_inputs_are_mean_centred_by_default():

@@ -29,6 +29,13 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "spm12"
 DCM_CASES = ["block2", "event3", "selfmod2", "block2ar1"]
 EP_TOL = 0.05      # posterior means (A, B, C; PEB and BMA effects)
 F_TOL = 1.0        # nats
+# What the DCM inversion actually achieves (measured: every Ep within 8e-10, Eh and F equal to
+# the printed digits): the acceptance bounds above are 10^7 wider and let a wrong noise model
+# pass (dropping tr(Cp·J'J) from dF/dh moves Eh by 0.01-0.04, Ep by 0.002-0.006, F by 0.04-11
+# nats). These regression bounds keep a margin of 10^3 over the measured agreement.
+EP_REGRESSION_TOL = 1e-6
+EH_REGRESSION_TOL = 1e-4
+F_REGRESSION_TOL = 1e-3
 PP_THRESHOLD = 0.95
 
 
@@ -131,6 +138,7 @@ def test_dcm_connectivity_matches_spm(case):
     idx = _free_connections(ref)
     names = [ref["outputs"]["param_names"][i] for i in idx]
     diff = result.Ep_vector[idx] - spm_ep[idx]
+    assert np.abs(result.Ep_vector - spm_ep).max() <= EP_REGRESSION_TOL, np.abs(result.Ep_vector - spm_ep).max()
     assert np.abs(diff).max() <= EP_TOL, (
         f"{case}: max |Ep - Ep_SPM| = {np.abs(diff).max():.4f} over free A, B, C\n"
         + _table(names, result.Ep_vector[idx], spm_ep[idx]))
@@ -140,17 +148,19 @@ def test_dcm_connectivity_matches_spm(case):
 def test_dcm_free_energy_matches_spm(case):
     ref, result = _estimate(case)
     spm_f = float(ref["outputs"]["F"])
+    assert abs(result.F - spm_f) <= F_REGRESSION_TOL, result.F - spm_f
     assert abs(result.F - spm_f) <= F_TOL, \
         f"{case}: F ours {result.F:.4f}, SPM {spm_f:.4f}, diff {result.F - spm_f:+.4f} nats"
 
 
 @pytest.mark.parametrize("case", DCM_CASES)
 def test_dcm_noise_precision_and_prediction_match_spm(case):
-    """Eh within 0.1 (log precision) and the predicted BOLD within 2% of its range."""
+    """Eh within 1e-4 (log precision; measured: equal to the stored digits) and the predicted
+    BOLD within 2% of its range."""
     ref, result = _estimate(case)
     out = ref["outputs"]
     n = result.spec.n_regions
-    np.testing.assert_allclose(result.Eh, np.asarray(out["Eh"], dtype=float).reshape(n), atol=0.1)
+    np.testing.assert_allclose(result.Eh, np.asarray(out["Eh"], dtype=float).reshape(n), atol=EH_REGRESSION_TOL)
     assert result.scale == pytest.approx(float(out["scale"]), rel=1e-9)
     y_spm = np.asarray(out["y"], dtype=float).reshape(-1, n)
     span = np.ptp(y_spm, axis=0)

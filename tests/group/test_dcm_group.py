@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from ptsd_bidsapp import contracts
 from ptsd_bidsapp.dcm.priors import pack_parameters
@@ -149,7 +150,23 @@ def test_run_dcm_group_writes_tables_and_recovers_planted_change(trial, tmp_path
     assert set(change["rnd_method"]) == {"permutation", "sign-flip"}
     summary = json.loads((out / "dcm_group_summary.json").read_text())
     assert set(summary["LOO"]) == {"loo-all", "loo-ketamine"}
-    assert (out / "model-loo-all_loo.tsv").exists()
+    # the LOO table a user reads: one row per subject, observed = improvement z-scored within the
+    # subset (an exact affine map of the clinical column), and the sidecar's r / one-sided p / df
+    # are those of the table's own columns (Pearson r; t = r sqrt(df / (1 - r²)), df = n - 2)
+    loo = pd.read_csv(out / "model-loo-all_loo.tsv", sep="\t", dtype={"subject": str})
+    assert list(loo.columns) == ["subject", "observed", "predicted", "predicted_sd"]
+    assert list(loo["subject"]) == sorted(clinical.index)
+    improvement = clinical.loc[loo["subject"], "improvement"].to_numpy(float)
+    # (the TSV keeps ~10 significant digits: rounding of 1e-10)
+    assert np.corrcoef(loo["observed"], improvement)[0, 1] == pytest.approx(1.0, abs=1e-9)
+    assert loo["observed"].mean() == pytest.approx(0.0, abs=1e-8)
+    assert loo["observed"].std(ddof=1) == pytest.approx(1.0, rel=0.03)     # 1 with ddof 1 or 0 (n = 20)
+    assert (loo["predicted_sd"] > 0).all() and loo["predicted"].notna().all()
+    loo_json = json.loads((out / "model-loo-all_loo.json").read_text())
+    r = np.corrcoef(loo["observed"], loo["predicted"])[0, 1]
+    assert loo_json["PearsonR"] == pytest.approx(r, abs=1e-6)
+    assert loo_json["DegreesOfFreedom"] == 18
+    assert loo_json["PValueOneSided"] == pytest.approx(stats.t.sf(r * np.sqrt(18 / (1 - r ** 2)), 18), rel=1e-4)
 
 
 def test_loo_parameters_from_config(trial, tmp_path):

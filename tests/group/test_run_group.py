@@ -2,8 +2,9 @@
 
 Fittable cases use fabricated features tables (:mod:`ptsd_bidsapp.simulate.features`, 10
 subjects: the 5-subject minimum is the documented floor, so it is not lowered to make a small
-trial pass); the failure case and the BIDS validation use the 4-subject simulated trial's real
-participant outputs (``tests/workflows/conftest.py``), copied — never modified in place.
+trial pass). The failure case on the 4-subject simulated trial's real participant outputs is
+in ``tests/workflows/test_participant.py`` (next to the session fixture it shares, so that it is
+built once per run).
 """
 
 import json
@@ -21,7 +22,6 @@ from ptsd_bidsapp.cli.run import main
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.group.changes import build_change_table
 from tests.group.conftest import fabricate
-from tests.workflows.conftest import participant_run, trial  # noqa: F401  (session fixtures)
 
 MODELS = ("all", "drug_interaction", "depression_covariate", "ketamine_only")
 N_PERMUTATIONS = 20
@@ -212,31 +212,3 @@ def test_missing_participant_outputs_exit_66(tmp_path, capsys):
     code = _group(bids, tmp_path / "empty", _config_file(tmp_path), 5, 1, "--no-dcm")
     assert code == exitcodes.NOINPUT
     assert "run the participant level" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_group_on_the_simulated_trial_fails_clearly_and_stays_valid_bids(participant_run, tmp_path, capsys):
-    """The 4-subject trial's participant outputs (copied), one subject's post session removed:
-    every model has < 5 subjects → exit 65, each model and the excluded subject named; the group
-    files are written and the output dataset still passes bids-validator-deno."""
-    assert participant_run["code"] == 0
-    out = tmp_path / "out"
-    shutil.copytree(participant_run["out"], out)
-    next((out / "sub-04" / "ses-post").glob("*_desc-measures_features.tsv")).unlink()
-    code = _group(participant_run["bids"], out, _config_file(tmp_path), 5, 2)
-    assert code == exitcodes.DATAERR
-    err = capsys.readouterr().err
-    assert "no group model could be fitted" in err
-    for name in MODELS:
-        assert f"model '{name}'" in err
-    assert "3 usable subject(s), fewer than elastic_net.min_subjects = 5" in err
-    assert "sub-04 (no participant features for session post)" in err
-
-    group = out / "group"
-    changes = pd.read_csv(group / "changes.tsv", sep="\t", dtype={"subject": str})
-    assert list(changes["subject"]) == ["01", "02", "03"]
-    summary = json.loads((group / "group_summary.json").read_text())
-    assert summary["ExcludedSubjects"] == {"04": "no participant features for session post"}
-    assert {m["Status"] for m in summary["Models"].values()} == {"failed"}
-    assert (group / "group_report.html").is_file()
-    assert _validator_errors(out) == []

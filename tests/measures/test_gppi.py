@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptsd_bidsapp.measures.gppi import (MICROTIME_BINS, convolve_microtime, dct_basis, deconvolve_seed,
-                                        gppi_matrix, psychological_microtime)
+from ptsd_bidsapp.measures.gppi import MICROTIME_BINS, dct_basis, deconvolve_seed, gppi_matrix
 
 T_R = 2.0
 N = 200
@@ -27,7 +26,7 @@ def test_dct_basis_orthonormal():
 def test_deconvolution_recovers_neural_signal():
     rng = np.random.default_rng(0)
     neural = _smooth_neural(rng, N)
-    bold = convolve_microtime(neural, T_R)
+    bold = _hrf_sampled(neural, 0.0)          # made without the module (below)
     snr = 4.0  # SNR = std(BOLD signal) / std(noise)
     noisy = bold + rng.standard_normal(N) * bold.std() / snr
     est = deconvolve_seed(noisy, T_R, precision=1.0)
@@ -46,28 +45,52 @@ def _block_events(n_scans):
     return pd.DataFrame(rows)
 
 
-def _simulate(rng, coupling_fearful, coupling_neutral, n_scans=N, noise=0.5):
+# The simulated data are made without the module under test: boxcars on the microtime grid,
+# SPM's canonical HRF (difference of gammas, shapes 6 and 16, ratio 1/6, sum 1; Friston et al.
+# 1998) convolved with numpy and sampled at the slice-time reference bin of every scan.
+def _boxcar(events, condition, n_scans):
+    dt = T_R / MICROTIME_BINS
+    x = np.zeros(n_scans * MICROTIME_BINS)
+    for _, row in events[events["trial_type"] == condition].iterrows():
+        x[int(round(row["onset"] / dt)):int(round((row["onset"] + row["duration"]) / dt))] = 1.0
+    return x
+
+
+def _hrf_sampled(x, slice_time_ref):
+    from scipy.stats import gamma
+
+    dt = T_R / MICROTIME_BINS
+    t = np.arange(int(32 / dt) + 1) * dt
+    hrf = gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6
+    full = np.convolve(x, hrf / hrf.sum())[: x.size]
+    return full[np.arange(x.size // MICROTIME_BINS) * MICROTIME_BINS + int(round(slice_time_ref * MICROTIME_BINS))]
+
+
+def _simulate(rng, coupling_fearful, coupling_neutral, n_scans=N, noise=0.5, slice_time_ref=0.0):
     events = _block_events(n_scans)
     seed_neural = _smooth_neural(rng, n_scans)
-    psy_f = psychological_microtime(events, "fearful", n_scans, T_R)
-    psy_n = psychological_microtime(events, "neutral", n_scans, T_R)
+    psy_f = _boxcar(events, "fearful", n_scans)
+    psy_n = _boxcar(events, "neutral", n_scans)
     target_neural = (0.5 * psy_f + 0.3 * psy_n + 0.3 * seed_neural
                      + (coupling_fearful * psy_f + coupling_neutral * psy_n) * seed_neural)
-    seed = convolve_microtime(seed_neural, T_R) + noise * rng.standard_normal(n_scans)
-    target = convolve_microtime(target_neural, T_R) + noise * rng.standard_normal(n_scans)
+    seed = _hrf_sampled(seed_neural, slice_time_ref) + noise * rng.standard_normal(n_scans)
+    target = _hrf_sampled(target_neural, slice_time_ref) + noise * rng.standard_normal(n_scans)
     other = 0.3 * rng.standard_normal(n_scans)
-    task = pd.DataFrame({"fearful": convolve_microtime(psy_f, T_R), "neutral": convolve_microtime(psy_n, T_R)})
+    task = pd.DataFrame({"fearful": _hrf_sampled(psy_f, slice_time_ref),
+                         "neutral": _hrf_sampled(psy_n, slice_time_ref)})
     return np.column_stack([seed, target, other]), events, task
 
 
+@pytest.mark.parametrize("slice_time_ref", [0.0, 0.5])
 @pytest.mark.parametrize("coupling", [1.0, 0.5])
-def test_interaction_recovers_coupling_change(coupling):
+def test_interaction_recovers_coupling_change(coupling, slice_time_ref):
+    """Data sampled at the slice-time reference (0 or half a TR), analysed with that reference."""
     results = []
     for rep in range(3):
         rng = np.random.default_rng(10 + rep)
-        signals, events, task = _simulate(rng, coupling, 0.0)
+        signals, events, task = _simulate(rng, coupling, 0.0, slice_time_ref=slice_time_ref)
         directed, sym = gppi_matrix(signals, ["seed", "target", "other"], task, events, ["fearful", "neutral"],
-                                    "fearful - neutral", T_R, seeds=["seed"])
+                                    "fearful - neutral", T_R, seeds=["seed"], slice_time_ref=slice_time_ref)
         results.append(directed.loc["seed", "target"])
         assert np.isnan(directed.loc["target", "seed"])  # non-seed rows stay n/a
         assert np.isnan(sym.loc["seed", "target"]) or sym.loc["seed", "target"] == pytest.approx(

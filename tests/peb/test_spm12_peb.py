@@ -153,7 +153,7 @@ def test_loo_matches_spm():
     XL = np.asarray(loo["X"], dtype=float)
     select = select_parameters(names, fields=["B"], prior_variance=np.diag(pC))
     result = loo_predict(Ep, Cp, pE, pC, XL, names, ["mean", "cov1"], target=1, select=select)
-    np.testing.assert_allclose(result.predicted, np.ravel(loo["qE"]), atol=1e-3)   # measured 8e-8
+    np.testing.assert_allclose(result.predicted, np.ravel(loo["qE"]), atol=1e-6)   # measured 8e-8
     np.testing.assert_allclose(result.predicted_sd**2, np.ravel(loo["qC"]), rtol=1e-2)
     np.testing.assert_allclose(result.probabilities, np.asarray(loo["Q"], dtype=float), atol=1e-4)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -9,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.cli.run import main
+from tests.group.test_run_group import MODELS, _config_file, _group, _validator_errors
 from tests.workflows.conftest import tree_digest
 
 pytestmark = pytest.mark.slow
@@ -185,3 +189,79 @@ def test_group_only_config_edits_rerun_no_participant_node(participant_run, tmp_
     assert main(args + ["--config", str(participant_edit)]) == 0
     after = results()
     assert any(after.get(p) != t for p, t in before.items()) or set(after) != set(before)
+
+
+def _report_tables(html: str) -> list[list[list[str]]]:
+    """Every <table> of an HTML page as rows of cell texts (tags stripped)."""
+    tables = []
+    for table in re.findall(r"<table>(.*?)</table>", html, re.S):
+        rows = []
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S):
+            rows.append([re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)])
+        tables.append(rows)
+    return tables
+
+
+def _close(shown: str, value: float) -> bool:
+    """A number printed with 3-6 significant digits equals ``value`` to its last printed digit."""
+    digits = len(shown.replace("-", "").replace(".", "").lstrip("0")) or 1
+    return abs(float(shown) - value) <= 0.51 * 10 ** (np.floor(np.log10(abs(value) or 1)) - digits + 1)
+
+
+def test_subject_report_shows_every_section_and_the_written_numbers(participant_run):
+    """sub-01.html: its sections, one QC row per run with the mean FD and % censored of the
+    motion JSON, and per session the DCM free energy and variance explained of the DCM JSON."""
+    out = participant_run["out"]
+    html = (out / "sub-01.html").read_text()
+    assert "<h1>sub-01 — PTSD fear-regulation circuit</h1>" in html
+    for anchor in ("summary", "rois", "ses-pre", "ses-post", "connectivity", "dcm"):
+        assert f'id="{anchor}"' in html, anchor
+    assert html.count('alt="connectivity"') >= 1 and html.count('alt="DCM fit"') == 2
+    qc_table = _report_tables(html)[0]
+    assert qc_table[0] == ["session", "task", "volumes", "TR (s)", "mean FD (mm)", "% censored", "QC"]
+    rows = {(r[0], r[1]): r for r in qc_table[1:]}
+    assert set(rows) == {(s, t) for s in SESSIONS for t in ("faces", "conflict", "rest")}
+    for (ses, task), row in rows.items():
+        motion = next((out / "sub-01" / f"ses-{ses}" / "func").glob(f"*task-{task}*_desc-confounds_motion.json"))
+        meta = json.loads(motion.read_text())
+        assert row[2] == "80" and float(row[3]) == 2.0
+        assert _close(row[4], meta["MeanFramewiseDisplacement"]), (row, meta)
+        assert _close(row[5], meta["PercentCensored"]) or float(row[5]) == meta["PercentCensored"] == 0
+        assert (row[6] == "pass") == (not meta["Excluded"])
+    for ses in SESSIONS:
+        dcm = json.loads(next((out / "sub-01" / f"ses-{ses}" / "func").glob("*_dcm.json")).read_text())
+        header = re.search(rf"<h3>ses-{ses} — free energy ([-\d.e+]+)</h3>", html)
+        assert header and _close(header.group(1), dcm["F"]), (header, dcm["F"])
+        shown = re.search(rf"ses-{ses} — free energy.*?variance explained, all regions \(%\)</td><td>"
+                          r"<span class=\"\w+\">([\d.e+-]+)</span>", html, re.S).group(1)
+        assert _close(shown, dcm["explained_variance"])
+
+
+def test_group_on_the_simulated_trial_fails_clearly_and_stays_valid_bids(participant_run, tmp_path, capsys):
+    """The group level on the 4-subject trial's participant outputs (copied), one subject's post
+    session removed: every model has < 5 subjects → exit 65, each model and the excluded subject named; the group
+    files are written and the output dataset still passes bids-validator-deno.
+
+    (In this file, not tests/group: under ``--dist loadfile`` each file that uses the session
+    fixture ``participant_run`` builds it again on its own worker — 110 s of CPU.)"""
+    assert participant_run["code"] == 0
+    out = tmp_path / "out"
+    shutil.copytree(participant_run["out"], out)
+    next((out / "sub-04" / "ses-post").glob("*_desc-measures_features.tsv")).unlink()
+    code = _group(participant_run["bids"], out, _config_file(tmp_path), 5, 2)
+    assert code == exitcodes.DATAERR
+    err = capsys.readouterr().err
+    assert "no group model could be fitted" in err
+    for name in MODELS:
+        assert f"model '{name}'" in err
+    assert "3 usable subject(s), fewer than elastic_net.min_subjects = 5" in err
+    assert "sub-04 (no participant features for session post)" in err
+
+    group = out / "group"
+    changes = pd.read_csv(group / "changes.tsv", sep="\t", dtype={"subject": str})
+    assert list(changes["subject"]) == ["01", "02", "03"]
+    summary = json.loads((group / "group_summary.json").read_text())
+    assert summary["ExcludedSubjects"] == {"04": "no participant features for session post"}
+    assert {m["Status"] for m in summary["Models"].values()} == {"failed"}
+    assert (group / "group_report.html").is_file()
+    assert _validator_errors(out) == []

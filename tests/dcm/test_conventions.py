@@ -1,0 +1,113 @@
+"""DCM conventions pinned against the published model, not against the module's own constants.
+
+Constants are typed in here from the sources: the haemodynamic constants of SPM12 r7771
+``spm_fx_fmri`` (``H = [0.64 0.32 2.00 0.32 0.4]``: signal decay κ, autoregulation γ, transit
+time τ, Grubb's exponent α, resting oxygen extraction E0; Stephan et al. 2007, NeuroImage 38:387,
+table 1) and the BOLD constants of Stephan et al. 2007 eqs. 12-14 / ``spm_gx_fmri`` (V0 = 4,
+ν0 = 40.3 Hz, r0 = 25 Hz). ``scripts/named_survivors.py`` mutates each convention in the code
+and checks that a test here fails.
+"""
+
+import numpy as np
+import pytest
+
+from ptsd_bidsapp.dcm import inversion, model
+
+pytestmark = pytest.mark.unit
+
+# Stephan et al. 2007 table 1 / SPM12 spm_fx_fmri H
+KAPPA, GAMMA, TAU, ALPHA, E0 = 0.64, 0.32, 2.00, 0.32, 0.40
+# Stephan et al. 2007 eqs. 12-14 / SPM12 spm_gx_fmri
+V0, NU0, R0 = 4.0, 40.3, 25.0
+
+
+def _published_flow(x, u, A, C, transit, decay):
+    """Balloon model in log states (Stephan et al. 2008; spm_fx_fmri), one-state neuronal model, B = 0."""
+    n = x.shape[0]
+    J = np.array(A, dtype=float)
+    J[np.diag_indices(n)] = -np.exp(np.diag(J)) / 2
+    s, f, v, q = x[:, 1], np.exp(x[:, 2]), np.exp(x[:, 3]), np.exp(x[:, 4])
+    kappa, tau = KAPPA * np.exp(decay), TAU * np.exp(transit)
+    out = np.empty_like(x)
+    out[:, 0] = J @ x[:, 0] + np.asarray(C) @ u / 16
+    out[:, 1] = x[:, 0] - kappa * s - GAMMA * (f - 1)
+    out[:, 2] = s / f
+    out[:, 3] = (f - v ** (1 / ALPHA)) / (tau * v)
+    extraction = (1 - (1 - E0) ** (1 / f)) / E0
+    out[:, 4] = (f * extraction - v ** (1 / ALPHA) * q / v) / (tau * q)
+    return out
+
+
+def test_flow_uses_the_published_haemodynamic_constants():
+    """fx away from rest (every state non-zero, transit and decay non-zero) equals the balloon
+    model written with the published constants: a change of κ, γ, τ, α or E0 shows."""
+    x = np.array([[0.3, 0.2, 0.15, 0.1, -0.12], [-0.1, -0.05, 0.08, 0.04, -0.06]])
+    A = np.array([[0.1, -0.3], [0.4, -0.1]])
+    C = np.array([[0.6], [0.0]])
+    transit, decay = np.array([0.05, -0.05]), 0.02
+    P = {"A": A, "B": np.zeros((1, 2, 2)), "C": C, "transit": transit, "decay": decay, "epsilon": 0.0}
+    u = np.array([1.0])
+    np.testing.assert_allclose(model.fx(x, u, P), _published_flow(x, u, A, C, transit, decay), rtol=1e-13,
+                               atol=1e-15)
+
+
+def test_haemodynamic_jacobian_at_rest_has_the_published_rates():
+    """Analytic Jacobian at rest, one region: ds/ds = -κ, ds/dlogf = -γ, dlogv/dlogv = -1/(ατ),
+    dlogq/dlogq = -1/τ, dlogq/dlogf = (E0 + (1-E0) ln(1-E0)) / (E0 τ) with the published values
+    (τ = 2 s: 0.781 1/s, 0.5 1/s, ...)."""
+    J0, _, _ = model.jacobian_at_rest(np.zeros((1, 1)), np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros(1), 0.0,
+                                      method="analytic")
+    x, s, f, v, q = range(5)
+    assert J0[s, s] == pytest.approx(-0.64, rel=1e-12)
+    assert J0[s, f] == pytest.approx(-0.32, rel=1e-12)
+    assert J0[v, f] == pytest.approx(1 / 2.0, rel=1e-12)
+    assert J0[v, v] == pytest.approx(-1 / (0.32 * 2.0), rel=1e-12)
+    assert J0[q, q] == pytest.approx(-1 / 2.0, rel=1e-12)
+    assert J0[q, v] == pytest.approx((0.32 - 1) / (0.32 * 2.0), rel=1e-12)
+    assert J0[q, f] == pytest.approx((0.4 + 0.6 * np.log(0.6)) / (0.4 * 2.0), rel=1e-12)
+    assert J0[x, x] == pytest.approx(-0.5, rel=1e-12)          # self-inhibition prior mean -0.5 Hz
+
+
+def test_steady_state_of_the_linearised_balloon_model_from_published_constants():
+    """Constant neuronal activity x: the linearised flow's fixed point is s = 0, log f = x/γ,
+    log v = α log f, log q = ((E0 + (1-E0) ln(1-E0))/E0 + α - 1) log f. With γ = 0.32, α = 0.32,
+    E0 = 0.4: log f = 3.125 x, log v = 1.0 x, log q = 0.1092 x (Friston et al. 2000 at rest)."""
+    J0, _, _ = model.jacobian_at_rest(np.zeros((1, 1)), np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros(1), 0.0,
+                                      method="analytic")
+    x_level = 0.2
+    haemo = J0[1:, 1:]
+    drive = J0[1:, 0] * x_level
+    steady = np.linalg.solve(haemo, -drive)
+    log_f = x_level / 0.32
+    log_q = ((0.4 + 0.6 * np.log(0.6)) / 0.4 + 0.32 - 1) * log_f
+    np.testing.assert_allclose(steady, [0.0, log_f, 0.32 * log_f, log_q], rtol=1e-12, atol=1e-15)
+
+
+def test_bold_coefficients_are_stephan_2007_with_the_model_te():
+    """k1 = 4.3 ν0 E0 TE, k2 = ε r0 E0 TE, k3 = 1 - ε (ε = exp(epsilon)), TE in seconds."""
+    for te in (0.025, 0.03, 0.04):
+        for eps in (0.0, 0.2):
+            k1, k2, k3 = model.bold_coefficients(eps, te)
+            assert k1 == pytest.approx(4.3 * 40.3 * 0.4 * te, rel=1e-14)
+            assert k2 == pytest.approx(np.exp(eps) * 25.0 * 0.4 * te, rel=1e-14)
+            assert k3 == pytest.approx(1 - np.exp(eps), rel=1e-14, abs=1e-15)
+
+
+def test_bold_signal_is_exactly_linear_in_te_when_epsilon_is_zero():
+    """With ε = 1 (epsilon = 0) k3 = 0 and y = V0 (k1 (1-q) + k2 (1-q/v)) is proportional to TE:
+    1.5 x TE gives exactly 1.5 x the signal (the old 20 % tolerance hid a TE-free k2)."""
+    x = np.zeros((2, 5))
+    x[:, 3], x[:, 4] = [0.02, 0.05], [-0.05, -0.02]
+    y30, y45 = model.gx(x, 0.0, 0.03), model.gx(x, 0.0, 0.045)
+    np.testing.assert_allclose(y45, 1.5 * y30, rtol=1e-13)
+    v, q = np.exp(x[:, 3]), np.exp(x[:, 4])
+    te = 0.03
+    expected = V0 * (4.3 * NU0 * E0 * te * (1 - q) + R0 * E0 * te * (1 - q / v))
+    np.testing.assert_allclose(y30, expected, rtol=1e-13)
+
+
+def test_finite_difference_steps_are_spm_diffs():
+    """SPM12 spm_diff (used by spm_nlsi_GN for dy/dθ and by spm_bireduce for the Jacobian) steps
+    by exp(-8); the inversion's Jacobian of the prediction is the forward difference at that step."""
+    assert inversion.FD_STEP == np.exp(-8.0)
+    assert model.SPM_FD_STEP == np.exp(-8.0)

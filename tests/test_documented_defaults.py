@@ -1,0 +1,44 @@
+"""The packaged defaults equal the values the README and the SPEC document to users.
+
+The expected values are typed in from the documents (and the phrase is checked to still be
+there), never read from ``default_config.yml``: changing a default without its documentation,
+or the documentation without the default, fails here.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ptsd_bidsapp.config import load_config
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+SPEC = ROOT.parent / "shared" / "SPEC.md"
+
+#: (section, key): (documented value, document, phrase that documents it)
+DOCUMENTED = {
+    ("motion_qc", "fd_threshold"): (0.5, README, "`motion_qc.fd_threshold` (0.5 mm)"),
+    ("motion_qc", "max_mean_fd"): (0.5, README, "`motion_qc.max_mean_fd` (0.5 mm)"),
+    ("motion_qc", "max_percent_censored"): (30.0, README, "`motion_qc.max_percent_censored` (30 %)"),
+    ("elastic_net", "n_permutations"): (1000, README, "permutation p of the nested R² (`n_permutations`, 1000)"),
+    ("elastic_net", "n_bootstrap"): (500, README, "bootstrap selection frequency (`n_bootstrap`, 500)"),
+    ("elastic_net", "min_subjects"): (5, README, "`elastic_net.min_subjects` (5)"),
+    ("elastic_net", "alpha"): (0.5, SPEC, "mixing α (default 0.5)"),
+    ("peb", "n_permutations"): (1000, README, "`peb.n_permutations` (1000)"),
+}
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.parametrize("section,key", sorted(DOCUMENTED))
+def test_default_equals_documented_value(section, key):
+    value, document, phrase = DOCUMENTED[(section, key)]
+    if not document.exists():
+        pytest.skip(f"{document} not available outside the project checkout")
+    assert phrase in _flat(document.read_text()), f"{document.name} no longer documents {section}.{key}: {phrase!r}"
+    assert load_config(None)[section][key] == value
