@@ -9,6 +9,10 @@ except the two whose scope is smaller than the subject: a run that cannot be use
 :class:`UnusableRun` and a configured session without any preprocessed BOLD a
 :class:`MissingSession`; the subject's other runs and sessions go on.
 :func:`collect_runs` is the strict form (every problem raises).
+
+Size (~630 lines): one module because every check is a row of the fault model
+(``docs/fault_model.md``) on the same pybids layout — the index keyed by the dataset's
+signature, sidecar/header agreement, clinical tables — and splitting it would scatter that table.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ Cross-validation is :mod:`ptsd_bidsapp.glmnet.cv`, nested CV, permutations and t
 
 Over 500 lines because the batched active-set solver and the moments it works on are one
 algorithm, read together.
+
+Size (~510 lines): the path solver and its batched exact active-set core belong together
+(the batched solver is the per-λ inner loop of the same algorithm).
 """
 
 from __future__ import annotations
