@@ -14,11 +14,16 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.bids.outputs import atomic_write_text
 from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
+from ptsd_bidsapp.reports.names import covariate_name, dcm_parameter_name, feature_name, score_name
 
 __all__ = ["cv_curve_figure", "coefficient_path_figure", "predicted_observed_figure", "coefficient_bar_figure",
-           "interaction_figure", "write_group_report"]
+           "interaction_figure", "group_headline", "write_group_report"]
 
 ARM_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+#: a model "predicted improvement" in the headline when its permutation p is below this
+PREDICTION_ALPHA = 0.05
+#: retained measures named per model in the headline
+HEADLINE_TOP = 3
 
 
 def _short(feature: str) -> str:
@@ -122,6 +127,96 @@ def interaction_figure(result: Mapping, group_column: str, active: str, title: s
     return to_png_data_uri(fig)
 
 
+def _finding_rule(config: Mapping) -> str:
+    peb = config.get("peb", {}) or {}
+    which = "family-wise over the covariate parameters" if peb.get("finding_p", "p_rnd_fwe") == "p_rnd_fwe" \
+        else "per effect"
+    return (f"an effect is a finding when its posterior probability Pp exceeds {peb.get('pp_threshold', 0.95)} "
+            f"and its re-randomisation p ({which}) is below {peb.get('finding_alpha', 0.05)}")
+
+
+def _dcm_effect(row: Mapping, model: str, task: str | None) -> dict:
+    """Human name and id of one PEB effect (a row of ``dcm_group.peb_results_table``)."""
+    effect = row.get("effect") if isinstance(row.get("effect"), str) else None
+    parameter = dcm_parameter_name(row["parameter"], task)
+    if effect == "change":
+        parameter = f"session change (post \u2212 pre) in {parameter}"
+    elif effect:
+        parameter = f"{effect} of {parameter}"
+    elif model == "baseline":
+        parameter = f"baseline {parameter}"
+    return {"name": f"{covariate_name(row['covariate'])} on {parameter}",
+            "id": f"{row['covariate']} on {effect + ':' if effect else ''}{row['parameter']}"}
+
+
+def group_headline(change: Mapping, models: Mapping, failed: Mapping, dcm: Mapping | None,
+                   config: Mapping) -> dict:
+    """The report's opening summary, built from the results (rendered by ``group.html``).
+
+    Returns
+    -------
+    dict
+        ``models``: per elastic-net model (config order) its verdict (predicted the outcome's
+        improvement when the permutation p < :data:`PREDICTION_ALPHA`), nested-CV r and R²,
+        permutation p and the top retained measures (human name, id, β per SD, bootstrap
+        selection frequency), or why it failed; ``dcm``: per PEB model its findings (human
+        name, id, Ep, Pp, re-randomisation p), ``dcm_none`` when no effect met the rule,
+        ``dcm_note`` when the DCM did not run; ``sample``: n per arm and exclusion counts.
+    """
+    clinical = config.get("clinical", {}) or {}
+    outcome = score_name(clinical.get("outcome") or str(change.get("outcome", "")).removeprefix("improvement_"))
+    order = list((config.get("elastic_net", {}) or {}).get("models") or {}) + [n for n in list(models) + list(failed)]
+    out_models = []
+    for name in dict.fromkeys(order):
+        if name in failed:
+            out_models.append({"name": name, "failed": failed[name]})
+            continue
+        if name not in models:
+            continue
+        result = models[name]
+        p = result["permutation"]["p_value"]
+        coef = result["coefficients"]
+        retained = coef[coef["selected"] & (coef["penalty_factor"] > 0)]
+        retained = retained.iloc[np.argsort(-np.abs(retained["beta_per_sd"].to_numpy()), kind="stable")]
+        top = [{"name": feature_name(r.feature), "id": r.feature, "beta": f"{r.beta_per_sd:.2g}",
+                "frequency": None if not np.isfinite(r.selection_frequency) else f"{r.selection_frequency:.0%}"}
+               for r in retained.head(HEADLINE_TOP).itertuples()]
+        predicted = p is not None and p < PREDICTION_ALPHA
+        out_models.append({
+            "name": name, "predicted": predicted, "tested": p is not None,
+            "verdict": (f"predicted {outcome} improvement" if predicted
+                        else f"did not predict {outcome} improvement better than chance"),
+            "r": f"{result['nested']['pearson_r']:.2f}", "r2": f"{result['nested']['r2']:.2f}",
+            "p": "not tested" if p is None else f"{p:.2g}", "alpha": PREDICTION_ALPHA,
+            "top": top, "n_retained": len(retained), "n": len(result["design"]["y"])})
+    peb = config.get("peb", {}) or {}
+    finding_p = peb.get("finding_p", "p_rnd_fwe")
+    task = (config.get("dcm", {}) or {}).get("task")
+    dcm_models, n_effects = [], 0
+    for name, entry in ((dcm or {}).get("models") or {}).items():
+        table = entry["table"]
+        n_effects += int((table["covariate"] != "mean").sum())
+        rows = table[table["finding"].astype(bool)] if "finding" in table else table.iloc[0:0]
+        dcm_models.append({"name": name, "findings": [
+            {**_dcm_effect(r, name, task), "Ep": f"{r.get('Ep_bma', r['Ep']):.2g}", "Pp": f"{r['Pp']:.3f}",
+             "p": f"{r[finding_p]:.2g}", "p_kind": "family-wise" if finding_p == "p_rnd_fwe" else "per effect"}
+            for _, r in rows.iterrows()]})
+    any_finding = any(m["findings"] for m in dcm_models)
+    group_column = change["group_column"]
+    arms = change["table"][group_column].astype(str).value_counts().sort_index() \
+        if group_column in change["table"] else {}
+    return {
+        "outcome": outcome,
+        "models": out_models,
+        "dcm": [m for m in dcm_models if m["findings"]],
+        "dcm_none": (f"no DCM effect met the finding rule among {n_effects} between-subject effects "
+                     f"(rule: {_finding_rule(config)})") if dcm_models and not any_finding else None,
+        "dcm_note": (dcm or {}).get("note") or (None if dcm_models else "no DCM group model was fitted"),
+        "sample": {"n": len(change["table"]), "arms": [{"arm": a, "n": int(k)} for a, k in dict(arms).items()],
+                   "excluded": len(change["excluded"]), "dcm_excluded": len((dcm or {}).get("excluded") or {})},
+    }
+
+
 def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Mapping, dcm: Mapping | None,
                        config: Mapping, seed: int, figures: bool = True) -> Path:
     """Render the group report; ``models`` maps name → fit result (see models.fit_model)."""
@@ -142,7 +237,7 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
             "nested": {k: f"{result['nested'][k]:.3f}" for k in ("r2", "pearson_r", "mae")},
             "p_value": "n/a" if result["permutation"]["p_value"] is None else f"{result['permutation']['p_value']:.3g}",
             "n_permutations": result["permutation"]["n_permutations"],
-            "selected": [{"feature": _short(r.feature), "beta_per_sd": f"{r.beta_per_sd:.3g}",
+            "selected": [{"feature": feature_name(r.feature), "id": r.feature, "beta_per_sd": f"{r.beta_per_sd:.3g}",
                           "beta_raw": f"{r.beta_raw:.3g}", "frequency": "n/a" if not np.isfinite(r.selection_frequency)
                           else f"{r.selection_frequency:.0%}"} for r in selected.itertuples()],
             "excluded": sorted(result["design"]["excluded"].items()),
@@ -166,9 +261,7 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
             table = entry["table"]
             findings = table[table["finding"]] if "finding" in table else table.iloc[0:0]
             dcm_sections.append({"name": name, "description": entry.get("description", ""),
-                                 "findings": [{"effect": f"{r['covariate']} on "
-                                               f"{(r['effect'] + ':') if isinstance(r.get('effect'), str) else ''}"
-                                               f"{r['parameter']}",
+                                 "findings": [{"effect": _dcm_effect(r, name, config.get("dcm", {}).get("task")),
                                                "Ep": f"{r.get('Ep_bma', r['Ep']):.3g}", "Pp": f"{r['Pp']:.3f}",
                                                "p": f"{r['p_rnd']:.3g}", "p_fwe": f"{r['p_rnd_fwe']:.3g}"}
                                               for _, r in findings.iterrows()],
@@ -188,9 +281,6 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
         dcm_note=(dcm or {}).get("note"), alpha=config["elastic_net"].get("alpha"),
         dcm_poor_fits=sorted((dcm or {}).get("poor_fits", {}).items()),
         dcm_poor_fit_policy=(dcm or {}).get("poor_fit_policy"),
-        finding_rule=(f"an effect is a finding when its posterior probability Pp exceeds "
-                      f"{config.get('peb', {}).get('pp_threshold', 0.95)} and its re-randomisation p "
-                      f"({'family-wise over the covariate parameters' if config.get('peb', {}).get('finding_p') == 'p_rnd_fwe' else 'per effect'}) is below "
-                      f"{config.get('peb', {}).get('finding_alpha', 0.05)}"),
+        finding_rule=_finding_rule(config), headline=group_headline(change, models, failed, dcm, config),
     )
     return atomic_write_text(path, html)

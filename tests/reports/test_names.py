@@ -15,7 +15,8 @@ from ptsd_bidsapp.reports.names import (covariate_name, dcm_parameter_name, feat
 
 @pytest.mark.parametrize("measure, expected", [
     ("activation_conflict_conflictRegulation_dacc", "dACC activation, conflict (conflict regulation)"),
-    ("activation_faces_fearfulMinusNeutral_anthippo", "anterior hippocampus activation, faces (fearful \u2212 neutral)"),
+    ("activation_faces_fearfulMinusNeutral_anthippo",
+     "anterior hippocampus activation, faces (fearful \u2212 neutral)"),
     ("gppi_faces_fearfulMinusNeutral_vmpfc-amygdala", "vmPFC\u2013amygdala gPPI, faces (fearful \u2212 neutral)"),
     ("gppidir_faces_fearfulMinusNeutral_amygdala-vmpfc",
      "amygdala \u2192 vmPFC gPPI, faces (fearful \u2212 neutral)"),
@@ -29,12 +30,14 @@ def test_measure_names(measure, expected):
 
 
 def test_dcm_covariate_and_feature_names():
-    assert dcm_parameter_name("B_fearful_amygdala-vmpfc", "faces") == "amygdala \u2192 vmPFC modulation by fearful faces"
+    assert dcm_parameter_name("B_fearful_amygdala-vmpfc", "faces") == \
+        "amygdala \u2192 vmPFC modulation by fearful faces"
     assert dcm_parameter_name("A_vmpfc-amygdala") == "vmPFC \u2192 amygdala connection"
     assert dcm_parameter_name("A_amygdala-amygdala") == "amygdala self-connection"
     assert covariate_name("improvement_x_drug") == "improvement \u00d7 drug"
     assert covariate_name("mean") == "group mean"
-    assert feature_name("delta_fc_rest_vmpfc-antinsula") == "\u0394 vmPFC\u2013anterior insula functional connectivity, rest"
+    assert feature_name("delta_fc_rest_vmpfc-antinsula") == \
+        "\u0394 vmPFC\u2013anterior insula functional connectivity, rest"
     assert feature_name("delta_fc_rest_vmpfc-antinsula_x_drug_ketamine").endswith("rest \u00d7 ketamine")
     assert feature_name("drug_ketamine") == "ketamine arm"
     assert feature_name("improvement_madrs_total") == "MADRS improvement"
