@@ -123,6 +123,7 @@ def test_headline_without_a_dcm_finding_states_the_rule(tmp_path):
 def test_headline_without_dcm_and_hostile_text_escaped(tmp_path, dcm):
     html, _, headline = _render(tmp_path, dcm, failed={"depression_covariate": "<script>alert(1)</script>"})
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert "Model depression_covariate could not be fitted: <script>alert(1)</script>" in headline
+    assert "Model depression_covariate could not be fitted (reason under subjects and measures)." in headline
+    assert "failed: &lt;script&gt;alert(1)&lt;/script&gt;" in html  # the reason, escaped, in its warning
     assert ("DCM: no DCM group model was fitted." if dcm is None else "DCM: DCM disabled in the config") in headline
     assert "from the DCM group models" not in headline
