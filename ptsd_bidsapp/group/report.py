@@ -149,6 +149,14 @@ def _dcm_effect(row: Mapping, model: str, task: str | None) -> dict:
             "id": f"{row['covariate']} on {effect + ':' if effect else ''}{row['parameter']}"}
 
 
+def _named(table, model: str, config: Mapping):
+    """The PEB table with a first column naming each effect in words (the id columns stay)."""
+    task = (config.get("dcm", {}) or {}).get("task")
+    named = table.copy()
+    named.insert(0, "effect in words", [_dcm_effect(r, model, task)["name"] for _, r in table.iterrows()])
+    return named
+
+
 def group_headline(change: Mapping, models: Mapping, failed: Mapping, dcm: Mapping | None,
                    config: Mapping) -> dict:
     """The report's opening summary, built from the results (rendered by ``group.html``).
@@ -267,7 +275,7 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
                                               for _, r in findings.iterrows()],
                                  "n_effects": int((table["covariate"] != "mean").sum()),
                                  "figures": list((entry.get("figures") or {}).values()),
-                                 "table": entry["table"].to_html(index=False, float_format=lambda v: f"{v:.3g}",
+                                 "table": _named(table, name, config).to_html(index=False, float_format=lambda v: f"{v:.3g}",
                                                                  classes="dcm", border=0)})
         for name, entry in (dcm.get("loo") or {}).items():
             dcm_sections.append({"name": name, "description": f"leave-one-out: r = {entry['r']:.3g}, "
