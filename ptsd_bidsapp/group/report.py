@@ -275,8 +275,8 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
                                               for _, r in findings.iterrows()],
                                  "n_effects": int((table["covariate"] != "mean").sum()),
                                  "figures": list((entry.get("figures") or {}).values()),
-                                 "table": _named(table, name, config).to_html(index=False, float_format=lambda v: f"{v:.3g}",
-                                                                 classes="dcm", border=0)})
+                                 "table": _named(table, name, config).to_html(
+                                     index=False, float_format=lambda v: f"{v:.3g}", classes="dcm", border=0)})
         for name, entry in (dcm.get("loo") or {}).items():
             dcm_sections.append({"name": name, "description": f"leave-one-out: r = {entry['r']:.3g}, "
                                                               f"p = {entry['p']:.3g}",

@@ -101,8 +101,8 @@ def test_headline_names_the_models_findings_and_sample(tmp_path):
             "fearful faces: Ep 0.41, Pp 0.993, re-randomisation p = 0.012 (family-wise)") in headline
     assert "no DCM effect met" not in headline
     assert "<th>effect in words</th>" in html
-    assert "<td>group mean on session change (post \u2212 pre) in amygdala \u2192 vmPFC modulation by fearful faces</td>" \
-        in html
+    assert ("<td>group mean on session change (post \u2212 pre) in amygdala \u2192 vmPFC modulation by "
+            "fearful faces</td>") in html
     assert ("Sample: 10 subject(s) with complete change scores (ketamine 6, midazolam 4); 2 excluded from the "
             "change scores, 1 from the DCM group models") in headline
     titles = dict(spans)
