@@ -23,6 +23,7 @@ import pytest
 
 from ptsd_bidsapp.dcm import DCMSpec, estimate_dcm
 from ptsd_bidsapp.dcm import priors as dcm_priors
+from tests.spm12_data import peb_first_level
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "spm12"
 #: block2ar1: AR(1) noise with SPM's precision components Y.Q{i} = W_i'W_i (the app's noise_ar1)
@@ -245,16 +246,8 @@ def _peb_api():
 
 
 def _peb_inputs(ref):
-    first = ref["first_level"]
-    Ep = [np.asarray(e, dtype=float).ravel() for e in first["Ep"]]
-    P = Ep[0].size
-    Cp = [np.asarray(c, dtype=float).reshape(P, P) for c in first["Cp"]]
-    pE = np.asarray(first["pE"], dtype=float)
-    pC = np.diag(np.asarray(first["pC_diag"], dtype=float))
-    X = np.asarray(ref["design"]["X"], dtype=float)
-    select = [int(i) - 1 for i in np.atleast_1d(ref["peb"]["Pind"])]    # SPM is 1-based
+    Ep, Cp, pE, pC, X, select, F = peb_first_level(ref)
     names = dcm_priors.parameter_names(["R1", "R2"], ["task", "mod"])
-    F = np.asarray(first["F"], dtype=float)
     return Ep, Cp, pE, pC, X, select, names, F
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from ptsd_bidsapp.peb import bmr_search, fit_peb, loo_predict, select_parameters
+from tests.spm12_data import load_reference, peb_first_level
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "spm12" / "peb_r7771"
 CASES = ["single", "all", "fields", "bonly"]
@@ -163,21 +164,10 @@ def test_peb_and_bma_match_spm_on_estimated_dcms():
     spm_dcm_estimate, spm_dcm_peb(GCM, M, {'A','B'}) with M.X only, spm_dcm_peb_bmc(PEB).
     Tighter than the acceptance: the PEB follows SPM's scheme step for step (measured
     8e-7 in Ep, 3e-4 nats in F, same iteration count); BMA vs SPM's Monte-Carlo BMA (0.005)."""
-    path = DATA.parent / "peb_2region.json"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    ref = json.loads(path.read_text())
-    first = ref["first_level"]
-    Ep = [np.asarray(e, dtype=float).ravel() for e in first["Ep"]]
-    P = Ep[0].size
-    Cp = [np.asarray(c, dtype=float).reshape(P, P) for c in first["Cp"]]
-    pE = np.asarray(first["pE"], dtype=float)
-    pC = np.diag(np.asarray(first["pC_diag"], dtype=float))
-    X = np.asarray(ref["design"]["X"], dtype=float)
-    names = [_our_name(n) for n in first.get("param_names", [f"P{i}" for i in range(P)])]
-    select = [int(i) - 1 for i in np.atleast_1d(ref["peb"]["Pind"])]
-    peb = fit_peb(Ep, Cp, pE, pC, X, names, list(ref["design"]["Xnames"]), select=select,
-                  F_list=np.asarray(first["F"], dtype=float))
+    ref = load_reference("peb_2region.json")
+    Ep, Cp, pE, pC, X, select, F = peb_first_level(ref)
+    names = [_our_name(n) for n in ref["first_level"].get("param_names", [f"P{i}" for i in range(Ep[0].size)])]
+    peb = fit_peb(Ep, Cp, pE, pC, X, names, list(ref["design"]["Xnames"]), select=select, F_list=F)
     spm_ep = np.asarray(ref["peb"]["Ep"], dtype=float).reshape(peb.Ep.shape)
     assert np.abs(peb.Ep - spm_ep).max() < PEB_EP_TOL
     assert abs(peb.F - float(ref["peb"]["F"])) < PEB_F_TOL
