@@ -22,7 +22,7 @@ VENV_BIN = str(Path(sys.executable).parent)
 @pytest.fixture(scope="module")
 def valid_dataset(tmp_path_factory):
     return simulate_trial(tmp_path_factory.mktemp("validation") / "bids", n_subjects=2, seed=5, resolution=8.0,
-                          n_volumes=20)
+                          n_volumes=40)
 
 
 @pytest.fixture
