@@ -34,6 +34,7 @@ import pandas as pd
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.dcm.inversion import _whitener
 from ptsd_bidsapp.dcm.participant import fit_session_dcm, residual_ar1
+from ptsd_bidsapp.peb import select_parameters
 from ptsd_bidsapp.workflows.participant import load_result
 
 #: noise settings compared: SPM12's defaults, and the app's config as it stands
@@ -69,8 +70,8 @@ def session_rows(summary_path: Path, dcm_config: dict) -> list[dict]:
             innov = whiten(res.residuals.ravel(order="F")).reshape(res.residuals.shape, order="F")
         else:
             innov = res.residuals
-        free = [i for i, name in enumerate(res.param_names) if name[0] in "AB" and res.pC[i, i] > 0
-                and not _is_self(name)]
+        free = select_parameters(res.param_names, fields=("A", "B"), between_only=True,
+                                 prior_variance=np.diag(res.pC))
         rows.append({"subject": rs["subject"], "session": rs["session"], "model": model,
                      "resid_over_noise": float(np.median(res.residuals.var(axis=0) / noise_var)),
                      "lag1": float(np.median(residual_ar1(innov))),
@@ -78,12 +79,6 @@ def session_rows(summary_path: Path, dcm_config: dict) -> list[dict]:
                      "post_sd": float(np.median(np.sqrt(np.diag(res.Cp)[free]))),
                      "explained_variance": float(res.explained_variance), "converged": bool(res.converged)})
     return rows
-
-
-def _is_self(name: str) -> bool:
-    pair = name.rsplit("_", 1)[-1]
-    source, _, target = pair.partition("-")
-    return source == target
 
 
 def main(argv=None) -> int:
