@@ -97,13 +97,31 @@ def one_trial(seed: int, n_subjects: int, dcm_cfg: dict, peb_cfg: dict) -> dict:
            "null_p": [float(rnd.p[at(pc)]) for pc in NULL], "null_Pp": [float(bma.Pp[at(pc)]) for pc in NULL],
            "null_hits": int(sum(bma.Pp[at(pc)] > 0.95 for pc in NULL)),
            "null_findings": int(sum(finding[at(pc)] for pc in NULL)), "error": {}}
+    out["classical"] = {}
     for par, true_of in (("B_fearful_amygdala-vmpfc", lambda d: d["B"]["fearful"][1][0]),
                          ("A_vmpfc-amygdala", lambda d: d["A"][0][1])):
         i = names.index(par)
+        cov = [c for (p_, c) in PLANTED if p_ == f"change:{par}"][0]
+        true_change = [true_of(t["dcm"]["post"]) - true_of(t["dcm"]["pre"]) for t in truth]
+        est_change = [arr(p["post"], "Ep")[i] - arr(p["pre"], "Ep")[i] for p in posts]
+        out["classical"][par] = (_ols_p(X, cov, true_change), _ols_p(X, cov, est_change))
         err = [arr(p[s], "Ep")[i] - true_of(t["dcm"][s]) for p, t in zip(posts, truth) for s in ("pre", "post")]
         sd = [np.sqrt(_cov(arr(p[s], "Cp"))[i, i]) for p in posts for s in ("pre", "post")]
         out["error"][par] = (float(np.std(err)), float(np.median(sd)))
     return out
+
+
+def _ols_p(X: pd.DataFrame, covariate: str, y) -> float:
+    """Two-sided OLS t-test p of one design column for per-subject values ``y`` (classical check)."""
+    from scipy import stats
+
+    A, y = X.to_numpy(float), np.asarray(y, float)
+    beta, *_ = np.linalg.lstsq(A, y, rcond=None)
+    dof = len(y) - A.shape[1]
+    s2 = float(np.sum((y - A @ beta) ** 2)) / dof
+    j = list(X.columns).index(covariate)
+    se = np.sqrt(s2 * np.linalg.inv(A.T @ A)[j, j])
+    return float(2 * stats.t.sf(abs(beta[j]) / se, dof))
 
 
 def _seeds(text: str) -> list[int]:
@@ -128,7 +146,9 @@ def main(argv=None) -> int:
         print(f"seed {seed}: " + "; ".join(f"{p.split(':')[1]} x {c}: Pp {v[0]:.3f} Ep {v[1]:+.3f} "
                                            f"p_rnd_fwe {v[3]:.3f} p_rnd {v[4]:.3f} p_rnd_fwe({other}) {v[5]:.3f} "
                                            f"finding {v[2]}"
-                                           for (p, c), v in results[-1]["planted"].items()), flush=True)
+                                           for (p, c), v in results[-1]["planted"].items())
+              + "; OLS p (true change / posterior-mean change): "
+              + ", ".join(f"{k} {v[0]:.3f}/{v[1]:.3f}" for k, v in results[-1]["classical"].items()), flush=True)
     n = len(results)
     print(f"\n{n} simulated trials of {opts.n_subjects} subjects")
     for pc, sign in PLANTED.items():
@@ -141,6 +161,10 @@ def main(argv=None) -> int:
               f"posterior mean right sign in {sum(np.sign(r['planted'][pc][1]) == sign for r in results)}/{n}")
     print(f"  truly null covariate effects Pp > 0.95: {sum(r['null_hits'] for r in results)}/{n * len(NULL)}; "
           f"called findings: {sum(r['null_findings'] for r in results)}/{n * len(NULL)}")
+    for par in results[0]["classical"]:
+        c = np.array([r["classical"][par] for r in results])
+        print(f"  {par}: OLS t-test p < 0.05 of the planted covariate on the true change in {(c[:, 0] < 0.05).sum()}/{n}, "
+              f"on the change of the first-level posterior means in {(c[:, 1] < 0.05).sum()}/{n}")
     for par in results[0]["error"]:
         e = np.array([r["error"][par] for r in results])
         print(f"  {par}: per-session estimation error SD {e[:, 0].mean():.3f} Hz, "
