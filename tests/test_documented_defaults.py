@@ -28,6 +28,8 @@ DOCUMENTED = {
     ("elastic_net", "min_subjects"): (5, README, "`elastic_net.min_subjects` (5)"),
     ("elastic_net", "alpha"): (0.5, SPEC, "mixing α (default 0.5)"),
     ("peb", "n_permutations"): (1000, README, "`peb.n_permutations` (1000)"),
+    ("peb", "pp_threshold"): (0.75, README, "Pp > `peb.pp_threshold` (0.75: Bayes factor 3"),
+    ("peb", "finding_alpha"): (0.05, README, "re-randomisation p < `peb.finding_alpha` (0.05;"),
 }
 
 
