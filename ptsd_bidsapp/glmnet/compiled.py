@@ -276,11 +276,14 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
         else:
             for j in range(p):
                 new[j] = b[j]
+        # gradient c − G new over the non-zero coefficients only (G is symmetric: row m = column m)
         for j in range(p):
-            g = c[j]
-            for m in range(p):
-                g -= G[j, m] * new[m]
-            grad[j] = g
+            grad[j] = c[j]
+        for m in range(p):
+            if new[m] != 0.0:
+                g = new[m]
+                for j in range(p):
+                    grad[j] -= G[m, j] * g
         any_violated = False
         best = -1
         best_excess = -np.inf
