@@ -15,7 +15,7 @@ in a fresh process per solver, printing in the same run:
 * equality: the compiled solver's results against the numpy solver's on the same permutations
   (p-values exactly, nested predictions / coefficients / null R² max abs difference,
   selection frequencies exactly);
-* per-path time on each model's leave-one-out training sets (one path per set, the λ grid each
+* per-path CPU time on each model's leave-one-out training sets (one path per set, the λ grid each
   set computes, 100 λs, glmnet's early stop): compiled vs numpy solver, and Fortran glmnet
   (python-glmnet's ``elnet`` on the same standardised data and the same λs, ``thresh`` 1e-7 =
   glmnet's default, and 1e-12) when ``--pyglmnet PYTHON`` names an interpreter that has it;
@@ -130,45 +130,45 @@ def loo_problems(design: dict, en_cfg: dict):
 
 
 def time_paths(args, solver: str, repeats: int = 5) -> tuple[float, dict]:
-    """Median seconds per path of ``_fit_computed_paths`` over the training sets (one call for all)."""
+    """Median CPU seconds per path of ``_fit_computed_paths`` over the training sets (one call for all)."""
     from ptsd_bidsapp.glmnet import solver as S
 
-    times, fit = [], None
+    times, fit = [], S._fit_computed_paths(*args, solver=solver)  # the first call loads the compiled code
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         fit = S._fit_computed_paths(*args, solver=solver)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times) / args[2].size, fit
 
 
 PYGLMNET = r"""
 import json, sys, time, statistics
 import numpy as np
-from glmnet import _glmnet
+from _glmnet import elnet  # python-glmnet's f2py wrapper of glmnet's Fortran elnet
 d = np.load(sys.argv[1])
 x0, y, W, lam, pf, alpha, thresh = d["x0"], d["y"], d["W"], d["lam"], d["pf"], float(d["alpha"]), float(sys.argv[2])
 n, p = x0.shape
-out = {"beta": [], "times": []}
+bounds = np.vstack([np.full(p, -np.inf), np.full(p, np.inf)])
+times = []
 for rep in range(5):
-    start = time.perf_counter()
     betas = []
+    start = time.process_time()
     for i in range(W.shape[0]):
         keep = W[i] > 0
-        X = np.asfortranarray(x0[keep]); yy = y[keep].astype(float).copy()
         ulam = lam[i][lam[i] > 0]
-        # elnet(ka, parm, x, y, w, jd, vp, cl, ne, nx, nlam, flmin, ulam, thr, isd, intr, maxit)
-        res = _glmnet.elnet(1, alpha, X, yy, np.ones(keep.sum()), np.array([0], dtype=np.int32), pf,
-                            np.tile([[-9.9e35], [9.9e35]], (1, p)).astype(float), p + 1, p, ulam.size, 1.0, ulam,
-                            thresh, 1, 1, 100000)
-        lmu, a0, ca, ia, nin = res[0], res[1], res[2], res[3], res[4]
-        beta = np.zeros((ulam.size, p))
+        # ka = 1: covariance updates (R glmnet's type.gaussian for < 500 predictors); flmin = 1: the λs given
+        lmu, a0, ca, ia, nin, rsq, alm, nlp, jerr = elnet(
+            1, alpha, np.asfortranarray(x0[keep]), y[keep].copy(), np.ones(int(keep.sum())),
+            np.array([0], dtype=np.int32), pf.copy(), bounds, p + 1, 1.0, ulam, thresh, p + 1, ulam.size, 1, 1, 100000)
+        if jerr != 0:
+            raise RuntimeError(f"elnet error {jerr}")
+        beta = np.zeros((lam.shape[1], p))
         for k in range(lmu):
             beta[k, ia[: nin[k]] - 1] = ca[: nin[k], k]
         betas.append(beta)
-    out["times"].append((time.perf_counter() - start) / W.shape[0])
-out["per_path_s"] = statistics.median(out["times"])
-np.save(sys.argv[3], np.array(betas, dtype=object), allow_pickle=True)
-print(json.dumps({"per_path_s": out["per_path_s"]}))
+    times.append((time.process_time() - start) / W.shape[0])
+np.save(sys.argv[3], np.array(betas))
+print(json.dumps({"per_path_s": statistics.median(times)}))
 """
 
 
@@ -182,7 +182,7 @@ def time_fortran(python: str, x0, y, W, lam, pf, alpha, thresh, workdir: Path):
     proc = subprocess.run([python, str(script), str(data), str(thresh), str(out)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])["per_path_s"], np.load(out, allow_pickle=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])["per_path_s"], np.load(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
         print("p-values (compiled, " + f"{P} permutations): "
               + ", ".join(f"{k} {v['p']:.4f}" for k, v in full["results"].items()))
 
-        print(f"per path (each model's {n_subjects} leave-one-out training sets, 100-λ computed paths), µs:")
+        print(f"per path (each model's {n_subjects} leave-one-out training sets, 100-λ computed paths), CPU µs:")
         for name, design in designs.items():
             args, x0, y, pf = loo_problems(design, en_cfg)
             t_c, fit_c = time_paths(args, "compiled")
@@ -295,7 +295,9 @@ def main(argv=None) -> int:
                 lam = np.where(np.arange(fit_c["lam"].shape[1])[None, :] < fit_c["n_used"][:, None], fit_c["lam"], 0)
                 for thresh in (1e-7, 1e-12):
                     t_f, beta_f = time_fortran(opts.pyglmnet, x0, y, args[1], lam, pf, args[6], thresh, root)
-                    line += f"  | Fortran glmnet thr {thresh:.0e} {t_f * 1e6:7.1f} (compiled/Fortran {t_c / t_f:4.2f})"
+                    raw = fit_c["ys"][:, None, None] * fit_c["beta"] / fit_c["xs"][:, None, :]  # per unit of x0
+                    line += (f"\n    Fortran glmnet thresh {thresh:.0e}: {t_f * 1e6:7.1f} CPU µs/path, compiled / Fortran "
+                             f"{t_c / t_f:4.2f}, max|coef diff| {np.max(np.abs(raw - beta_f)):.1e}")
             print(line)
     if opts.keep is None:
         import shutil

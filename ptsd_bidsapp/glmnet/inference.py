@@ -136,7 +136,7 @@ def _outer_folds(n: int, max_loo: int, k: int, seed: int) -> tuple[np.ndarray, i
 
 
 def nested_cv(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, penalty_factor=None, seed=0,
-              nested_max_loo=100, nested_k_folds=10, solver="auto") -> dict:
+              nested_max_loo=30, nested_k_folds=10, solver="auto") -> dict:
     """Nested cross-validation of the whole cv.glmnet procedure.
 
     Outer leave-one-out (K-fold above ``nested_max_loo`` subjects); in each outer training set
@@ -200,7 +200,7 @@ def sequential_p_value(null: np.ndarray, observed: float, h: int | None, n_max: 
 
 
 def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n_lambda=100,
-                     lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=100,
+                     lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=30,
                      nested_k_folds=10, chunk_size=None, solver="auto", sequential_h=None) -> dict:
     """Permutation test of the nested-CV R²: permute y, rerun the whole nested CV.
 

@@ -103,7 +103,7 @@ def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: in
     common = {"alpha": alpha, "n_lambda": int(en_cfg.get("n_lambda", 100)),
               "lambda_min_ratio": en_cfg.get("lambda_min_ratio"), "penalty_factor": design["penalty_factor"],
               "solver": str(en_cfg.get("solver", "auto"))}
-    nested_opts = {"nested_max_loo": int(en_cfg.get("nested_max_loo", 100)),
+    nested_opts = {"nested_max_loo": int(en_cfg.get("nested_max_loo", 30)),
                    "nested_k_folds": int(en_cfg.get("nested_k_folds", 10))}
     mseed = model_seed(seed, name)
     Xa, ya = X.to_numpy(), y.to_numpy()
