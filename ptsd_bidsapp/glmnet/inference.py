@@ -254,8 +254,8 @@ def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n
     null = np.concatenate(null)
     h = None if sequential_h is None else int(sequential_h)
     p_value, used = sequential_p_value(null, observed_r2, h, n_permutations)
-    return {"n_permutations": used, "p_value": p_value, "null_r2": null[:used], "n_permutations_max": int(n_permutations),
-            "sequential_h": h}
+    return {"n_permutations": used, "p_value": p_value, "null_r2": null[:used],
+            "n_permutations_max": int(n_permutations), "sequential_h": h}
 
 
 def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.5, penalty_factor=None,
