@@ -296,8 +296,8 @@ def main(argv=None) -> int:
                 for thresh in (1e-7, 1e-12):
                     t_f, beta_f = time_fortran(opts.pyglmnet, x0, y, args[1], lam, pf, args[6], thresh, root)
                     raw = fit_c["ys"][:, None, None] * fit_c["beta"] / fit_c["xs"][:, None, :]  # per unit of x0
-                    line += (f"\n    Fortran glmnet thresh {thresh:.0e}: {t_f * 1e6:7.1f} CPU µs/path, compiled / Fortran "
-                             f"{t_c / t_f:4.2f}, max|coef diff| {np.max(np.abs(raw - beta_f)):.1e}")
+                    line += (f"\n    Fortran glmnet thresh {thresh:.0e}: {t_f * 1e6:7.1f} CPU µs/path, "
+                             f"compiled / Fortran {t_c / t_f:4.2f}, max|coef diff| {np.max(np.abs(raw - beta_f)):.1e}")
             print(line)
     if opts.keep is None:
         import shutil
