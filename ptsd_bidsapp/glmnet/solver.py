@@ -25,8 +25,13 @@ stationarity equations on the active set with the current signs,
 flipped, add predictors violating ``|c_j − G_j β| ≤ λ α pf_j``, repeat until the KKT
 conditions hold (a batched coordinate-descent fallback catches the rare cycling case). The
 solutions are exact to floating point, so agreement with glmnet is limited only by glmnet's
-own convergence threshold. Tested against R glmnet 4.1.6 in ``tests/glmnet/test_glmnet.py``
+own convergence threshold. Tested against R glmnet 4.1.6 in ``tests/glmnet/test_cv.py``
 (reference values from ``scripts/glmnet_reference.R``).
+
+The same algorithm runs compiled, one problem at a time, in :mod:`ptsd_bidsapp.glmnet.compiled`
+(option ``solver``, :func:`resolve_solver`; ``auto`` = compiled when numba is installed): same
+decisions, the active-set system kept as a Cholesky factor with up/downdates, results equal to
+the numpy solver's to rounding (``tests/glmnet/test_compiled.py``).
 
 Cross-validation is :mod:`ptsd_bidsapp.glmnet.cv`, nested CV, permutations and the bootstrap
 :mod:`ptsd_bidsapp.glmnet.inference`.

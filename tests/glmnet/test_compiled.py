@@ -1,7 +1,7 @@
 """The compiled (numba) path solver against the numpy solver, its Cholesky up/downdates, the option.
 
 The numpy solver (``solver="numpy"``) is the reference: it is the one pinned against R glmnet in
-``test_glmnet.py``. Both solve the same stationarity equations, by Cholesky here and by LU there,
+``test_cv.py``. Both solve the same stationarity equations, by Cholesky here and by LU there,
 so the coefficients differ by rounding only: 1e-10 on standardised data whose active-set systems
 have condition numbers below ~1e4 leaves four orders of magnitude of headroom over 1e-16 × cond.
 """
