@@ -130,14 +130,22 @@ def loo_problems(design: dict, en_cfg: dict):
 
 
 def time_paths(args, solver: str, repeats: int = 5) -> tuple[float, dict]:
-    """Median CPU seconds per path of ``_fit_computed_paths`` over the training sets (one call for all)."""
+    """Median CPU seconds per path of ``_fit_computed_paths`` over the training sets (one call for all).
+
+    One BLAS thread, as Fortran glmnet and the permutation workers (joblib's loky backend limits
+    them): with OpenBLAS's two threads the small matrix products of the moments cost ~5× the
+    CPU time on a busy machine (threads spinning).
+    """
+    from threadpoolctl import threadpool_limits
+
     from ptsd_bidsapp.glmnet import solver as S
 
     times, fit = [], S._fit_computed_paths(*args, solver=solver)  # the first call loads the compiled code
-    for _ in range(repeats):
-        start = time.process_time()
-        fit = S._fit_computed_paths(*args, solver=solver)
-        times.append(time.process_time() - start)
+    with threadpool_limits(limits=1):
+        for _ in range(repeats):
+            start = time.process_time()
+            fit = S._fit_computed_paths(*args, solver=solver)
+            times.append(time.process_time() - start)
     return statistics.median(times) / args[2].size, fit
 
 
@@ -209,6 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pyglmnet", help="a Python interpreter with python-glmnet (Fortran glmnet) installed")
     parser.add_argument("--permutations", type=int, help="the compiled run's permutations (default: the config's)")
     parser.add_argument("--keep", type=Path)
+    parser.add_argument("--skip-fits", action="store_true", help="only the per-path timings (and compile cost)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--compile-worker", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
@@ -230,6 +239,7 @@ def main(argv=None) -> int:
     bench = _group_bench()
     config = copy.deepcopy(load_config(None))
     en_cfg = config["elastic_net"]
+    en_cfg_default = dict(en_cfg)
     if opts.permutations is not None:
         en_cfg["n_permutations"] = opts.permutations
     root = opts.keep or Path(tempfile.mkdtemp(prefix="ptsd_solver_bench_"))
@@ -255,7 +265,7 @@ def main(argv=None) -> int:
         print(f"\n== {n_subjects} subjects ({shapes}), load average {os.getloadavg()[0]:.1f}")
         P, Pn = int(en_cfg["n_permutations"]), numpy_perms[n_subjects]
         res = {}
-        for label, solver, perms in (("compiled", "compiled", P), ("numpy", "numpy", Pn),
+        for label, solver, perms in () if opts.skip_fits else (("compiled", "compiled", P), ("numpy", "numpy", Pn),
                                      ("compiled@numpy-perms", "compiled", Pn)):
             if label == "compiled@numpy-perms" and Pn == P:
                 res[label] = res["compiled"]
@@ -267,8 +277,10 @@ def main(argv=None) -> int:
             res[label] = timing
             print(f"{label:<22} {perms:>5} permutations: wall {timing['wall_s']:8.1f} s  CPU {timing['cpu_s']:8.1f} s"
                   f"   per model wall: " + ", ".join(f"{k} {v:.1f}" for k, v in timing["models"].items()))
-        full = res["compiled"]
-        if Pn != P:  # extrapolate the numpy solver's total to P permutations from the two runs' difference
+        full = res.get("compiled")
+        if opts.skip_fits:
+            pass
+        elif Pn != P:  # extrapolate the numpy solver's total to P permutations from the two runs' difference
             # the nested CV runs 1 + P times; the cv.glmnet fit and the bootstrap once (small)
             print(f"numpy solver at {P} permutations: not run; extrapolated (1 + {P}) / (1 + {Pn}) × its CPU ≈ "
                   f"{res['numpy']['cpu_s'] / (Pn + 1) * (P + 1):.0f} CPU s "
@@ -276,12 +288,19 @@ def main(argv=None) -> int:
         else:
             print(f"ratio numpy / compiled: wall {res['numpy']['wall_s'] / full['wall_s']:.1f}x, "
                   f"CPU {res['numpy']['cpu_s'] / full['cpu_s']:.1f}x")
-        eq = compare(res["numpy"]["results"], res["compiled@numpy-perms"]["results"])
-        print(f"equality compiled vs numpy ({Pn} permutations): p-values identical {eq['p_equal']}, "
-              f"selection frequencies identical {eq['freq_equal']}; max |diff| nested predictions "
-              f"{eq['pred']:.1e}, coefficient paths {eq['coef']:.1e}, null R2 {eq['null']:.1e}")
-        print("p-values (compiled, " + f"{P} permutations): "
-              + ", ".join(f"{k} {v['p']:.4f}" for k, v in full["results"].items()))
+        if not opts.skip_fits and P != int(en_cfg_default["n_permutations"]) and Pn != P:
+            # two permutation counts separate the fixed cost (cv.glmnet, nested CV, bootstrap) from the per-permutation one
+            slope = (full["cpu_s"] - res["compiled@numpy-perms"]["cpu_s"]) / (P - Pn)
+            target = int(en_cfg_default["n_permutations"])
+            print(f"compiled solver extrapolated to {target} permutations: CPU ≈ "
+                  f"{full['cpu_s'] + (target - P) * slope:.0f} s ({slope * 1e3:.0f} ms per permutation, all models)")
+        if not opts.skip_fits:
+            eq = compare(res["numpy"]["results"], res["compiled@numpy-perms"]["results"])
+            print(f"equality compiled vs numpy ({Pn} permutations): p-values identical {eq['p_equal']}, "
+                  f"selection frequencies identical {eq['freq_equal']}; max |diff| nested predictions "
+                  f"{eq['pred']:.1e}, coefficient paths {eq['coef']:.1e}, null R2 {eq['null']:.1e}")
+            print("p-values (compiled, " + f"{P} permutations): "
+                  + ", ".join(f"{k} {v['p']:.4f}" for k, v in full["results"].items()))
 
         print(f"per path (each model's {n_subjects} leave-one-out training sets, 100-λ computed paths), CPU µs:")
         for name, design in designs.items():
