@@ -38,6 +38,13 @@ print(c['options']['install_requires'] + c['options.extras_require']['atlas'])" 
 COPY . /src
 RUN python -m pip install --no-deps /src
 
+# The compiled elastic-net path solver (numba): compile once at build time into a cache every uid
+# may read and extend (numba falls back to ~/.cache when the image is read-only).
+ENV NUMBA_CACHE_DIR=/opt/numba_cache
+RUN python -c "import numpy as np; from ptsd_bidsapp.glmnet import GlmnetCV; \
+GlmnetCV(solver='compiled').fit(np.random.default_rng(0).normal(size=(10, 4)), np.arange(10.0))" \
+    && chmod -R a+rwX /opt/numba_cache && chmod 1777 /opt/numba_cache
+
 # Pre-fetch the TemplateFlow files the app uses so the image runs offline (at run time the app
 # never downloads nor imports templateflow, it reads the cache; see ptsd_bidsapp/templates.py).
 RUN if [ "$PREFETCH_TEMPLATES" = "1" ]; then \

@@ -71,7 +71,7 @@ def fabricate(root: Path, n_subjects: int, config: dict) -> tuple[dict, float]:
 
 def path_fits(n: int, en_cfg: dict) -> int:
     """λ-path fits run by fit_model for n subjects (see module docstring)."""
-    if n <= int(en_cfg.get("nested_max_loo", 100)):
+    if n <= int(en_cfg.get("nested_max_loo", 30)):
         nested = n + n * (n - 1) // 2
     else:
         k = int(en_cfg.get("nested_k_folds", 10))

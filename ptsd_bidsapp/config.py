@@ -41,6 +41,7 @@ NULLABLE = {
     "clinical.phenotype_table": (str,),
     "clinical.covariate": (str,),
     "elastic_net.lambda_min_ratio": (float, int),
+    "elastic_net.sequential_h": (int,),
     "glm.drift_model": (str,),
     "denoising.*.std_dvars_threshold": (float, int),
     "denoising.*.low_pass": (float, int),
@@ -291,6 +292,13 @@ def _check_elastic_net(config: Mapping) -> list[str]:
                         f"before penalising) is implemented (got {en.get('standardize')!r})")
     if int(en["min_subjects"]) < 3:
         problems.append("elastic_net.min_subjects must be at least 3")
+    from ptsd_bidsapp.glmnet.solver import SOLVERS  # lazy: numpy/numba only when a config is checked
+
+    if en.get("solver", "auto") not in SOLVERS:
+        problems.append(f"elastic_net.solver must be one of {', '.join(SOLVERS)} (got {en.get('solver')!r})")
+    if en.get("sequential_h") is not None and not 1 <= int(en["sequential_h"]) <= int(en["n_permutations"]):
+        problems.append("elastic_net.sequential_h must be null (fixed-size permutation test) or between 1 and "
+                        f"elastic_net.n_permutations (got {en['sequential_h']})")
     for name, model in en["models"].items():
         for cov in model.get("covariates") or []:
             if cov != config["clinical"]["covariate"]:

@@ -12,7 +12,13 @@ Plain numpy on arrays; imports nothing else of ours. Tested against R glmnet 4.1
 """
 
 from ptsd_bidsapp.glmnet.cv import GlmnetCV, TooFewSubjectsError
-from ptsd_bidsapp.glmnet.inference import bootstrap_selection, nested_cv, permutation_test, prediction_metrics
+from ptsd_bidsapp.glmnet.inference import (
+    bootstrap_selection,
+    nested_cv,
+    permutation_test,
+    prediction_metrics,
+    sequential_p_value,
+)
 from ptsd_bidsapp.glmnet.solver import glmnet_lambda_path
 
 __all__ = [
@@ -22,5 +28,6 @@ __all__ = [
     "permutation_test",
     "bootstrap_selection",
     "prediction_metrics",
+    "sequential_p_value",
     "TooFewSubjectsError",
 ]

@@ -44,7 +44,7 @@ def _fold_ids(n: int, n_folds: int | None, rng: np.random.Generator | None) -> n
     return rng.permutation(ids) if rng is not None else ids
 
 
-def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=True):
+def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=True, solver="auto"):
     """cv.glmnet for a stack of problems (training set ``W[gidx[b]]``, response ``Y[yidx[b]]``).
 
     ``fold_ids`` (B, n): the fold of each subject for problem b (-1 = not in that training set).
@@ -53,7 +53,7 @@ def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_s
     held-out subjects × λs.
     """
     B, n = fold_ids.shape
-    full = _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio)
+    full = _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, solver=solver)
     L = full["lam"].shape[1]
     # one fold problem per (problem, fold), rows ordered by problem then fold
     n_folds = fold_ids.max(axis=1) + 1
@@ -80,7 +80,7 @@ def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_s
     # interpolated; with many (K-fold) the coefficients are interpolated, then predicted.
     along_path = r <= 2
     batches = _iter_computed_paths(x0, W_fold, np.arange(F), Y, yidx[parent], pf, alpha, n_lambda, ratio,
-                                   predict_rows=order if along_path else None)
+                                   predict_rows=order if along_path else None, solver=solver)
     step = max(1, _PREDICTION_ELEMENTS // (r * L))
     for sl, fits in batches:
         for start in range(0, sl.stop - sl.start, step):
@@ -161,7 +161,8 @@ def _select_lambda(cvm, cvsd, n_used):
     return i_min, i_1se
 
 
-def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=None, rngs=None, with_sd=True):
+def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=None, rngs=None, with_sd=True,
+                    solver="auto"):
     """_cv_batch with LOO (``n_folds`` None) or seeded K-fold folds over each problem's training subjects.
 
     Problem b draws its folds with ``rngs[b]`` (problems in order, so a generator shared by
@@ -172,7 +173,7 @@ def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=No
     for b in range(B):
         members = np.flatnonzero(W[gidx[b]] > 0)
         fold_ids[b, members] = _fold_ids(len(members), n_folds, None if rngs is None else rngs[b])
-    return _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=with_sd)
+    return _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=with_sd, solver=solver)
 
 
 @dataclass
@@ -189,6 +190,8 @@ class GlmnetCV:
         Smallest λ as a fraction of λ_max; None = glmnet's default (1e-4 if n > p else 1e-2).
     penalty_factor : array-like or None
         Per-predictor penalty factors (0 = unpenalised), rescaled to sum to p as glmnet does.
+    solver : {"auto", "compiled", "numpy"}
+        Path solver (:func:`ptsd_bidsapp.glmnet.solver.resolve_solver`); the same coefficients.
 
     Attributes (after ``fit``)
     --------------------------
@@ -205,6 +208,7 @@ class GlmnetCV:
     n_lambda: int = 100
     lambda_min_ratio: float | None = None
     penalty_factor: object = None
+    solver: str = "auto"
     lambdas_: np.ndarray = field(default=None, init=False, repr=False)
 
     def fit(self, X, y) -> "GlmnetCV":
@@ -218,7 +222,7 @@ class GlmnetCV:
         ratio = _lambda_min_ratio(n, p, self.lambda_min_ratio)
         one = np.zeros(1, dtype=int)
         full, cvm, cvsd, i_min, i_1se = _kfold_cv_batch(x0, np.ones((1, n)), one, y[None, :], one, pf, self.alpha,
-                                                        self.n_lambda, ratio)
+                                                        self.n_lambda, ratio, solver=self.solver)
         L = int(full["n_used"][0])
         self.lambdas_ = full["lam"][0, :L]
         self.cvm_ = cvm[0, :L]

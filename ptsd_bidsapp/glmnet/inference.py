@@ -28,7 +28,7 @@ from ptsd_bidsapp.glmnet.solver import (
     _prescale,
 )
 
-__all__ = ["nested_cv", "permutation_test", "bootstrap_selection", "prediction_metrics"]
+__all__ = ["nested_cv", "permutation_test", "bootstrap_selection", "prediction_metrics", "sequential_p_value"]
 
 #: Elements (permutations × training sets × subjects) of the weight matrices per K-fold permutation chunk.
 _CHUNK_ELEMENTS = 8_000_000
@@ -40,7 +40,7 @@ def _spawn(seed: int, key: str, count: int) -> list[np.random.Generator]:
     return [np.random.default_rng(child) for child in ss.spawn(count)]
 
 
-def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
+def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, solver="auto"):
     """Nested leave-one-out predictions for each row of Y (Q, n).
 
     Outer fold i trains on all but i; its inner cv.glmnet's fold j trains on all but {i, j}.
@@ -56,7 +56,8 @@ def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
     rows_q = np.arange(Q)
     gidx = np.repeat(np.arange(n), Q)
     outer = _fit_computed_paths(x0, (~eye).astype(float), gidx, Y, np.tile(rows_q, n), pf, alpha, n_lambda,
-                                _lambda_min_ratio(n - 1, p, lambda_min_ratio), predict_rows=gidx[:, None])
+                                _lambda_min_ratio(n - 1, p, lambda_min_ratio), predict_rows=gidx[:, None],
+                                solver=solver)
     iu, ju = np.triu_indices(n, 1)
     n_pairs = iu.size
     W_pair = np.ones((n_pairs, n))
@@ -65,7 +66,7 @@ def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
     gidx = np.repeat(np.arange(n_pairs), Q)
     pairs = _fit_computed_paths(x0, W_pair, gidx, Y, np.tile(rows_q, n_pairs), pf, alpha, n_lambda,
                                 _lambda_min_ratio(n - 2, p, lambda_min_ratio),
-                                predict_rows=np.stack([iu, ju], axis=1)[gidx])
+                                predict_rows=np.stack([iu, ju], axis=1)[gidx], solver=solver)
     pair_index = np.full((n, n), -1)
     pair_index[iu, ju] = np.arange(n_pairs)
     pair_index[ju, iu] = np.arange(n_pairs)
@@ -83,7 +84,8 @@ def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio):
     return pred, train_mean
 
 
-def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_folds, inner_folds, rngs):
+def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_folds, inner_folds, rngs,
+                        solver="auto"):
     """Outer-fold predictions for each row of Y (Q, n): an inner cv.glmnet picks λ_min.
 
     ``outer_folds``: fold id per subject (LOO = arange(n)); ``inner_folds``: None (LOO) or K,
@@ -94,7 +96,7 @@ def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_fold
     p = x0.shape[1]
     n_outer = int(outer_folds.max()) + 1
     if inner_folds is None and n_outer == n:
-        return _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio)
+        return _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, solver)
     held = outer_folds[None, :] == np.arange(n_outer)[:, None]  # (n_outer, n)
     W = (~held).astype(float)
     gidx = np.repeat(np.arange(n_outer), Q)  # outer fold first, then row of Y
@@ -102,7 +104,7 @@ def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_fold
     inner_rngs = None if inner_folds is None else [rngs[q] for q in yidx]
     ratio = _lambda_min_ratio(int(W[0].sum()), p, lambda_min_ratio)
     full, _, _, i_min, _ = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, inner_folds,
-                                           inner_rngs, with_sd=False)
+                                           inner_rngs, with_sd=False, solver=solver)
     r_idx, subj = np.nonzero(held[gidx])
     z = (x0[subj] - full["xm"][r_idx]) / full["xs"][r_idx]
     beta = full["beta"][r_idx, i_min[r_idx]]
@@ -134,7 +136,7 @@ def _outer_folds(n: int, max_loo: int, k: int, seed: int) -> tuple[np.ndarray, i
 
 
 def nested_cv(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, penalty_factor=None, seed=0,
-              nested_max_loo=100, nested_k_folds=10) -> dict:
+              nested_max_loo=30, nested_k_folds=10, solver="auto") -> dict:
     """Nested cross-validation of the whole cv.glmnet procedure.
 
     Outer leave-one-out (K-fold above ``nested_max_loo`` subjects); in each outer training set
@@ -149,16 +151,17 @@ def nested_cv(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, penalty_fact
     pf = _penalty_factor(penalty_factor, p)
     outer, inner = _outer_folds(n, nested_max_loo, nested_k_folds, seed)
     rngs = _spawn(seed, "inner-folds", 1)
-    pred, train_mean = _nested_predictions(x0, y[None, :], pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs)
+    pred, train_mean = _nested_predictions(x0, y[None, :], pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs,
+                                           solver)
     metrics = {k: float(v[0]) for k, v in prediction_metrics(y, pred, train_mean).items()}
     return {"predicted": pred[0], "observed": y, "train_mean": train_mean[0], "outer_folds": outer,
             "inner_folds": "loo" if inner is None else inner, **metrics}
 
 
-def _permutation_chunk(x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs):
+def _permutation_chunk(x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, solver, rngs):
     Y = np.stack([rng.permutation(y) for rng in rngs])
     # each permutation's generator also draws its inner K-fold splits (only used above nested_max_loo)
-    pred, train_mean = _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs)
+    pred, train_mean = _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, rngs, solver)
     return prediction_metrics(Y, pred, train_mean)["r2"]
 
 
@@ -173,45 +176,90 @@ def _permutation_chunk_size(n: int, p: int, n_outer: int, inner: int | None) -> 
     return int(np.clip(_CHUNK_ELEMENTS // per_permutation, 1, 64))
 
 
+def sequential_p_value(null: np.ndarray, observed: float, h: int | None, n_max: int) -> tuple[float, int]:
+    """Monte Carlo p-value of ``observed`` from null statistics in their drawn order; (p, number used).
+
+    ``h`` None: the fixed-size test, p = (1 + G) / (1 + P) with G = #{null ≥ observed} over all
+    P = ``n_max`` statistics. ``h`` an integer: Besag & Clifford (1991, Biometrika 78:301,
+    "Sequential Monte Carlo p-values"): stop at the L-th statistic, the first at which h of
+    them reach the observed, p = h / L; if fewer than h of the ``n_max`` reach it,
+    p = (1 + G) / (1 + n_max) as the fixed-size test. Both are valid (under the null,
+    P(p ≤ a) ≤ a); ``null`` may hold more statistics than the sequential test uses (it reads
+    them in order, so the result does not depend on how many were computed ahead).
+    """
+    null = np.asarray(null, dtype=float)
+    reached = null >= observed - 1e-12  # ties (and rounding of equal R²) count as reaching it
+    if h is not None:
+        hits = np.flatnonzero(reached)
+        if hits.size >= h and hits[h - 1] < n_max:
+            used = int(hits[h - 1]) + 1
+            return h / used, used
+    if null.size < n_max:
+        raise ValueError(f"{null.size} null statistics for a test of {n_max}")
+    return (1 + int(np.sum(reached[:n_max]))) / (1 + n_max), int(n_max)
+
+
 def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n_lambda=100,
-                     lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=100,
-                     nested_k_folds=10, chunk_size=None) -> dict:
+                     lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=30,
+                     nested_k_folds=10, chunk_size=None, solver="auto", sequential_h=None) -> dict:
     """Permutation test of the nested-CV R²: permute y, rerun the whole nested CV.
 
     p = (1 + #{R²_perm ≥ R²_obs}) / (1 + P). Each permutation has its own generator spawned
     from ``seed``, so the null distribution is the same for any ``n_jobs`` / chunking.
+
+    ``sequential_h`` (None = off): Besag & Clifford's sequential test
+    (:func:`sequential_p_value`): permutations are run in their seeded order, chunk by chunk,
+    until h null R² reach the observed (p = h / L after L permutations) or all P are run (the
+    same p as the fixed-size test). A model far from significance stops after ~h / p
+    permutations; one with p < h / P runs all of them. ``null_r2`` then holds the L used.
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     n, p = X.shape
     if n_permutations <= 0:
-        return {"n_permutations": 0, "p_value": None, "null_r2": np.zeros(0)}
+        return {"n_permutations": 0, "p_value": None, "null_r2": np.zeros(0), "n_permutations_max": 0,
+                "sequential_h": sequential_h}
+    if sequential_h is not None and int(sequential_h) < 1:
+        raise ValueError(f"sequential_h must be a positive integer or None (got {sequential_h!r})")
     x0, _, _ = _prescale(X)
     pf = _penalty_factor(penalty_factor, p)
     outer, inner = _outer_folds(n, nested_max_loo, nested_k_folds, seed)
     rngs = _spawn(seed, "permutations", n_permutations)
+    workers = 1 if n_jobs == 1 else (n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
     if chunk_size is None:
         chunk_size = _permutation_chunk_size(n, p, int(outer.max()) + 1, inner)
-        if n_jobs != 1:  # at least a few chunks per process (load balance)
-            workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+        if workers > 1:  # at least a few chunks per process (load balance)
             chunk_size = max(1, min(chunk_size, math.ceil(n_permutations / (4 * workers))))
+        if sequential_h is not None:  # stop soon after the h-th reaching statistic
+            chunk_size = max(1, min(chunk_size, 2 * int(sequential_h)))
     chunks = [rngs[i:i + chunk_size] for i in range(0, n_permutations, chunk_size)]
 
-    args = (x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner)
-    if n_jobs == 1 or len(chunks) == 1:
-        null = [_permutation_chunk(*args, chunk) for chunk in chunks]
-    else:
-        from joblib import Parallel, delayed
+    args = (x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner, solver)
+    # chunks run in waves (one per process); the sequential test stops after the wave in which
+    # the h-th null R² reaching the observed appears
+    wave = len(chunks) if sequential_h is None else workers
+    null = []
+    parallel = None
+    for first in range(0, len(chunks), wave):
+        todo = chunks[first:first + wave]
+        if workers == 1 or len(todo) == 1:
+            null.extend(_permutation_chunk(*args, chunk) for chunk in todo)
+        else:
+            from joblib import Parallel, delayed
 
-        null = Parallel(n_jobs=n_jobs)(delayed(_permutation_chunk)(*args, chunk) for chunk in chunks)
+            parallel = parallel or Parallel(n_jobs=n_jobs)
+            null.extend(parallel(delayed(_permutation_chunk)(*args, chunk) for chunk in todo))
+        if sequential_h is not None and np.sum(np.concatenate(null) >= observed_r2 - 1e-12) >= int(sequential_h):
+            break
     null = np.concatenate(null)
-    exceed = int(np.sum(null >= observed_r2 - 1e-12))
-    return {"n_permutations": int(n_permutations), "p_value": (1 + exceed) / (1 + n_permutations),
-            "null_r2": null}
+    h = None if sequential_h is None else int(sequential_h)
+    p_value, used = sequential_p_value(null, observed_r2, h, n_permutations)
+    return {"n_permutations": used, "p_value": p_value, "null_r2": null[:used],
+            "n_permutations_max": int(n_permutations), "sequential_h": h}
 
 
 def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.5, penalty_factor=None,
-                        seed=0) -> dict:
+                        seed=0, solver="auto") -> dict:
     """Selection frequency of each predictor over bootstrap resamples at the full-data λ_min.
 
     Each resample (subjects drawn with replacement) is fitted along the full-data λ sequence
@@ -229,6 +277,6 @@ def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.
     W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n).astype(float) for rng in rngs])
     lam = np.broadcast_to(np.asarray(lambdas, dtype=float)[: index_min + 1], (n_bootstrap, index_min + 1))
     fits = _fit_given_paths(x0, W, np.arange(n_bootstrap), y[None, :], np.zeros(n_bootstrap, dtype=int), pf, alpha,
-                            np.ascontiguousarray(lam), np.full(n_bootstrap, index_min + 1))
+                            np.ascontiguousarray(lam), np.full(n_bootstrap, index_min + 1), solver=solver)
     selected = fits["beta"][:, index_min, :] != 0
     return {"n_bootstrap": int(n_bootstrap), "frequency": selected.mean(axis=0)}

@@ -25,8 +25,13 @@ stationarity equations on the active set with the current signs,
 flipped, add predictors violating ``|c_j − G_j β| ≤ λ α pf_j``, repeat until the KKT
 conditions hold (a batched coordinate-descent fallback catches the rare cycling case). The
 solutions are exact to floating point, so agreement with glmnet is limited only by glmnet's
-own convergence threshold. Tested against R glmnet 4.1.6 in ``tests/glmnet/test_glmnet.py``
+own convergence threshold. Tested against R glmnet 4.1.6 in ``tests/glmnet/test_cv.py``
 (reference values from ``scripts/glmnet_reference.R``).
+
+The same algorithm runs compiled, one problem at a time, in :mod:`ptsd_bidsapp.glmnet.compiled`
+(option ``solver``, :func:`resolve_solver`; ``auto`` = compiled when numba is installed): same
+decisions, the active-set system kept as a Cholesky factor with up/downdates, results equal to
+the numpy solver's to rounding (``tests/glmnet/test_compiled.py``).
 
 Cross-validation is :mod:`ptsd_bidsapp.glmnet.cv`, nested CV, permutations and the bootstrap
 :mod:`ptsd_bidsapp.glmnet.inference`.
@@ -44,6 +49,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from ptsd_bidsapp.glmnet import compiled
 
 __all__ = ["glmnet_lambda_path"]
 
@@ -246,9 +253,57 @@ def _coordinate_descent(G, c, beta, l1, l2, excluded, tol=1e-24, max_sweeps=20_0
     return beta
 
 
+SOLVERS = ("auto", "compiled", "numpy")
+
+
+def resolve_solver(solver: str) -> str:
+    """The path solver that runs for option ``solver``: ``compiled`` (numba) or ``numpy``.
+
+    ``auto`` is ``compiled`` when numba is installed, else ``numpy``; ``compiled`` without numba
+    is an error (ValueError naming the missing package).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"elastic_net.solver must be one of {', '.join(SOLVERS)} (got {solver!r})")
+    if solver == "numpy" or (solver == "auto" and not compiled.AVAILABLE):
+        return "numpy"
+    if not compiled.AVAILABLE:
+        raise ValueError("elastic_net.solver: compiled needs the numba package (pip install numba), "
+                         "or set it to numpy or auto")
+    return "compiled"
+
+
 def _solve_path(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: float,
-                n_valid: np.ndarray, early_stop: bool, zrows: np.ndarray | None = None, keep_beta: bool = True):
+                n_valid: np.ndarray, early_stop: bool, zrows: np.ndarray | None = None, keep_beta: bool = True,
+                solver: str = "auto"):
     """Solve every problem along its own standardised λ sequence (exact optimum at every λ).
+
+    ``solver`` (:func:`resolve_solver`): the compiled per-problem solver
+    (:mod:`ptsd_bidsapp.glmnet.compiled`, same algorithm and decisions, Cholesky up/downdates of
+    the active-set system) or the batched numpy solver (:func:`_solve_path_numpy`); problems the
+    compiled solver flags (singular active-set system, coordinate-descent safety net) are solved
+    by the numpy solver. Same returns as :func:`_solve_path_numpy`.
+    """
+    if resolve_solver(solver) == "numpy":
+        return _solve_path_numpy(prob, lam_std, pf, alpha, n_valid, early_stop, zrows, keep_beta)
+    settings = (_KKT_RTOL, _MAX_ACTIVE_SET_ROUNDS, _PRIMAL_DUAL_ROUNDS, FDEV, DEVMAX, MNLAM)
+    beta, n_used, pred, failed = compiled.solve_paths(prob.sets.G, prob.gidx, prob.c, prob.excluded, lam_std,
+                                                      np.minimum(n_valid, lam_std.shape[1]), pf, alpha, early_stop,
+                                                      settings, zrows=zrows, keep_beta=keep_beta)
+    if failed.any():
+        f = np.flatnonzero(failed)
+        sub = _Problems(prob.sets, prob.gidx[f], prob.c[f], prob.ym[f], prob.ys[f], prob.excluded[f], None)
+        beta_f, n_used[f], pred_f = _solve_path_numpy(sub, lam_std[f], pf, alpha, n_valid[f], early_stop,
+                                                      None if zrows is None else zrows[f], keep_beta)
+        if keep_beta:
+            beta[f] = beta_f
+        if zrows is not None:
+            pred[f] = pred_f
+    return beta, n_used, pred
+
+
+def _solve_path_numpy(prob: _Problems, lam_std: np.ndarray, pf: np.ndarray, alpha: float,
+                      n_valid: np.ndarray, early_stop: bool, zrows: np.ndarray | None = None, keep_beta: bool = True):
+    """Solve every problem along its own standardised λ sequence, batched numpy (exact optimum at every λ).
 
     Parameters
     ----------
@@ -430,7 +485,7 @@ def _batch_problems(x0, W, gidx, Y, yidx, sl) -> _Problems:
     return _problems(x0, _training_sets(x0, W[needed]), local.reshape(-1), Y[yidx[sl]])
 
 
-def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None):
+def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None, solver="auto"):
     """Full fits that compute their own λ path (glmnet with lambda = NULL), in batches.
 
     Problem b is training set ``W[gidx[b]]`` (weights over subjects) with response
@@ -456,7 +511,7 @@ def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predi
         if predict_rows is not None:
             zrows = (x0[predict_rows[sl]] - xm[:, None, :]) / xs[:, None, :]
         beta, n_used, pred = _solve_path(prob, lam_std, pf, alpha, np.full(lam_std.shape[0], n_lambda), True,
-                                         zrows=zrows, keep_beta=predict_rows is None)
+                                         zrows=zrows, keep_beta=predict_rows is None, solver=solver)
         result = {"lam": lam_std * prob.ys[:, None], "n_used": n_used, "xm": xm, "xs": xs, "ym": prob.ym,
                   "ys": prob.ys}
         if predict_rows is None:
@@ -471,18 +526,18 @@ def _concatenate(batches) -> dict:
     return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
-def _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None) -> dict:
+def _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None, solver="auto") -> dict:
     """:func:`_iter_computed_paths`, all batches concatenated."""
-    return _concatenate(_iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows))
+    return _concatenate(_iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows, solver))
 
 
-def _fit_given_paths(x0, W, gidx, Y, yidx, pf, alpha, lam, n_valid):
+def _fit_given_paths(x0, W, gidx, Y, yidx, pf, alpha, lam, n_valid, solver="auto"):
     """Fits on a supplied λ sequence (units of y), as glmnet(lambda = ...)."""
     p = x0.shape[1]
     results = {k: [] for k in ("beta", "xm", "xs", "ym", "ys")}
     for sl in _batches(gidx, _BATCH_ELEMENTS // max(p * p, 1)):
         prob = _batch_problems(x0, W, gidx, Y, yidx, sl)
-        beta, _, _ = _solve_path(prob, lam[sl] / prob.ys[:, None], pf, alpha, n_valid[sl], False)
+        beta, _, _ = _solve_path(prob, lam[sl] / prob.ys[:, None], pf, alpha, n_valid[sl], False, solver=solver)
         results["beta"].append(beta)
         results["xm"].append(prob.sets.xm[prob.gidx])
         results["xs"].append(prob.sets.xs[prob.gidx])
@@ -502,7 +557,8 @@ def _prescale(X: np.ndarray):
     return (X - mean) / sd, mean, sd
 
 
-def glmnet_lambda_path(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, penalty_factor=None) -> np.ndarray:
+def glmnet_lambda_path(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, penalty_factor=None,
+                       solver="auto") -> np.ndarray:
     """The λ sequence glmnet computes for ``X``, ``y`` (units of y, decreasing, early-stopped)."""
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -510,5 +566,5 @@ def glmnet_lambda_path(X, y, alpha=0.5, n_lambda=100, lambda_min_ratio=None, pen
     x0, _, _ = _prescale(X)
     pf = _penalty_factor(penalty_factor, p)
     full = _fit_computed_paths(x0, np.ones((1, n)), np.zeros(1, dtype=int), y[None, :], np.zeros(1, dtype=int), pf,
-                               alpha, n_lambda, _lambda_min_ratio(n, p, lambda_min_ratio))
+                               alpha, n_lambda, _lambda_min_ratio(n, p, lambda_min_ratio), solver=solver)
     return full["lam"][0, : full["n_used"][0]]

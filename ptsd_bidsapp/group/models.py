@@ -101,17 +101,20 @@ def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: in
         raise ValueError("elastic_net.standardize: only glmnet's standardize = TRUE is implemented")
     alpha = float(en_cfg.get("alpha", 0.5))
     common = {"alpha": alpha, "n_lambda": int(en_cfg.get("n_lambda", 100)),
-              "lambda_min_ratio": en_cfg.get("lambda_min_ratio"), "penalty_factor": design["penalty_factor"]}
-    nested_opts = {"nested_max_loo": int(en_cfg.get("nested_max_loo", 100)),
+              "lambda_min_ratio": en_cfg.get("lambda_min_ratio"), "penalty_factor": design["penalty_factor"],
+              "solver": str(en_cfg.get("solver", "auto"))}
+    nested_opts = {"nested_max_loo": int(en_cfg.get("nested_max_loo", 30)),
                    "nested_k_folds": int(en_cfg.get("nested_k_folds", 10))}
     mseed = model_seed(seed, name)
     Xa, ya = X.to_numpy(), y.to_numpy()
     cv = GlmnetCV(**common).fit(Xa, ya)
     nested = nested_cv(Xa, ya, seed=mseed, **common, **nested_opts)
     perm = permutation_test(Xa, ya, nested["r2"], n_permutations=int(en_cfg.get("n_permutations", 1000)),
-                            seed=mseed, n_jobs=n_jobs, **common, **nested_opts)
+                            seed=mseed, n_jobs=n_jobs, sequential_h=en_cfg.get("sequential_h"), **common,
+                            **nested_opts)
     boot = bootstrap_selection(Xa, ya, cv.lambdas_, cv.index_min_, n_bootstrap=int(en_cfg.get("n_bootstrap", 500)),
-                               alpha=alpha, penalty_factor=design["penalty_factor"], seed=mseed)
+                               alpha=alpha, penalty_factor=design["penalty_factor"], seed=mseed,
+                               solver=common["solver"])
     coefficients = pd.DataFrame({
         "feature": list(X.columns),
         "beta_per_sd": cv.coef_per_sd_,
@@ -125,6 +128,14 @@ def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: in
     return {"name": name, "cv": cv, "nested": nested, "permutation": perm, "bootstrap": boot,
             "coefficients": coefficients, "predictions": predictions, "design": design, "seed": int(seed),
             "model_seed": mseed, "alpha": alpha}
+
+
+def _p_value_definition(sequential_h) -> str:
+    fixed = "(1 + #{R2_perm >= R2_observed}) / (1 + n_permutations)"
+    if sequential_h is None:
+        return fixed
+    return (f"sequential (Besag & Clifford 1991, h = {sequential_h}): h / L when the L-th permutation is the h-th "
+            f"whose R2 reaches the observed (NPermutations = L), else {fixed} over all NPermutationsMax")
 
 
 def _quantiles(values: np.ndarray) -> dict:
@@ -170,7 +181,8 @@ def write_model_outputs(result: Mapping, out_dir: Path, spec: Mapping, config: M
         },
         "Permutation": {"NPermutations": perm["n_permutations"], "PValue": perm["p_value"],
                         "Statistic": "nested-CV R2 with y permuted across subjects (the whole nested CV rerun)",
-                        "PValueDefinition": "(1 + #{R2_perm >= R2_observed}) / (1 + n_permutations)",
+                        "PValueDefinition": _p_value_definition(perm.get("sequential_h")),
+                        "NPermutationsMax": perm.get("n_permutations_max", perm["n_permutations"]),
                         "NullR2Quantiles": _quantiles(np.asarray(perm["null_r2"]))},
         "Bootstrap": {"NBootstrap": result["bootstrap"]["n_bootstrap"],
                       "Definition": "fraction of bootstrap resamples (subjects with replacement) whose fit along "

@@ -1,0 +1,391 @@
+"""The exact active-set λ-path solver compiled with numba, one problem at a time.
+
+Same algorithm, same decisions as the batched numpy solver in
+:func:`ptsd_bidsapp.glmnet.solver._solve_path` (read its Notes first): at every λ, warm-started
+from the previous λ's solution with the same linear extrapolation, primal active-set rounds
+(all KKT violators at once for the first rounds, then one at a time; a step to the first zero
+crossing when a coefficient would change sign) until the KKT conditions hold. What differs is
+only how the work is done:
+
+* each problem (a training set with one response) runs its whole path in a compiled loop, so
+  the numpy overhead on tiny systems (gathers, batched LAPACK calls on k×k blocks, masks over
+  the batch) disappears;
+* the active-set system ``M = G_AA + λ(1 − α) diag(pf_A)`` is kept as a Cholesky factor
+  ``M = R R'`` (R lower triangular): it is factored once per λ (its diagonal depends on λ;
+  for the lasso, α = 1, it does not, and the factor carries over from λ to λ), a predictor
+  that enters is appended (one triangular solve, O(k²); Golub & Van Loan 2013, §6.5.4) and one
+  that leaves is deleted with Givens rotations (O(k²); ibid. §6.5.3), instead of a new
+  factorisation.
+
+The active-set system is solved by Cholesky here and by LU (``numpy.linalg.solve``) in the numpy
+solver, so the coefficients agree to rounding (well within 1e-10 on standardised data; the
+tests compare both). A problem whose system is not numerically positive definite (exactly
+collinear unpenalised or lasso predictors) or that would need the coordinate-descent safety net
+is flagged in ``failed`` and the caller solves it with the numpy solver, which then gives
+exactly what it always gave.
+
+Compilation: ``cache=True`` writes the machine code next to this file, or where
+``NUMBA_CACHE_DIR`` points (set it in a read-only install or container); when no location is
+writable the functions are compiled in memory at first use of each process (≈ 1–2 s, see
+``benchmarks/results/group.txt``). numba is optional: without it :data:`AVAILABLE` is False and
+the numpy solver is used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:  # optional accelerator (declared dependency; the numpy solver works without it)
+    import numba
+except ImportError:  # pragma: no cover - depends on the environment
+    numba = None
+
+__all__ = ["AVAILABLE", "solve_paths"]
+
+#: True when numba imported: :func:`solve_paths` is compiled.
+AVAILABLE = numba is not None
+
+#: A Cholesky pivot below this fraction of its diagonal entry counts as a singular system.
+_PIVOT_RTOL = 1e-12
+
+
+def _jit(function):
+    """numba.njit with an on-disk cache when a cache location is writable, else in memory."""
+    if numba is None:
+        return function
+    options = {"error_model": "numpy", "nogil": True}
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # no writable cache location (read-only install, NUMBA_CACHE_DIR unset)
+        return numba.njit(**options)(function)
+
+
+# ---------------------------------------------------------------------------------------
+# Cholesky factor of the active-set system, kept in the order the predictors entered
+
+
+@_jit
+def _factor(G, order, k, diag, R):
+    """Cholesky factor ``R`` (lower) of ``G[order, order]`` with diagonal ``diag[order]``; False if singular."""
+    for i in range(k):
+        for j in range(i + 1):
+            s = diag[order[i]] if i == j else G[order[i], order[j]]
+            for m in range(j):
+                s -= R[i, m] * R[j, m]
+            if i == j:
+                if s <= _PIVOT_RTOL * diag[order[i]]:
+                    return False
+                R[i, i] = math.sqrt(s)
+            else:
+                R[i, j] = s / R[j, j]
+    return True
+
+
+@_jit
+def _append(G, order, k, col, diag, R):
+    """Add predictor ``col`` as row/column k of the factor (Golub & Van Loan §6.5.4); False if singular."""
+    d = diag[col]
+    for i in range(k):
+        s = G[order[i], col]
+        for m in range(i):
+            s -= R[i, m] * R[k, m]
+        R[k, i] = s / R[i, i]
+        d -= R[k, i] * R[k, i]
+    if d <= _PIVOT_RTOL * diag[col]:
+        return False
+    R[k, k] = math.sqrt(d)
+    order[k] = col
+    return True
+
+
+@_jit
+def _delete(order, k, pos, R):
+    """Remove row/column ``pos`` of the factor: shift the rows up, Givens rotations restore R (§6.5.3)."""
+    for i in range(pos, k - 1):
+        for m in range(i + 2):
+            R[i, m] = R[i + 1, m]
+        order[i] = order[i + 1]
+    for j in range(pos, k - 1):
+        a = R[j, j]
+        b = R[j, j + 1]
+        r = math.hypot(a, b)
+        if r == 0.0:
+            continue
+        c = a / r
+        s = b / r
+        for i in range(j, k - 1):
+            x = R[i, j]
+            y = R[i, j + 1]
+            R[i, j] = c * x + s * y
+            R[i, j + 1] = -s * x + c * y
+        R[j, j + 1] = 0.0
+    for m in range(k):
+        R[k - 1, m] = 0.0
+
+
+@_jit
+def _solve_factored(R, order, k, rhs, x):
+    """``x[order] = (R R')⁻¹ rhs[order]`` (forward then back substitution); x is zero elsewhere."""
+    z = np.empty(k)
+    for i in range(k):
+        s = rhs[order[i]]
+        for m in range(i):
+            s -= R[i, m] * z[m]
+        z[i] = s / R[i, i]
+    for i in range(k - 1, -1, -1):
+        s = z[i]
+        for m in range(i + 1, k):
+            s -= R[m, i] * z[m]
+        z[i] = s / R[i, i]
+    x[:] = 0.0
+    for i in range(k):
+        x[order[i]] = z[i]
+
+
+# ---------------------------------------------------------------------------------------
+# one problem's path
+
+
+@_jit
+def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings, z, beta_out, pred_out,
+              keep_beta, predict):
+    """Solve one problem along its λ path; returns (number of λs used, ok flag).
+
+    ``settings``: KKT relative tolerance, maximum rounds per λ, primal–dual rounds, fdev, devmax,
+    mnlam (the numpy solver's constants, passed so that they have one owner).
+    """
+    kkt_rtol, max_rounds, pd_rounds = settings[0], int(settings[1]), int(settings[2])
+    fdev, devmax, mnlam = settings[3], settings[4], int(settings[5])
+    p = c.size
+    L = lam_path.size
+    pen = ~unpen
+    beta = np.zeros(p)
+    active = np.zeros(p, dtype=np.bool_)
+    for j in range(p):
+        active[j] = unpen[j] and not ex[j]
+    sign = np.zeros(p)
+    beta_1 = np.zeros(p)
+    beta_2 = np.zeros(p)
+    grad_1 = np.zeros(p)
+    grad_2 = np.zeros(p)
+    n_used = min(n_valid, L)
+    rsq_prev = 0.0
+    # work arrays
+    A = np.zeros(p, dtype=np.bool_)
+    s = np.zeros(p)
+    cur = np.zeros(p)
+    b = np.zeros(p)
+    new = np.zeros(p)
+    grad = np.zeros(p)
+    rhs = np.zeros(p)
+    diag = np.zeros(p)
+    excess = np.zeros(p)
+    R = np.zeros((p, p))
+    order = np.zeros(p, dtype=np.int64)
+    in_factor = np.zeros(p, dtype=np.bool_)
+    n_factor = 0
+    factor_lam = np.nan  # λ of the factor (NaN: none)
+    lasso = True
+    for j in range(p):
+        if l2w[j] != 0.0:
+            lasso = False
+    k = 0
+    rounds = 0
+    one_at_a_time = False
+    while k < n_used:
+        lam = lam_path[k]
+        for j in range(p):
+            A[j] = active[j]
+            s[j] = sign[j]
+            cur[j] = beta[j]
+        if rounds == 0 and k >= 2:  # the guess: extrapolate the last two solutions in λ
+            lam_1 = lam_path[k - 1]
+            lam_2 = lam_path[k - 2]
+            rho = (lam - lam_1) / (lam_1 - lam_2)
+            if not math.isfinite(rho):
+                rho = 0.0
+            for j in range(p):
+                g_guess = grad_1[j] + rho * (grad_1[j] - grad_2[j])
+                b_guess = cur[j] + rho * (cur[j] - beta_2[j])
+                enter = (not A[j]) and pen[j] and (not ex[j]) and abs(g_guess) > lam * l1w[j]
+                leave = A[j] and pen[j] and b_guess * s[j] < 0.0
+                if enter:
+                    A[j] = True
+                    s[j] = np.sign(g_guess)
+                elif leave:
+                    A[j] = False
+                    s[j] = 0.0
+                    cur[j] = 0.0
+        # the system on A at this λ: refactor when λ changed (its diagonal did), else up/downdate
+        for j in range(p):
+            diag[j] = 1.0 + lam * l2w[j]  # the standardised Gram matrix has exactly 1 on its diagonal
+            rhs[j] = c[j] - (lam * l1w[j]) * s[j]
+        if not (factor_lam == lam or (lasso and factor_lam == factor_lam)):
+            n_factor = 0
+            for j in range(p):
+                in_factor[j] = False
+                if A[j]:
+                    order[n_factor] = j
+                    in_factor[j] = True
+                    n_factor += 1
+            if not _factor(G, order, n_factor, diag, R):
+                return k, False
+            factor_lam = lam
+        else:
+            pos = n_factor - 1
+            while pos >= 0:
+                if not A[order[pos]]:
+                    in_factor[order[pos]] = False
+                    _delete(order, n_factor, pos, R)
+                    n_factor -= 1
+                pos -= 1
+            for j in range(p):
+                if A[j] and not in_factor[j]:
+                    if not _append(G, order, n_factor, j, diag, R):
+                        return k, False
+                    in_factor[j] = True
+                    n_factor += 1
+        _solve_factored(R, order, n_factor, rhs, b)
+        # one active-set round
+        infeasible = False
+        for j in range(p):
+            if A[j] and pen[j] and b[j] * s[j] <= 0.0:
+                infeasible = True
+        if infeasible:
+            # move from the current (sign-consistent) point towards b up to the first zero crossing
+            t = np.inf
+            for j in range(p):
+                if A[j] and pen[j] and b[j] * s[j] <= 0.0:
+                    tc = cur[j] / (cur[j] - b[j])
+                    if tc < t or math.isnan(tc):
+                        t = tc
+            t = min(max(t, 0.0), 1.0) if not math.isnan(t) else t
+            for j in range(p):
+                new[j] = cur[j] + t * (b[j] - cur[j])
+                wrong = A[j] and pen[j] and b[j] * s[j] <= 0.0
+                hit = (A[j] and pen[j] and new[j] * s[j] <= 0.0)
+                if wrong and cur[j] / (cur[j] - b[j]) <= t * (1 + 1e-12):
+                    hit = True
+                if hit:
+                    new[j] = 0.0
+                    A[j] = False
+            if t <= 0.0:  # no progress: one violator at a time from now on, or this problem could cycle
+                one_at_a_time = True
+        else:
+            for j in range(p):
+                new[j] = b[j]
+        # gradient c − G new over the non-zero coefficients only (G is symmetric: row m = column m)
+        for j in range(p):
+            grad[j] = c[j]
+        for m in range(p):
+            if new[m] != 0.0:
+                g = new[m]
+                for j in range(p):
+                    grad[j] -= G[m, j] * g
+        any_violated = False
+        best = -1
+        best_excess = -np.inf
+        for j in range(p):
+            if (not A[j]) and pen[j] and not ex[j]:
+                excess[j] = abs(grad[j]) - lam * l1w[j] * (1.0 + kkt_rtol) - 1e-14
+            else:
+                excess[j] = -np.inf
+            if excess[j] > best_excess or (best < 0 and excess[j] == best_excess):
+                best_excess = excess[j]
+                best = j
+            if excess[j] > 0 and not infeasible:
+                any_violated = True
+        all_at_once = rounds < pd_rounds and not one_at_a_time
+        for j in range(p):
+            add = excess[j] > 0 and not infeasible and (all_at_once or j == best)
+            if add:
+                A[j] = True
+                s[j] = np.sign(grad[j])
+            elif not A[j]:
+                s[j] = 0.0
+            beta[j] = new[j]
+            active[j] = A[j]
+            sign[j] = s[j]
+        ok = not infeasible and not any_violated
+        if not ok:
+            if rounds + 1 >= max_rounds:  # the numpy solver's coordinate-descent safety net decides
+                return k, False
+            rounds += 1
+            continue
+        # solved at this λ: record, glmnet's stopping rule, next λ
+        if keep_beta:
+            for j in range(p):
+                beta_out[k, j] = new[j]
+        if predict:
+            for r in range(z.shape[0]):
+                acc = 0.0
+                for j in range(p):
+                    acc += z[r, j] * new[j]
+                pred_out[r, k] = acc
+        if early_stop:
+            rsq = 0.0
+            for j in range(p):
+                rsq += new[j] * c[j]
+            acc = 0.0
+            for j in range(p):
+                acc += new[j] * grad[j]
+            rsq += acc
+            if k + 1 >= mnlam and (rsq - rsq_prev < fdev * rsq or rsq > devmax):
+                n_used = k + 1
+            rsq_prev = rsq
+        for j in range(p):
+            beta_2[j] = beta_1[j]
+            beta_1[j] = new[j]
+            grad_2[j] = grad_1[j]
+            grad_1[j] = grad[j]
+        k += 1
+        rounds = 0
+        one_at_a_time = False
+    return n_used, True
+
+
+@_jit
+def _solve_all(G, gidx, c, ex, lam_std, n_valid, l1w, l2w, unpen, early_stop, settings, zrows, beta_out, pred_out,
+               keep_beta, predict, n_used, ok):
+    for b in range(c.shape[0]):
+        bo = beta_out[b] if keep_beta else beta_out[0]
+        po = pred_out[b] if predict else pred_out[0]
+        zb = zrows[b] if predict else zrows[0]
+        n_used[b], ok[b] = _one_path(G[gidx[b]], c[b], ex[b], lam_std[b], n_valid[b], l1w, l2w, unpen, early_stop,
+                                     settings, zb, bo, po, keep_beta, predict)
+
+
+def solve_paths(G, gidx, c, excluded, lam_std, n_valid, pf, alpha, early_stop, settings, zrows=None,
+                keep_beta=True):
+    """Every problem's exact path (see the module docstring); the arguments of ``solver._solve_path``.
+
+    Parameters
+    ----------
+    G : (T, p, p) standardised Gram matrices of the training sets; ``gidx`` (B,) the set of each problem.
+    c : (B, p) standardised ``X'y``; ``excluded`` (B, p) constant predictors (never enter).
+    lam_std : (B, L) λ on each problem's standardised scale; ``n_valid`` (B,) leading λs to solve.
+    pf : (p,) rescaled penalty factors; ``alpha`` the elastic-net mixing.
+    settings : (6,) KKT relative tolerance, maximum rounds per λ, primal–dual rounds, fdev, devmax, mnlam.
+    zrows : (B, r, p), optional standardised rows to predict along the paths.
+
+    Returns
+    -------
+    beta : (B, L, p) or None; n_used : (B,) int; pred : (B, r, L) or None;
+    failed : (B,) bool — problems to solve with the numpy solver (their other outputs are not set).
+    """
+    B, L = lam_std.shape
+    p = c.shape[1]
+    predict = zrows is not None
+    beta = np.zeros((B, L, p)) if keep_beta else np.zeros((1, L, p))
+    pred = np.zeros((B, zrows.shape[1], L)) if predict else np.zeros((1, 1, L))
+    z = np.ascontiguousarray(zrows, dtype=float) if predict else np.zeros((1, 1, p))
+    n_used = np.zeros(B, dtype=np.int64)
+    ok = np.zeros(B, dtype=np.bool_)
+    _solve_all(np.ascontiguousarray(G, dtype=float), np.ascontiguousarray(gidx, dtype=np.int64),
+               np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(excluded, dtype=np.bool_),
+               np.ascontiguousarray(lam_std, dtype=float), np.ascontiguousarray(n_valid, dtype=np.int64),
+               alpha * pf, (1.0 - alpha) * pf, pf <= 0, bool(early_stop), np.asarray(settings, dtype=float), z, beta,
+               pred, bool(keep_beta), predict, n_used, ok)
+    return (beta if keep_beta else None), n_used, (pred if predict else None), ~ok
