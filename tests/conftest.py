@@ -37,8 +37,9 @@ INTEGRATION_FILES = {
     "test_atlas.py",
     "test_readme.py",
 }
-#: Folders whose every file is integration (nipype workflows, deployment, clusters).
-INTEGRATION_FOLDERS = ("workflows/",)
+#: Folders whose every file is integration (nipype workflows, deployment, clusters; the fault-model
+#: tests damage a simulated trial and run the CLI or a run's measures on it: seconds to minutes each).
+INTEGRATION_FOLDERS = ("workflows/", "faults/")
 
 
 def pytest_collection_modifyitems(config, items):
