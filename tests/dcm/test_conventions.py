@@ -106,6 +106,52 @@ def test_bold_signal_is_exactly_linear_in_te_when_epsilon_is_zero():
     np.testing.assert_allclose(y30, expected, rtol=1e-13)
 
 
+def _published_bold(v, q, epsilon, te):
+    """Stephan et al. 2007 eqs. 12-14 with ε = exp(epsilon) and the published constants."""
+    eps = np.exp(epsilon)
+    return V0 * (4.3 * NU0 * E0 * te * (1 - q) + eps * R0 * E0 * te * (1 - q / v) + (1 - eps) * (1 - v))
+
+
+def test_bold_signal_with_nonzero_epsilon_is_the_published_equation():
+    """epsilon = ±0.3 makes k3 = 1 - ε non-zero: the volume term V0 k3 (1 - v) enters with a plus sign."""
+    x = np.zeros((2, 5))
+    x[:, 3], x[:, 4] = [0.08, -0.03], [-0.05, 0.04]
+    v, q = np.exp(x[:, 3]), np.exp(x[:, 4])
+    for epsilon in (0.3, -0.3):
+        np.testing.assert_allclose(model.gx(x, epsilon, 0.04), _published_bold(v, q, epsilon, 0.04), rtol=1e-13)
+    # k3 (1 - v) alone: v = 1.1, q = v keeps only the volume term; ε = e^0.3 gives k3 = -0.35
+    only_v = np.zeros((1, 5))
+    only_v[0, 3] = only_v[0, 4] = np.log(1.1)
+    expected = V0 * (4.3 * NU0 * E0 * 0.04 * (1 - 1.1) + (1 - np.exp(0.3)) * (1 - 1.1))
+    assert model.gx(only_v, 0.3, 0.04)[0] == pytest.approx(expected, rel=1e-13)
+
+
+def test_bold_signal_takes_one_epsilon_per_batch_of_regions():
+    """x (batch, n, 5) with epsilon (batch,): each batch element uses its own ε for all its regions."""
+    rng = np.random.default_rng(0)
+    x = 0.05 * rng.standard_normal((3, 2, 5))
+    epsilon = np.array([-0.2, 0.0, 0.4])
+    got = model.gx(x, epsilon, 0.04)
+    assert got.shape == (3, 2)
+    for b in range(3):
+        v, q = np.exp(x[b, :, 3]), np.exp(x[b, :, 4])
+        np.testing.assert_allclose(got[b], _published_bold(v, q, epsilon[b], 0.04), rtol=1e-13)
+
+
+def test_flow_of_integer_states_and_inputs_is_not_truncated():
+    """Integer arrays (a state at rest, an on/off input) give the float flow, not an integer-truncated one."""
+    P = {"A": np.array([[0.0, 0.2], [0.4, 0.0]]), "B": np.zeros((1, 2, 2)), "C": np.array([[1.0], [0.0]]),
+         "transit": np.zeros(2), "decay": 0.0, "epsilon": 0.0}
+    x_int = np.zeros((2, 5), dtype=int)
+    x_int[0, 0] = 1
+    flow = model.fx(x_int, np.array([1]), P)
+    expected = _published_flow(x_int.astype(float), np.array([1.0]), P["A"], P["C"], P["transit"], 0.0)
+    assert flow.dtype == float
+    np.testing.assert_allclose(flow, expected, rtol=1e-13)
+    # neuronal row of region 0: -exp(0)/2 x 1 + 1/16 = -0.4375 (Friston et al. 2003 with C/16)
+    assert flow[0, 0] == pytest.approx(-0.5 + 1 / 16, rel=1e-13)
+
+
 def test_finite_difference_steps_are_spm_diffs():
     """SPM12 spm_diff (used by spm_nlsi_GN for dy/dθ and by spm_bireduce for the Jacobian) steps
     by exp(-8); the inversion's Jacobian of the prediction is the forward difference at that step."""
