@@ -152,6 +152,25 @@ def test_flow_of_integer_states_and_inputs_is_not_truncated():
     assert flow[0, 0] == pytest.approx(-0.5 + 1 / 16, rel=1e-13)
 
 
+def test_neuronal_flow_is_bilinear_in_the_inputs():
+    """dx/dt = (A + Σ_j u_j B_j) x + C u / 16 with log-scaled self-connections (Friston et al. 2003
+    eq. 1; spm_fx_fmri): written out for two regions and two inputs, modulation on and off."""
+    A = np.array([[-0.2, 0.1], [0.4, 0.3]])
+    B = np.array([[[0.0, 0.0], [0.0, 0.0]], [[0.5, -0.3], [0.6, -0.4]]])
+    C = np.array([[0.8, 0.0], [0.0, 0.2]])
+    P = {"A": A, "B": B, "C": C, "transit": np.zeros(2), "decay": 0.0, "epsilon": 0.0}
+    x = np.zeros((2, 5))
+    x[:, 0] = [0.3, -0.2]
+    for u in (np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array([0.0, 2.0])):
+        M = A + u[1] * B[1]
+        M[0, 0], M[1, 1] = -np.exp(M[0, 0]) / 2, -np.exp(M[1, 1]) / 2
+        expected = M @ x[:, 0] + C @ u / 16
+        np.testing.assert_allclose(model.fx(x, u, P)[:, 0], expected, rtol=1e-13)
+    # the modulatory input changes the flow: off vs on differs by B_1 x off the diagonal
+    off, on = model.fx(x, np.array([1.0, 0.0]), P)[:, 0], model.fx(x, np.array([1.0, 1.0]), P)[:, 0]
+    assert abs((on - off)[0] - (-0.3 * -0.2 + (-np.exp(-0.2 + 0.5) + np.exp(-0.2)) / 2 * 0.3 + 0.0)) < 1e-12
+
+
 def test_finite_difference_steps_are_spm_diffs():
     """SPM12 spm_diff (used by spm_nlsi_GN for dy/dθ and by spm_bireduce for the Jacobian) steps
     by exp(-8); the inversion's Jacobian of the prediction is the forward difference at that step."""
