@@ -171,6 +171,29 @@ def test_neuronal_flow_is_bilinear_in_the_inputs():
     assert abs((on - off)[0] - (-0.3 * -0.2 + (-np.exp(-0.2 + 0.5) + np.exp(-0.2)) / 2 * 0.3 + 0.0)) < 1e-12
 
 
+def test_bilinear_operators_take_integer_modulation_and_any_batch_axes():
+    """J1's neuronal block is B_j off the diagonal and -exp(A_ii)/2 B_j,ii on it (d/du of the
+    log-scaled self-inhibition): exact for an integer B, and per element for two leading batch axes."""
+    A = np.array([[0.0, 0.0], [0.5, np.log(3.0)]])
+    B = np.array([[[1, 2], [0, -1]]])                      # integer modulation, diagonal included
+    C = np.array([[1], [0]])
+    _, J1, c = model.jacobian_at_rest(A, B, C, np.zeros(2), 0.0, method="analytic")
+    np.testing.assert_allclose(J1[0, :2, :2], [[-0.5 * 1, 2.0], [0.0, -1.5 * -1]], rtol=1e-13)
+    np.testing.assert_allclose(c[0, :2], [1 / 16, 0.0], rtol=1e-13)
+    rng = np.random.default_rng(1)
+    As = 0.2 * rng.standard_normal((2, 3, 2, 2))
+    Bs = 0.2 * rng.standard_normal((2, 3, 1, 2, 2))
+    Cs = rng.standard_normal((2, 3, 2, 1))
+    transit, decay = 0.1 * rng.standard_normal((2, 3, 2)), 0.1 * rng.standard_normal((2, 3, 2))
+    J0s, J1s, cs = model.jacobian_at_rest(As, Bs, Cs, transit, decay)
+    for i in range(2):
+        for j in range(3):
+            J0, J1, c = model.jacobian_at_rest(As[i, j], Bs[i, j], Cs[i, j], transit[i, j], decay[i, j])
+            np.testing.assert_allclose(J0s[i, j], J0, rtol=1e-14)
+            np.testing.assert_allclose(J1s[i, j], J1, rtol=1e-14)
+            np.testing.assert_allclose(cs[i, j], c, rtol=1e-14)
+
+
 def test_finite_difference_steps_are_spm_diffs():
     """SPM12 spm_diff (used by spm_nlsi_GN for dy/dθ and by spm_bireduce for the Jacobian) steps
     by exp(-8); the inversion's Jacobian of the prediction is the forward difference at that step."""
