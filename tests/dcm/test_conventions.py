@@ -180,6 +180,16 @@ def test_bilinear_operators_take_integer_modulation_and_any_batch_axes():
     _, J1, c = model.jacobian_at_rest(A, B, C, np.zeros(2), 0.0, method="analytic")
     np.testing.assert_allclose(J1[0, :2, :2], [[-0.5 * 1, 2.0], [0.0, -1.5 * -1]], rtol=1e-13)
     np.testing.assert_allclose(c[0, :2], [1 / 16, 0.0], rtol=1e-13)
+    # SPM12 spm_bireduce takes d/du of -exp(a + u b)/2 by a forward difference with step exp(-8)
+    h = np.exp(-8.0)
+    B_float = np.array([[[0.7, 0.2], [0.0, -0.9]]])
+    B_before = B_float.copy()
+    _, J1_spm, _ = model.jacobian_at_rest(A, B_float, C, np.zeros(2), 0.0)
+    a = np.diag(A)
+    expected_diag = -(np.exp(a + h * np.diag(B_before[0])) - np.exp(a)) / (2 * h)
+    np.testing.assert_allclose(np.diag(J1_spm[0, :2, :2]), expected_diag, rtol=1e-12)
+    assert J1_spm[0, 0, 1] == 0.2
+    np.testing.assert_array_equal(B_float, B_before)       # the caller's B is left alone
     rng = np.random.default_rng(1)
     As = 0.2 * rng.standard_normal((2, 3, 2, 2))
     Bs = 0.2 * rng.standard_normal((2, 3, 1, 2, 2))
