@@ -204,6 +204,23 @@ def test_bilinear_operators_take_integer_modulation_and_any_batch_axes():
             np.testing.assert_allclose(cs[i, j], c, rtol=1e-14)
 
 
+def test_effective_connectivity_of_integer_and_batched_matrices():
+    """A's diagonal is a log self-inhibition: -exp(A_ii)/2 Hz (SPM12 spm_fx_fmri), also for an
+    integer A; B without inputs is no modulation; two leading batch axes are handled per element."""
+    J = model.effective_connectivity(np.array([[0, 1], [2, 0]]))
+    np.testing.assert_allclose(J, [[-0.5, 1.0], [2.0, -0.5]], rtol=1e-15)
+    B = np.ones((1, 2, 2))
+    np.testing.assert_allclose(model.effective_connectivity(np.zeros((2, 2)), B, None), [[-0.5, 0], [0, -0.5]])
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((2, 3, 2, 2))
+    batched = model.effective_connectivity(A)
+    for i in range(2):
+        for j in range(3):
+            expected = A[i, j].copy()
+            expected[[0, 1], [0, 1]] = -np.exp(np.diag(A[i, j])) / 2
+            np.testing.assert_allclose(batched[i, j], expected, rtol=1e-14)
+
+
 def test_finite_difference_steps_are_spm_diffs():
     """SPM12 spm_diff (used by spm_nlsi_GN for dy/dθ and by spm_bireduce for the Jacobian) steps
     by exp(-8); the inversion's Jacobian of the prediction is the forward difference at that step."""
