@@ -68,3 +68,58 @@ def test_dcm_vector_follows_spm12_r7771():
         assert parsed.field == name.split("_")[0]
     b = contracts.parse_dcm_parameter("B_fearful_amygdala-vmpfc")
     assert (b.input, b.source, b.target, b.is_between_regions) == ("fearful", "amygdala", "vmpfc", True)
+
+
+TOKEN_ONLY = "use letters and digits only"
+LABEL_RULE = "use letters, digits and '_' only"
+
+#: every builder with a task / contrast / ROI / input argument: (builder, valid arguments, position, name)
+BUILDER_ARGUMENTS = [
+    (contracts.activation_id, ("faces", "fearfulMinusNeutral", "dacc"), 0, "task"),
+    (contracts.activation_id, ("faces", "fearfulMinusNeutral", "dacc"), 1, "contrast"),
+    (contracts.activation_id, ("faces", "fearfulMinusNeutral", "dacc"), 2, "ROI"),
+    (contracts.gppi_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 0, "task"),
+    (contracts.gppi_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 1, "contrast"),
+    (contracts.gppi_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 2, "ROI"),
+    (contracts.gppi_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 3, "ROI"),
+    (contracts.gppi_directed_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 0, "task"),
+    (contracts.gppi_directed_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 1, "contrast"),
+    (contracts.gppi_directed_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 2, "ROI"),
+    (contracts.gppi_directed_id, ("faces", "fearfulMinusNeutral", "vmpfc", "amygdala"), 3, "ROI"),
+    (contracts.fc_id, ("rest", "vmpfc", "amygdala"), 0, "task"),
+    (contracts.fc_id, ("rest", "vmpfc", "amygdala"), 1, "ROI"),
+    (contracts.fc_id, ("rest", "vmpfc", "amygdala"), 2, "ROI"),
+    (contracts.dcm_measure_id, ("faces", "decay"), 0, "task"),
+]
+
+
+@pytest.mark.parametrize("builder, args, position, name", BUILDER_ARGUMENTS)
+def test_builders_name_the_part_that_cannot_be_an_identifier(builder, args, position, name):
+    """Task and contrast labels are BIDS labels (letters and digits: no '_'); ROI labels may hold '_'
+    (dacc_L) but no '-'. The error names the part and its value and says what is allowed."""
+    good = builder(*args)
+    assert args[position] in good
+    if name == "ROI":
+        with_underscore = list(args)
+        with_underscore[position] = "dacc_L"
+        assert "dacc_L" in builder(*with_underscore)
+        bad, rule = "da-cc", LABEL_RULE
+    else:
+        bad, rule = "face_s", TOKEN_ONLY
+    broken = list(args)
+    broken[position] = bad
+    with pytest.raises(ValueError) as err:
+        builder(*broken)
+    assert str(err.value) == f"{name} '{bad}' cannot be part of an identifier: {rule}"
+
+
+def test_dcm_names_validate_regions_and_inputs():
+    assert contracts.dcm_parameter_names(["dacc_L"], ["faces"])[0] == "A_dacc_L-dacc_L"
+    with pytest.raises(ValueError) as err:
+        contracts.dcm_parameter_names(["amyg-dala"], ["faces"])
+    assert str(err.value) == f"region 'amyg-dala' cannot be part of an identifier: {LABEL_RULE}"
+    with pytest.raises(ValueError) as err:
+        contracts.dcm_parameter_names(["amygdala"], ["fear_ful"])
+    assert str(err.value) == f"DCM input 'fear_ful' cannot be part of an identifier: {TOKEN_ONLY}"
+    with pytest.raises(ValueError, match="'B_x' is not a DCM parameter name"):
+        contracts.dcm_measure_id("faces", "B_x")
