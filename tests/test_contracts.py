@@ -123,3 +123,28 @@ def test_dcm_names_validate_regions_and_inputs():
     assert str(err.value) == f"DCM input 'fear_ful' cannot be part of an identifier: {TOKEN_ONLY}"
     with pytest.raises(ValueError, match="'B_x' is not a DCM parameter name"):
         contracts.dcm_measure_id("faces", "B_x")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("restfc_rest_a-b", "'restfc_rest_a-b' is not a measure identifier (known prefixes: activation, dcm, fc, gppi, "
+                        "gppidir)"),
+    ("fc_rest", "'fc_rest': no task label"),
+    ("fc_re-st_a-b", "'fc_re-st_a-b': no task label"),
+    ("activation_faces", "'activation_faces': no task label"),
+    ("activation_faces_fearful", "'activation_faces_fearful': no contrast label"),
+    ("activation_faces_fear-ful_dacc", "'activation_faces_fear-ful_dacc': no contrast label"),
+    ("activation_faces_c_da-cc", f"ROI 'da-cc' cannot be part of an identifier: {LABEL_RULE}"),
+    ("gppi_faces_c_a-b-c", "'gppi_faces_c_a-b-c': 'a-b-c' is not an ROI pair '<roiA>-<roiB>'"),
+    ("fc_rest_a-b-c", "'fc_rest_a-b-c': 'a-b-c' is not an ROI pair '<roiA>-<roiB>'"),
+    ("dcm_faces_A_a-b-c", "'A_a-b-c': 'a-b-c' is not an ROI pair '<roiA>-<roiB>'"),
+])
+def test_parse_errors_name_the_identifier_and_the_problem(bad, message):
+    with pytest.raises(ValueError) as err:
+        parse_measure_id(bad)
+    assert str(err.value) == message
+
+
+def test_a_pair_pattern_with_three_rois_is_not_reversed():
+    """Only a two-ROI pair has a reversed form: 'a-b-c' must not be read as the pair (b, a)."""
+    assert match_measures(["gppi_faces_c_a-b-c"], ["gppi_faces_c_b-a"], strict=False) == {"gppi_faces_c_a-b-c": []}
+    assert match_measures(["gppi_faces_c_a-b"], ["gppi_faces_c_b-a"]) == {"gppi_faces_c_a-b": ["gppi_faces_c_b-a"]}
