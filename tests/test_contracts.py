@@ -148,3 +148,28 @@ def test_a_pair_pattern_with_three_rois_is_not_reversed():
     """Only a two-ROI pair has a reversed form: 'a-b-c' must not be read as the pair (b, a)."""
     assert match_measures(["gppi_faces_c_a-b-c"], ["gppi_faces_c_b-a"], strict=False) == {"gppi_faces_c_a-b-c": []}
     assert match_measures(["gppi_faces_c_a-b"], ["gppi_faces_c_b-a"]) == {"gppi_faces_c_a-b": ["gppi_faces_c_b-a"]}
+
+
+def test_unmatched_pattern_suggests_the_three_nearest_ids_above_half_similarity():
+    """difflib similarity of each id to 'fc_rest_amygdla-*': amyg-x 0.84, a-b 0.71, insula-dacc 0.61,
+    vmpfc-dacc 0.57, 'fcrest' 0.52, gppi_faces_c_amygdala-dacc 0.56: at most three, best first,
+    none below 0.5 ('fcrest' at 0.52 is still offered when fewer are closer)."""
+    ids = ["fc_rest_vmpfc-dacc", "fc_rest_a-b", "fc_rest_insula-dacc", "fc_rest_amyg-x", "xyz"]
+    with pytest.raises(UnmatchedPatternError) as err:
+        match_measures(["fc_rest_amygdla-*"], ids)
+    assert err.value.suggestions == ["fc_rest_amyg-x", "fc_rest_a-b", "fc_rest_insula-dacc"]
+    with pytest.raises(UnmatchedPatternError) as err:
+        match_measures(["fc_rest_amygdla-*"], ["fc_rest_amyg-x", "fcrest", "xyz"])
+    assert err.value.suggestions == ["fc_rest_amyg-x", "fcrest"]
+    assert str(err.value) == ("measure pattern 'fc_rest_amygdla-*' matches no measure; "
+                              "nearest ids: fc_rest_amyg-x, fcrest")
+    with pytest.raises(UnmatchedPatternError) as err:
+        match_measures(["fc_rest_amygdla-*"], ["xyz"])
+    assert str(err.value) == "measure pattern 'fc_rest_amygdla-*' matches no measure"
+
+
+def test_dcm_field_sizes_follow_spm12_r7771():
+    """2 regions, 2 inputs: A 2x2, B 2x2x2, C 2x2, one transit per region, one decay, one epsilon."""
+    assert contracts.dcm_field_sizes(2, 2) == {"A": 4, "B": 8, "C": 4, "transit": 2, "decay": 1, "epsilon": 1}
+    assert contracts.dcm_field_sizes(3, 1) == {"A": 9, "B": 9, "C": 3, "transit": 3, "decay": 1, "epsilon": 1}
+    assert list(contracts.dcm_field_sizes(1, 1)) == list(contracts.DCM_FIELDS)
