@@ -173,3 +173,29 @@ def test_dcm_field_sizes_follow_spm12_r7771():
     assert contracts.dcm_field_sizes(2, 2) == {"A": 4, "B": 8, "C": 4, "transit": 2, "decay": 1, "epsilon": 1}
     assert contracts.dcm_field_sizes(3, 1) == {"A": 9, "B": 9, "C": 3, "transit": 3, "decay": 1, "epsilon": 1}
     assert list(contracts.dcm_field_sizes(1, 1)) == list(contracts.DCM_FIELDS)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("A_amygdala-vmpfc", contracts.DCMParameter("A", source="amygdala", target="vmpfc")),
+    ("B_fearful_dacc_L-vmpfc", contracts.DCMParameter("B", input="fearful", source="dacc_L", target="vmpfc")),
+    ("C_faces_dacc_L", contracts.DCMParameter("C", input="faces", target="dacc_L")),
+    ("transit_dacc_L", contracts.DCMParameter("transit", region="dacc_L")),
+    ("decay", contracts.DCMParameter("decay")),
+    ("epsilon", contracts.DCMParameter("epsilon")),
+])
+def test_dcm_parameter_names_parse_into_every_field(name, expected):
+    assert contracts.parse_dcm_parameter(name) == expected
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("B_fear-ful_a-b", "'B_fear-ful_a-b' is not a DCM parameter name"),
+    ("B_fearful_amygdala", "'B_fearful_amygdala': 'amygdala' is not an ROI pair"),
+    ("B_x_a-b-c", "'B_x_a-b-c': 'a-b-c' is not an ROI pair"),
+    ("C_faces_a-b", "'C_faces_a-b' is not a DCM parameter name"),
+    ("C_faces", "'C_faces' is not a DCM parameter name"),
+    ("transit_a-b", "'transit_a-b' is not a DCM parameter name"),
+])
+def test_malformed_dcm_parameter_names_are_named(bad, message):
+    with pytest.raises(ValueError) as err:
+        contracts.parse_dcm_parameter(bad)
+    assert str(err.value).startswith(message)
