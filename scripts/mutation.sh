@@ -5,6 +5,8 @@
 #   scripts/mutation.sh                         # every module of MODULES below (hours of CPU)
 #   scripts/mutation.sh ptsd_bidsapp/measures/restfc.py      # one module (its tests from MODULES)
 #   JOBS=2 REPORT=scripts/mutation_report.md scripts/mutation.sh ...
+#   MUTANTS="ptsd_bidsapp.dcm.model.x_gx__mutmut_28 ..." scripts/mutation.sh ptsd_bidsapp/dcm/model.py
+#                                               # re-run only these mutants (e.g. last run's survivors)
 #
 # Runs in a scratch copy of the checkout (mutmut writes ./mutants), with nice -n 15. The score
 # is killed / (killed + survived + timeout + suspicious); "no tests" mutants (lines no selected
@@ -58,7 +60,7 @@ for module in "${targets[@]}"; do
     for t in $tests; do printf '    %s\n' "$t"; done
   } >> "$work/setup.cfg"
   start=$(date +%s)
-  (cd "$work" && env -u PYTHONPATH nice -n 15 "$PYTHON" -m mutmut run --max-children "$JOBS" > run.log 2>&1) || true
+  (cd "$work" && env -u PYTHONPATH nice -n 15 "$PYTHON" -m mutmut run --max-children "$JOBS" ${MUTANTS:-} > run.log 2>&1) || true
   (cd "$work" && env -u PYTHONPATH "$PYTHON" -m mutmut results --all true > results.txt 2>&1) || true
   seconds=$(( $(date +%s) - start ))
   "$PYTHON" - "$work" "$module" "$tests" "$seconds" "$REPORT" "$PYTHON" <<'EOF'

@@ -24,7 +24,9 @@ INTEGRATION_FILES = {
     "bids/test_validation.py",
     "dcm/test_dcm_inversion.py",
     "dcm/test_dcm_participant.py",
+    "dcm/test_noise_model.py",
     "glmnet/test_inference.py",
+    "group/test_changes.py",
     "group/test_dcm_group.py",
     "group/test_models.py",
     "group/test_run_group.py",
@@ -37,8 +39,9 @@ INTEGRATION_FILES = {
     "test_atlas.py",
     "test_readme.py",
 }
-#: Folders whose every file is integration (nipype workflows, deployment, clusters).
-INTEGRATION_FOLDERS = ("workflows/",)
+#: Folders whose every file is integration (nipype workflows, deployment, clusters; the fault-model
+#: tests damage a simulated trial and run the CLI or a run's measures on it: seconds to minutes each).
+INTEGRATION_FOLDERS = ("workflows/", "faults/")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -44,3 +44,27 @@ def test_default_equals_documented_value(section, key):
         pytest.skip(f"{document} not available outside the project checkout")
     assert phrase in _flat(document.read_text()), f"{document.name} no longer documents {section}.{key}: {phrase!r}"
     assert load_config(None)[section][key] == value
+
+
+#: Defaults taken over from the reference implementations, typed in from their sources (SPM12:
+#: spm_dcm_estimate.m `DCM.options.hE = 6`, `maxit = 128`; spm_dcm_peb.m `alpha = 1`, `beta = 16`,
+#: `gE = 0`, `gC = 1/16`; spm_defaults.m `defaults.stats.fmri.t = 16`; spm_gx_fmri.m `TE = 0.04`;
+#: R glmnet `nlambda = 100`), so a changed default that still matches the README fails here too.
+REFERENCE_DEFAULTS = {
+    ("dcm", "hE"): (6.0, "SPM12 spm_dcm_estimate: DCM.options.hE = 6"),
+    ("dcm", "max_iterations"): (128, "SPM12 spm_dcm_estimate: DCM.options.maxit = 128"),
+    ("dcm", "te"): (0.04, "SPM12 r7771 spm_gx_fmri: TE = 0.04"),
+    ("dcm", "microtime_bins"): (16, "SPM12 spm_defaults: defaults.stats.fmri.t = 16"),
+    ("gppi", "fmri_t"): (16, "SPM12 spm_defaults: defaults.stats.fmri.t = 16"),
+    ("peb", "alpha"): (1.0, "SPM12 spm_dcm_peb: alpha = 1"),
+    ("peb", "beta"): (16.0, "SPM12 spm_dcm_peb: beta = 16"),
+    ("peb", "hE"): (0.0, "SPM12 spm_dcm_peb: gE = 0"),
+    ("peb", "hC"): (1 / 16, "SPM12 spm_dcm_peb: gC = 1/16"),
+    ("elastic_net", "n_lambda"): (100, "R glmnet: nlambda = 100"),
+}
+
+
+@pytest.mark.parametrize("section,key", sorted(REFERENCE_DEFAULTS))
+def test_default_equals_the_reference_implementation(section, key):
+    value, source = REFERENCE_DEFAULTS[(section, key)]
+    assert load_config(None)[section][key] == pytest.approx(value, rel=1e-15), source

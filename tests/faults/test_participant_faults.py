@@ -7,12 +7,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.cli.run import main
 from tests.faults.conftest import copy_trial
 from tests.group.conftest import fabricate
 
 REPO = Path(__file__).parents[2]
+
+#: both tests run the CLI end to end (participant level, and group level too): minutes each
+pytestmark = pytest.mark.slow
 
 
 def test_report_that_cannot_be_written_fails_the_subject(tiny_trial, tmp_path, capsys):

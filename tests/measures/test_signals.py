@@ -69,6 +69,23 @@ def test_load_bold_memory_one_copy(tmp_path):
     assert peak <= 1.5 * one_run
 
 
+def _canonical_regressors(events, conditions, n, t_r, slice_time_ref, dt=0.02):
+    from scipy.stats import gamma
+
+    t = np.arange(int(32 / dt) + 1) * dt
+    hrf = gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6
+    hrf /= hrf.sum()
+    grid = np.arange(int(round((n + 1) * t_r / dt))) * dt
+    frames = np.round((np.arange(n) + slice_time_ref) * t_r / dt).astype(int)
+    columns = []
+    for condition in conditions:
+        box = np.zeros(grid.size)
+        for _, row in events[events["trial_type"] == condition].iterrows():
+            box[(grid >= row["onset"]) & (grid < row["onset"] + row["duration"])] = 1.0
+        columns.append(np.convolve(box, hrf)[: grid.size][frames])
+    return np.column_stack(columns)
+
+
 def test_roi_glm_recovers_planted_psc_effect():
     rng = np.random.default_rng(2)
     t_r, n = 2.0, 200
@@ -76,7 +93,9 @@ def test_roi_glm_recovers_planted_psc_effect():
     events = pd.DataFrame({"onset": onsets, "duration": 15.0,
                            "trial_type": (["fearful", "neutral"] * len(onsets))[: len(onsets)]})
     design = task_design_matrix(n, t_r, events, slice_time_ref=0.5)
-    x = design[["fearful", "neutral"]].to_numpy()
+    # planted with regressors made without the module: 0.02 s boxcars convolved with SPM's canonical
+    # HRF (difference of gammas 6 and 16, ratio 1/6, sum 1) sampled at the frame times (k + 0.5) TR
+    x = _canonical_regressors(events, ["fearful", "neutral"], n, t_r, slice_time_ref=0.5)
     raw = 1000 * (1 + 0.01 * (x @ [2.0, 1.0])[:, None] * [1, 0]) + rng.standard_normal((n, 2)) * 2
     psc = percent_signal_change(raw)
     table = fit_roi_glm(psc, design, {"fearfulMinusNeutral": "fearful - neutral"}, ["a", "b"])["fearfulMinusNeutral"]
