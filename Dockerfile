@@ -5,8 +5,8 @@
 #                --build-arg PREFETCH_TEMPLATES=0 -t ptsd_bidsapp .
 #
 # BASE_IMAGE: any image with `python` (>= 3.11) and `pip` first on PATH that may install into
-#   its environment (the official python:3.11-slim by default; CI uses a debootstrapped Debian
-#   bookworm stand-in, ci/make-base-rootfs.sh).
+#   its environment (the official python:3.11-slim by default; CI uses a Debian bookworm stand-in
+#   made with mmdebstrap, ci/make-base-rootfs.sh).
 # PREFETCH_TEMPLATES=0 skips the TemplateFlow download (it needs the TemplateFlow server): the app
 #   then uses the MNI152NLin2009cAsym brain mask packaged with it (ptsd_bidsapp/templates.py).
 ARG BASE_IMAGE=python:3.11-slim

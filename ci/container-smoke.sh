@@ -5,27 +5,31 @@
 #
 #   ci/container-smoke.sh            (as root, on Debian; CI runs it from .ci/run)
 #
-# No Docker Hub here: the base image is a debootstrapped Debian bookworm stand-in for
+# No Docker Hub here: the base image is a Debian bookworm (mmdebstrap) stand-in for
 # python:3.11-slim (ci/make-base-rootfs.sh), cached under $PTSD_CI_CACHE with podman's storage,
 # so a second call in the same run (or on the same machine) reuses it and the build layers.
 # Podman is configured through CONTAINERS_CONF / CONTAINERS_STORAGE_CONF (ci/podman-env.sh).
+#   ci/container-smoke.sh --build-only   the base and the image only (.ci/run starts this in the
+#                                        background before `make test`; the full call then finds
+#                                        both in the cache)
 # Env: PYTHON (the pip run's interpreter, default .venv/bin/python), PTSD_CI_CACHE, SMOKE_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+BUILD_ONLY=0
+if [ "${1:-}" = --build-only ]; then BUILD_ONLY=1; fi
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-SMOKE_DIR=${SMOKE_DIR:-$(mktemp -d /var/tmp/ptsd_bidsapp-smoke.XXXXXX)}
 BASE=localhost/ptsd-ci-base:bookworm
 IMAGE=localhost/ptsd_bidsapp:ci
 RUN_UID=4242  # an arbitrary uid with no passwd entry in the image, as on a cluster
 t0=$SECONDS
 step() { echo "== [$((SECONDS - t0)) s] $*"; }
 
-step "podman, runc, debootstrap"
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v debootstrap >/dev/null; then
+step "podman, runc, mmdebstrap"
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v mmdebstrap >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends podman runc debootstrap uidmap >/dev/null
+    apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends podman runc mmdebstrap uidmap >/dev/null
 fi
 . ci/podman-env.sh
 
@@ -34,8 +38,13 @@ ci/make-base-rootfs.sh "$PTSD_CI_CACHE" "$BASE"
 
 step "podman build $IMAGE"
 nice -n 10 podman build --quiet --network=host --build-arg BASE_IMAGE="$BASE" --build-arg PREFETCH_TEMPLATES=0 \
-    -t "$IMAGE" . > "$SMOKE_DIR/build.log" 2>&1 || { tail -40 "$SMOKE_DIR/build.log"; exit 1; }
+    -t "$IMAGE" . > "$PTSD_CI_CACHE/build.log" 2>&1 || { tail -40 "$PTSD_CI_CACHE/build.log"; exit 1; }
 podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "image size %.0f MB\n", $1 / 1e6}'
+if [ "$BUILD_ONLY" = 1 ]; then
+    step "image built"
+    exit 0
+fi
+SMOKE_DIR=${SMOKE_DIR:-$(mktemp -d /var/tmp/ptsd_bidsapp-smoke.XXXXXX)}
 
 step "simulated trial (4 subjects) in $SMOKE_DIR"
 "$PYTHON" -m ptsd_bidsapp.simulate.cli "$SMOKE_DIR/bids" --n-subjects 4 --seed 11 --resolution 8 --n-volumes 80 --quiet
@@ -95,7 +104,7 @@ pip_app group
 
 step "compare container vs pip outputs"
 "$PYTHON" ci/compare_outputs.py "$PIP_DIR/out" "$DATA/out" --path-map "$PIP_DIR/out=$DATA/out" \
-    --path-map "$PIP_DIR/out=/out" --path-map "$DATA/bids=/bids" --path-map "file://$DATA/bids=file:///bids" --path-map "$PIP_DIR/work=/tmp/work" \
-    --path-map "$PIP_DIR/work=/scratch/work"
+    --path-map "$PIP_DIR/out=/out" --path-map "$DATA/bids=/bids" --path-map "file://$DATA/bids=file:///bids" \
+    --path-map "$PIP_DIR/work=/tmp/work" --path-map "$PIP_DIR/work=/scratch/work"
 step "container smoke test passed"
 rm -rf "$SMOKE_DIR"

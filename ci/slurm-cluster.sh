@@ -25,7 +25,7 @@ install_packages() {
         echo "installing slurm-wlm and munge (apt-get)"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+        apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends slurm-wlm munge >/dev/null
     fi
 }
 
@@ -124,7 +124,8 @@ stop() {
 
 status() {
     for daemon in slurmctld slurmd; do
-        alive "$STATE/$daemon.pid" && echo "$daemon: running ($(cat "$STATE/$daemon.pid"))" || echo "$daemon: not running"
+        if alive "$STATE/$daemon.pid"; then echo "$daemon: running ($(cat "$STATE/$daemon.pid"))"
+        else echo "$daemon: not running"; fi
     done
     munge_ok && echo "munge: running" || echo "munge: not running"
     sinfo 2>/dev/null || true

@@ -99,6 +99,29 @@ def test_failed_job_fails_the_run_naming_the_subject(plugin, small_trial, tmp_pa
     assert seconds < RUN_TIMEOUT
 
 
+@pytest.mark.parametrize("plugin", ["SLURM", "SLURMGraph"])
+def test_node_error_on_bad_data_fails_the_run_naming_subject_and_file(plugin, small_trial, tmp_path):
+    """A job that runs but whose node meets unusable data (an all-zero BOLD run): the error travels back
+    from the cluster job to the summary, with the subject and the file named."""
+    import nibabel as nib
+    import numpy as np
+
+    bids = tmp_path / "bids"
+    shutil.copytree(small_trial, bids, symlinks=True)
+    bold = next((bids / "derivatives" / "fmriprep" / "sub-02" / "ses-pre" / "func").glob("*task-faces*_bold.nii.gz"))
+    img = nib.load(bold)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine, img.header), bold)
+    args = tmp_path / "plugin_args.json"
+    args.write_text(json.dumps({"status_poll_seconds": 1}))
+    proc, seconds = _run(bids, tmp_path, "--participant-label", "02", "--session-label", "pre", "--no-dcm",
+                         "--no-reports", "--plugin", plugin, "--plugin-args", str(args))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "0/1 subject(s) succeeded" in proc.stdout
+    failed = [line for line in proc.stdout.splitlines() if "FAILED sub-02" in line]
+    assert len(failed) == 1 and bold.name in failed[0] and "all zeros" in failed[0], proc.stdout
+    assert seconds < RUN_TIMEOUT
+
+
 def test_readme_sbatch_array_script_runs_one_job_per_subject(small_trial, tmp_path):
     """The README's `sbatch --array=1-N scripts/sbatch_participants.sh BIDS OUT WORK` (pip install as the app)."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "sbatch_participants.sh"
