@@ -85,7 +85,8 @@ def test_isal_is_the_accelerator_when_installed():
     assert bold_stream.gzip_module(False) is gzip
 
 
-def test_low_mem_reads_one_volume_at_a_time_and_bounds_peak_memory(tmp_path):
+def test_low_mem_reads_one_volume_at_a_time_and_bounds_peak_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(bold_stream, "BLOCK_BYTES", 64 * 2**20)  # default mode: the whole 26 MB run in one read
     rng = np.random.default_rng(3)
     data = rng.standard_normal((64, 64, 40, 40)).astype(np.float32)
     path = tmp_path / "bold.nii.gz"
