@@ -73,7 +73,10 @@ class _RunMeasuresInputSpec(BaseInterfaceInputSpec):
     events = File(exists=True, desc="events TSV (task runs)")
     atlas_dseg = File(exists=True, mandatory=True, desc="atlas-ptsdcircuit dseg")
     atlas_labels = File(exists=True, mandatory=True, desc="atlas labels TSV")
-    run_info = traits.Dict(mandatory=True, desc="RunInputs fields (labels, TR, slice-time reference, entities)")
+    # hash_files=False: nipype would otherwise md5 every string naming a file, the BOLD path in run_info
+    # included (twice per hash); the files are hashed through their own inputs above
+    run_info = traits.Dict(mandatory=True, hash_files=False,
+                           desc="RunInputs fields (labels, TR, slice-time reference, entities)")
     config = traits.Dict(mandatory=True, desc="resolved analysis configuration")
     low_mem = traits.Bool(False, usedefault=True, nohash=True,
                           desc="decompress the BOLD one volume at a time (same results: not part of the hash)")
@@ -112,7 +115,8 @@ class RunMeasures(SimpleInterface):
 
 class _SessionInputSpec(BaseInterfaceInputSpec):
     results = traits.List(File(exists=True), desc="results of the session's run nodes")
-    failed_runs = traits.List(traits.Dict, desc="results of the session's runs unusable at input collection")
+    failed_runs = traits.List(traits.Dict, hash_files=False,  # their reasons, not their files' bytes
+                              desc="results of the session's runs unusable at input collection")
     config = traits.Dict(mandatory=True)
     session_info = traits.Dict(mandatory=True, desc="subject, session")
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS/OpenMP threads of this node's process")
