@@ -146,8 +146,10 @@ def main() -> int:
             f"--low-mem {low[-1]['wall']:.1f} s, baseline {old[-1]['wall']:.1f} s "
             f"(load {os.getloadavg()[0]:.1f})")
     say()
-    say(f"{'one 2 mm subject (6 runs), medians of ' + str(opts.repeats):<52}{'wall s':>9}{'CPU s':>9}{'peak RSS MB':>13}")
-    say(f"{'gunzip floor (gzip.decompress of the 6 BOLD)':<52}{median(floor, 'wall'):>9.1f}{median(floor, 'cpu'):>9.1f}")
+    title = f"one 2 mm subject (6 runs), medians of {opts.repeats}"
+    say(f"{title:<52}{'wall s':>9}{'CPU s':>9}{'peak RSS MB':>13}")
+    floor_label = "gunzip floor (gzip.decompress of the 6 BOLD)"
+    say(f"{floor_label:<52}{median(floor, 'wall'):>9.1f}{median(floor, 'cpu'):>9.1f}")
     for label, res in (("participant level, this tree", new), ("participant level, this tree, --low-mem", low),
                        ("participant level, baseline", old)):
         say(f"{label:<52}{median(res, 'wall'):>9.1f}{median(res, 'cpu'):>9.1f}{median(res, 'rss_mb'):>13.0f}")

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="BLAS/OpenMP threads per process (default: nprocs divided among the processes that run "
                            "at once, so MultiProc does not oversubscribe the CPUs; 1 for batch plugins)")
     perf.add_argument("--low-mem", "--low_mem", dest="low_mem", action="store_true",
-                      help="bound memory: decompress each BOLD one volume at a time instead of 16 MB blocks (same results)")
+                      help="bound memory: decompress each BOLD one volume at a time instead of 16 MB blocks "
+                           "(same results)")
     perf.add_argument("--plugin", default="MultiProc", help=f"nipype execution plugin ({', '.join(PLUGINS)})")
     perf.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", metavar="JSON",
                       help="plugin arguments as a JSON string or a path to a JSON file, e.g. '{\"sbatch_args\": \"-p normal\"}'")
