@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,13 +206,29 @@ def _invalid_json_files(roots: list[Path]) -> list[str]:
     return bad
 
 
-def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_database: bool = False):
+def subject_ignore_pattern(participants: list[str] | None):
+    """pybids ``ignore`` pattern skipping every ``sub-*`` folder but those of ``participants`` (None: none).
+
+    pybids matches it against each path relative to the dataset root (``/sub-02/ses-pre/...``) and
+    does not descend into a folder it ignores, so one subject of many is indexed in the time of one.
+    """
+    if not participants:
+        return None
+    labels = "|".join(re.escape(label) for label in sorted(set(participants)))
+    return re.compile(rf"^/sub-(?!(?:{labels})(?:/|$))")
+
+
+def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_database: bool = False,
+                participants: list[str] | None = None):
     """Index ``bids_dir`` with the fMRIPrep ``derivatives`` (pybids), database cached in ``work_dir``.
 
-    The database lives in ``work_dir/bids_db/<signature>``, keyed by :func:`dataset_signature`
+    The database lives in ``work_dir/bids_db/<signature>/<selection>``, keyed by :func:`dataset_signature`
     of both datasets (path, size and modification time of every indexed file): a rerun after a
     file was fixed, added or removed indexes the dataset afresh instead of trusting a stale
-    index; databases of earlier signatures are removed.
+    index; databases of earlier signatures are removed. With ``participants``, only those subjects'
+    folders are indexed (:func:`subject_ignore_pattern`; ``<selection>`` names the set), so a job of one
+    subject does not index the whole dataset; indexes of other selections of the same dataset state
+    are kept (concurrent jobs of a cluster may share the work dir).
 
     Raises
     ------
@@ -219,7 +236,7 @@ def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_databas
         If a folder is missing (exit 66), the derivatives lack a valid ``dataset_description.json``,
         a JSON sidecar is not valid JSON or a symbolic link loops (65).
     """
-    from bids import BIDSLayout
+    from bids import BIDSLayout, BIDSLayoutIndexer
 
     bids_dir, derivatives = Path(bids_dir), Path(derivatives)
     if not bids_dir.is_dir():
@@ -252,11 +269,19 @@ def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_databas
     roots = [bids_dir, derivatives]  # the raw walk skips derivatives/: they are signed from their own root
     signature = dataset_signature(roots, {bids_dir: _UNINDEXED, derivatives: {"derivatives"}})
     databases = Path(work_dir) / "bids_db"
-    database = databases / signature[:20]
+    ignore = subject_ignore_pattern(participants)
+    selection = "all" if ignore is None else "sub-" + hashlib.sha1(ignore.pattern.encode()).hexdigest()[:12]
+    database = databases / signature[:20] / selection
     databases.mkdir(parents=True, exist_ok=True)
     for old in databases.iterdir():  # indexes of an earlier state of the dataset (and the unkeyed layout)
-        if old != database:
+        if old != database.parent:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    indexer = None
+    if ignore is not None:
+        from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
+
+        # pybids' default ignores (code/, sourcedata/, ...; dot files always) plus the other subjects
+        indexer = BIDSLayoutIndexer(validate=False, ignore=[*DEFAULT_LOCATIONS_TO_IGNORE, ignore])
     try:
         return BIDSLayout(
             str(bids_dir),
@@ -264,6 +289,7 @@ def make_layout(bids_dir: Path, derivatives: Path, work_dir: Path, reset_databas
             derivatives=[str(derivatives)],
             database_path=str(database),
             reset_database=reset_database,
+            indexer=indexer,
         )
     except (ValueError, OSError) as err:  # pybids: OSError "Error occurred while trying to decode JSON"
         shutil.rmtree(database, ignore_errors=True)  # never keep a half-built index
@@ -288,6 +314,10 @@ def select_participants(layout, labels: list[str] | None) -> list[str]:
     if labels:
         missing = [lab for lab in labels if lab not in available]
         if missing:
+            # a layout indexed for the requested subjects only (make_layout's participants) does not
+            # know the others: list the subject folders of the derivatives instead
+            roots = [Path(d.root) for d in layout.derivatives.values()] or [Path(layout.root)]
+            available = sorted({p.name[len("sub-"):] for root in roots for p in root.glob("sub-*") if p.is_dir()})
             raise InputError(
                 "participant label(s) not found with fMRIPrep outputs: "
                 + ", ".join(f"sub-{m}" for m in missing)

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--nprocs", "--n-cpus", "--n_cpus", dest="nprocs", type=int, default=os.cpu_count() or 1,
                       help="maximum number of processes")
     perf.add_argument("--mem-gb", "--mem_gb", dest="mem_gb", type=float, metavar="GB", help="memory limit for the MultiProc plugin (GB)")
+    perf.add_argument("--omp-nthreads", "--omp_nthreads", dest="omp_nthreads", type=int, metavar="N",
+                      help="BLAS/OpenMP threads per process (default: nprocs divided among the processes that run "
+                           "at once, so MultiProc does not oversubscribe the CPUs; 1 for batch plugins)")
+    perf.add_argument("--low-mem", "--low_mem", dest="low_mem", action="store_true",
+                      help="bound memory: decompress each BOLD one volume at a time instead of 16 MB blocks "
+                           "(same results)")
     perf.add_argument("--plugin", default="MultiProc", help=f"nipype execution plugin ({', '.join(PLUGINS)})")
     perf.add_argument("--plugin-args", "--plugin_args", dest="plugin_args", metavar="JSON",
                       help="plugin arguments as a JSON string or a path to a JSON file, e.g. '{\"sbatch_args\": \"-p normal\"}'")
@@ -134,6 +140,8 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         problems.append(f"work dir {args.work_dir} is inside bids_dir {args.bids_dir}: choose a folder outside the input dataset")
     if args.nprocs is not None and args.nprocs < 1:
         problems.append(f"--nprocs must be a positive integer (got {args.nprocs})")
+    if getattr(args, "omp_nthreads", None) is not None and args.omp_nthreads < 1:
+        problems.append(f"--omp-nthreads must be a positive integer (got {args.omp_nthreads})")
     if args.mem_gb is not None and args.mem_gb <= 0:
         problems.append(f"--mem-gb must be positive (got {args.mem_gb})")
     if args.plugin not in PLUGINS:

@@ -1,12 +1,10 @@
-"""ROI signals from a 4D BOLD and the ROI-level first-level GLM (nilearn design, AR(1))."""
+"""ROI mean signals and the ROI-level first-level GLM (nilearn design, AR(1))."""
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Mapping, Sequence
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.glm.first_level import make_first_level_design_matrix, run_glm
@@ -14,49 +12,18 @@ from nilearn.glm.first_level import make_first_level_design_matrix, run_glm
 from ptsd_bidsapp.measures.errors import MeasureError
 
 
-def load_bold_float32(bold_path: str | Path) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Read a 4D BOLD once as float32 (one copy in memory).
-
-    Returns
-    -------
-    data : ndarray, float32, shape (x, y, z, t)
-    img : Nifti1Image
-        The proxy image (header/affine; data not cached).
-
-    Raises
-    ------
-    MeasureError
-        Not 4D, unreadable (e.g. truncated .nii.gz), or all zeros.
-    """
-    try:
-        # keep_file_open: the gzip stream stays open so volume-by-volume reads go forward
-        # through it once; np.asarray(img.dataobj) would hold the decoded bytes and the
-        # float32 array together (measured peak ~2x one run).
-        img = nib.load(str(bold_path), keep_file_open=True)
-        if len(img.shape) != 4:
-            raise MeasureError(f"BOLD {bold_path} is not 4D (shape {img.shape})")
-        data = np.empty(img.shape, dtype=np.float32)
-        for t in range(img.shape[3]):
-            data[..., t] = img.dataobj[..., t]
-    except MeasureError:
-        raise
-    except Exception as err:  # truncated gzip, bad header
-        raise MeasureError(f"cannot read BOLD {bold_path}: {err}") from err
-    if not np.any(data):
-        raise MeasureError(f"BOLD {bold_path} is all zeros")
-    return data, img
-
-
 def roi_mean_signals(data: np.ndarray, labels: np.ndarray, label_ids: Sequence[int], source: str = "BOLD"
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean time series per ROI from an in-memory 4D array (no copy of the 4D array).
+    """Mean time series per ROI, from a 4D array or from the gathered ROI voxels.
 
     Parameters
     ----------
-    data : ndarray (x, y, z, t)
+    data : ndarray (x, y, z, t) or (n_voxels, t)
         BOLD on the same grid as ``labels`` (resample the dseg to the BOLD grid first,
-        nearest neighbour).
-    labels : ndarray of int (x, y, z)
+        nearest neighbour), or the voxels read by
+        :func:`ptsd_bidsapp.measures.bold_stream.read_bold_voxels` (one row per voxel).
+    labels : ndarray of int, shape (x, y, z) or (n_voxels,)
+        Atlas index of each voxel (0 = none).
     label_ids : sequence of int
         Atlas indices in output order.
 
@@ -67,9 +34,9 @@ def roi_mean_signals(data: np.ndarray, labels: np.ndarray, label_ids: Sequence[i
     n_voxels : ndarray of int
         Finite voxels used per ROI.
     """
-    if labels.shape != data.shape[:3]:
-        raise MeasureError(f"{source}: label grid {labels.shape} differs from BOLD grid {data.shape[:3]}")
-    signals = np.full((data.shape[3], len(label_ids)), np.nan)
+    if data.ndim != labels.ndim + 1 or labels.shape != data.shape[:labels.ndim]:
+        raise MeasureError(f"{source}: label grid {labels.shape} differs from BOLD grid {data.shape[:-1]}")
+    signals = np.full((data.shape[-1], len(label_ids)), np.nan)
     n_voxels = np.zeros(len(label_ids), int)
     for j, index in enumerate(label_ids):
         roi = data[labels == index]  # (n_vox, t): copy of the ROI only

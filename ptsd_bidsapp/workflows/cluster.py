@@ -195,3 +195,60 @@ def run_graph(workflow, plugin: str, settings: dict, wait: dict) -> None:
     finally:
         if wait:
             wait_for_slurm_jobs(wait["token"], wait["poll_seconds"])
+
+
+#: plugins that run the graph's nodes as processes of this machine, at most ``n_procs`` at once
+LOCAL_PARALLEL_PLUGINS = ("MultiProc", "LegacyMultiProc")
+
+
+def default_omp_nthreads(plugin: str, nprocs: int, n_parallel_nodes: int) -> int:
+    """BLAS/OpenMP threads per process when ``--omp-nthreads`` is not given.
+
+    MultiProc runs up to ``nprocs`` nodes at once; each node given ``nprocs`` BLAS threads would put
+    ``nprocs**2`` threads on ``nprocs`` CPUs (measured 1.3-1.75x slower on 2 cores, eigenvariates 12.6x;
+    issue 16). The CPUs are therefore shared among the nodes that can run at once: ``nprocs //
+    min(nprocs, n_parallel_nodes)``, at least 1. ``Linear`` runs one node at a time (all ``nprocs``);
+    batch plugins (SLURM, SGE, ...) get 1 per job (their jobs ask for one CPU unless ``--plugin-args``
+    says otherwise).
+
+    Parameters
+    ----------
+    plugin : str
+        nipype plugin name.
+    nprocs : int
+        ``--nprocs``.
+    n_parallel_nodes : int
+        Nodes of the widest stage of the graph (the run nodes of every subject).
+
+    Returns
+    -------
+    int
+    """
+    nprocs = max(1, int(nprocs))
+    if plugin == "Linear":
+        return nprocs
+    if plugin in LOCAL_PARALLEL_PLUGINS:
+        return max(1, nprocs // max(1, min(nprocs, int(n_parallel_nodes))))
+    return 1
+
+
+def limit_threads(n_threads: int):
+    """Context manager limiting BLAS and OpenMP thread pools of this process to ``n_threads`` (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(n_threads))
+
+
+def thread_pools() -> dict[str, int]:
+    """Threads of each loaded thread pool of this process, by API: e.g. ``{"blas": 1, "openmp": 1}``.
+
+    The largest ``num_threads`` per API (threadpoolctl's view), so a library that a limit did not
+    reach shows.
+    """
+    from threadpoolctl import threadpool_info
+
+    pools: dict[str, int] = {}
+    for info in threadpool_info():
+        api = info["user_api"]
+        pools[api] = max(pools.get(api, 0), int(info["num_threads"]))
+    return pools

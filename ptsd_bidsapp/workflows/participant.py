@@ -22,6 +22,7 @@ import logging
 import pickle
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,15 +51,36 @@ def load_result(path: str | Path) -> Any:
     return pickle.loads(gzip.decompress(Path(path).read_bytes()))
 
 
+@contextmanager
+def _threads(n_threads: int, runtime):
+    """Limit this process's BLAS/OpenMP pools to ``n_threads`` while a node computes (``--omp-nthreads``);
+    the pools as threadpoolctl sees them inside the limit are kept in the node's runtime record
+    (``runtime.thread_pools``, saved by nipype with the node's result)."""
+    from ptsd_bidsapp.workflows.cluster import limit_threads, thread_pools
+
+    with limit_threads(n_threads):
+        runtime.thread_pools = thread_pools()
+        yield
+
+
 class _RunMeasuresInputSpec(BaseInterfaceInputSpec):
-    bold = File(exists=True, mandatory=True, desc="fMRIPrep preprocessed BOLD")
+    # the BOLD is hashed by its path and bold_stat (size, modification time), not its content: an md5 of
+    # every BOLD cost ~8 % of a subject (issue 16); the other, small inputs keep content hashing
+    bold = File(exists=True, mandatory=True, hash_files=False, desc="fMRIPrep preprocessed BOLD")
+    bold_stat = traits.Str(mandatory=True, desc="size and modification time of the BOLD (file_stat_signature)")
     mask = File(exists=True, mandatory=True, desc="fMRIPrep brain mask")
     confounds = File(exists=True, mandatory=True, desc="fMRIPrep confounds TSV")
     events = File(exists=True, desc="events TSV (task runs)")
     atlas_dseg = File(exists=True, mandatory=True, desc="atlas-ptsdcircuit dseg")
     atlas_labels = File(exists=True, mandatory=True, desc="atlas labels TSV")
-    run_info = traits.Dict(mandatory=True, desc="RunInputs fields (labels, TR, slice-time reference, entities)")
+    # hash_files=False: nipype would otherwise md5 every string naming a file, the BOLD path in run_info
+    # included (twice per hash); the files are hashed through their own inputs above
+    run_info = traits.Dict(mandatory=True, hash_files=False,
+                           desc="RunInputs fields (labels, TR, slice-time reference, entities)")
     config = traits.Dict(mandatory=True, desc="resolved analysis configuration")
+    low_mem = traits.Bool(False, usedefault=True, nohash=True,
+                          desc="decompress the BOLD one volume at a time (same results: not part of the hash)")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS/OpenMP threads of this node's process")
 
 
 class _RunMeasuresOutputSpec(TraitedSpec):
@@ -74,25 +96,30 @@ class RunMeasures(SimpleInterface):
     def _run_interface(self, runtime):
         from ptsd_bidsapp.workflows.run_measures import compute_run_measures
 
-        result = compute_run_measures(
-            run_info=self.inputs.run_info,
-            bold=self.inputs.bold,
-            mask=self.inputs.mask,
-            confounds=self.inputs.confounds,
-            events=self.inputs.events or None,
-            atlas_dseg=self.inputs.atlas_dseg,
-            atlas_labels=self.inputs.atlas_labels,
-            config=self.inputs.config,
-        )
+        with _threads(self.inputs.omp_nthreads, runtime):
+            result = compute_run_measures(
+                run_info=self.inputs.run_info,
+                bold=self.inputs.bold,
+                mask=self.inputs.mask,
+                confounds=self.inputs.confounds,
+                events=self.inputs.events or None,
+                atlas_dseg=self.inputs.atlas_dseg,
+                atlas_labels=self.inputs.atlas_labels,
+                config=self.inputs.config,
+                low_mem=self.inputs.low_mem,
+            )
+        runtime.low_mem = bool(self.inputs.low_mem)
         self._results["result"] = str(save_result(result, Path(runtime.cwd) / "run_result.pkl.gz"))
         return runtime
 
 
 class _SessionInputSpec(BaseInterfaceInputSpec):
     results = traits.List(File(exists=True), desc="results of the session's run nodes")
-    failed_runs = traits.List(traits.Dict, desc="results of the session's runs unusable at input collection")
+    failed_runs = traits.List(traits.Dict, hash_files=False,  # their reasons, not their files' bytes
+                              desc="results of the session's runs unusable at input collection")
     config = traits.Dict(mandatory=True)
     session_info = traits.Dict(mandatory=True, desc="subject, session")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS/OpenMP threads of this node's process")
 
 
 class _SessionOutputSpec(TraitedSpec):
@@ -109,7 +136,8 @@ class SessionMeasures(SimpleInterface):
         from ptsd_bidsapp.workflows.run_measures import compute_session_measures
 
         runs = [load_result(p) for p in self.inputs.results] + [dict(r) for r in self.inputs.failed_runs]
-        result = compute_session_measures(runs, self.inputs.config, self.inputs.session_info)
+        with _threads(self.inputs.omp_nthreads, runtime):
+            result = compute_session_measures(runs, self.inputs.config, self.inputs.session_info)
         self._results["result"] = str(save_result(result, Path(runtime.cwd) / "session_result.pkl.gz"))
         return runtime
 
@@ -121,6 +149,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     subject = traits.Str(mandatory=True)
     reports = traits.Bool(True, usedefault=True)
     config = traits.Dict(mandatory=True)
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS/OpenMP threads of this node's process")
 
 
 class _SinkOutputSpec(TraitedSpec):
@@ -144,13 +173,25 @@ class DerivativesSink(SimpleInterface):
         if self.inputs.reports:
             from ptsd_bidsapp.reports.participant import render_subject_report
 
-            html = render_subject_report(results, self.inputs.subject, self.inputs.config, missing)
+            with _threads(self.inputs.omp_nthreads, runtime):
+                html = render_subject_report(results, self.inputs.subject, self.inputs.config, missing)
             written.append(str(write_subject_report(html, output_dir, self.inputs.subject)))
         self._results["out_files"] = written
         return runtime
 
 
 # --------------------------------------------------------------------------- graph
+def file_stat_signature(path: str | Path) -> str:
+    """``<size in bytes>:<modification time in ns>`` of ``path``: how the run nodes hash their BOLD.
+
+    The same evidence the pybids database key trusts (:func:`ptsd_bidsapp.bids.inputs.dataset_signature`):
+    a BOLD replaced or edited gets a new size or time and its node recomputes; only a rewrite that keeps
+    both (e.g. a copy forcing the old time onto new content) would not be noticed.
+    """
+    info = Path(path).stat()
+    return f"{info.st_size}:{info.st_mtime_ns}"
+
+
 def _node_name(*parts: Any) -> str:
     return "_".join(str(p) for p in parts if p not in (None, "")).replace("-", "")
 
@@ -165,6 +206,8 @@ def init_participant_wf(
     reports: bool = True,
     unusable: list | None = None,
     missing_sessions: list | None = None,
+    omp_nthreads: int = 1,
+    low_mem: bool = False,
 ) -> Workflow:
     """Build the nipype workflow of one subject.
 
@@ -187,6 +230,11 @@ def init_participant_wf(
         rows with the reason in their session's features table.
     missing_sessions : list of MissingSession, optional
         Configured sessions without data: listed with the reason in the status and the report.
+    omp_nthreads : int
+        BLAS/OpenMP threads of each compute node (``--omp-nthreads``); also the node's ``n_procs``, so
+        MultiProc counts its threads against ``--nprocs``.
+    low_mem : bool
+        Run nodes decompress their BOLD one volume at a time (``--low-mem``).
 
     Returns
     -------
@@ -212,9 +260,11 @@ def init_participant_wf(
             RunMeasures(
                 bold=str(run.bold), mask=str(run.mask), confounds=str(run.confounds),
                 atlas_dseg=str(atlas_dseg), atlas_labels=str(atlas_labels), run_info=info,
-                config=config_sections(config, RUN_SECTIONS),
+                config=config_sections(config, RUN_SECTIONS), bold_stat=file_stat_signature(run.bold),
+                low_mem=low_mem, omp_nthreads=omp_nthreads,
             ),
             name=_node_name("ses", run.session, "task", run.task, "run", run.run),
+            n_procs=omp_nthreads,
         )
         if run.events is not None:
             node.inputs.events = str(run.events)
@@ -223,8 +273,8 @@ def init_participant_wf(
     sink = Node(DerivativesSink(output_dir=str(output_dir), subject=subject, reports=reports,
                                 config=config_sections(config, REPORT_SECTIONS),
                                 missing_sessions=[{"session": m.session, "reason": m.reason}
-                                                  for m in missing_sessions or []]),
-                name=f"ds_sub_{subject}")
+                                                  for m in missing_sessions or []], omp_nthreads=omp_nthreads),
+                name=f"ds_sub_{subject}", n_procs=omp_nthreads)
     from nipype.interfaces.utility import Merge
 
     session_labels = sorted(set(sessions) | set(failed))
@@ -234,8 +284,8 @@ def init_participant_wf(
         session_node = Node(
             SessionMeasures(config=config_sections(config, SESSION_SECTIONS),
                             session_info={"subject": subject, "session": session},
-                            failed_runs=failed.get(session, [])),
-            name=_node_name("ses", session, "summary"),
+                            failed_runs=failed.get(session, []), omp_nthreads=omp_nthreads),
+            name=_node_name("ses", session, "summary"), n_procs=omp_nthreads,
         )
         if nodes:
             merge_runs = Node(Merge(len(nodes)), name=_node_name("merge", "ses", session))
@@ -285,7 +335,8 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
 
     work_dir = Path(args.work_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
-    layout = make_layout(args.bids_dir, args.derivatives, work_dir)
+    # only the selected subjects are indexed (all when none is selected)
+    layout = make_layout(args.bids_dir, args.derivatives, work_dir, participants=args.participant_label)
     subjects = select_participants(layout, args.participant_label)
     sessions = args.session_label or [config["sessions"]["pre"], config["sessions"]["post"]]
     bootstrap_output(output_dir, args.bids_dir, args.derivatives, config)
@@ -296,6 +347,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     gaps: dict[str, list[str]] = {}
     present: dict[str, list[str]] = {}
     meta = Workflow(name="ptsd_bidsapp_wf", base_dir=str(work_dir))
+    collected = {}
     for subject in subjects:
         try:
             found = collect_subject(layout, subject, sessions, config["tasks"], config["space"], args.bids_filters)
@@ -311,9 +363,18 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
             LOGGER.error("%s", gap.reason)
         missing = {gap.session for gap in found.missing_sessions}
         present[subject] = [s for s in sessions if s not in missing]
+        collected[subject] = found
+    from ptsd_bidsapp.workflows.cluster import default_omp_nthreads
+
+    omp_nthreads = getattr(args, "omp_nthreads", None) or default_omp_nthreads(
+        args.plugin, args.nprocs, sum(len(found.runs) for found in collected.values()))
+    LOGGER.info("BLAS/OpenMP threads per process: %d (--nprocs %d, plugin %s)", omp_nthreads, args.nprocs,
+                args.plugin)
+    for subject, found in collected.items():
         meta.add_nodes([init_participant_wf(subject, found.runs, config, atlas_dseg, atlas_labels, output_dir,
                                             reports=not args.no_reports, unusable=found.unusable,
-                                            missing_sessions=found.missing_sessions)])
+                                            missing_sessions=found.missing_sessions, omp_nthreads=omp_nthreads,
+                                            low_mem=bool(getattr(args, "low_mem", False)))])
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",

@@ -90,13 +90,16 @@ def compute_run_measures(
     atlas_dseg: str | Path,
     atlas_labels: str | Path,
     config: Mapping[str, Any],
+    low_mem: bool = False,
 ) -> dict:
     """Every participant measure of one BOLD run, from a single read of the series.
 
     Steps: ROI set resampled to the BOLD grid and its coverage in the brain mask; motion QC
     from ``framewise_displacement``; confounds with the task's denoising strategy
-    (:func:`ptsd_bidsapp.measures.confounds.load_run_confounds`); the BOLD read once as
-    float32 (ROI means, per-ROI voxel blocks for the eigenvariates, then released); then,
+    (:func:`ptsd_bidsapp.measures.confounds.load_run_confounds`); the BOLD decompressed once,
+    keeping only the ROI voxels inside the brain mask as float32
+    (:func:`ptsd_bidsapp.measures.bold_stream.read_bold_voxels`: ROI means, per-ROI voxel blocks
+    for the eigenvariates, then released); then,
     on ROI signals only, the activation GLM and gPPI (task runs) or Fisher-z connectivity
     (task-free runs). Data problems of this run (unreadable or all-zero BOLD, missing
     confound columns) do not raise: the result carries ``error`` and its measures are ``n/a``
@@ -113,6 +116,8 @@ def compute_run_measures(
         ROI set (see :func:`ptsd_bidsapp.atlas.atlas_files`).
     config : mapping
         Resolved analysis configuration.
+    low_mem : bool
+        Decompress the BOLD one volume at a time (``--low-mem``; same values).
 
     Returns
     -------
@@ -126,7 +131,7 @@ def compute_run_measures(
     result["tr"], result["n_volumes"] = float(run_info["tr"]), int(run_info["n_volumes"])
     try:
         _run_measures(result, run_info, Path(bold), Path(mask), Path(confounds), events, atlas_dseg,
-                      atlas_labels, config)
+                      atlas_labels, config, low_mem)
     except (MeasureError, ValueError, OSError) as err:
         message = f"{_run_label(run_info)}: {err}"
         LOGGER.error(message)
@@ -136,13 +141,14 @@ def compute_run_measures(
     return result
 
 
-def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, atlas_labels, config):
+def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, atlas_labels, config,
+                  low_mem=False):
     import nibabel as nib
     import numpy as np
     import warnings as _warnings
 
     from ptsd_bidsapp.atlas import load_atlas, resample_atlas_to, roi_coverage
-    from ptsd_bidsapp.measures import activation, features, gppi, qc, restfc, voi
+    from ptsd_bidsapp.measures import activation, bold_stream, features, gppi, qc, restfc, voi
     from ptsd_bidsapp.measures.confounds import load_run_confounds
     from ptsd_bidsapp.measures.errors import MeasureError
 
@@ -221,16 +227,19 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
     qc.check_run_length(result["n_volumes"], conf_df.shape[1] + len(spec.get("conditions") or []) + 1, band_pass,
                         str(bold))
 
-    # the BOLD, read once; ROI means and the ROI voxel blocks, then released
-    data, _ = activation.load_bold_float32(bold)
+    # the BOLD, decompressed once: only the ROI voxels inside the brain mask are kept (every measure
+    # below needs ROI means or ROI voxel blocks), in the order data[labels == index] would give them
+    in_rois = np.isin(labels, grid_atlas.indices)
+    data = bold_stream.read_bold_voxels(bold, in_rois, low_mem=low_mem)  # (n_roi_voxels, t) float32
+    voxel_labels = labels[in_rois]
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
-        signals, n_voxels = activation.roi_mean_signals(data, labels, grid_atlas.indices, source=str(bold))
+        signals, n_voxels = activation.roi_mean_signals(data, voxel_labels, grid_atlas.indices, source=str(bold))
         eigen = np.full_like(signals, np.nan)
         for j, index in enumerate(grid_atlas.indices):
             if names[j] in low or n_voxels[j] == 0:
                 continue
-            block = data[labels == index].T  # (t, n_vox) copy of one ROI
+            block = data[voxel_labels == index].T  # (t, n_vox) copy of one ROI
             eigen[:, j] = voi.first_eigenvariate(block, conf)
     del data
     warnings_out.extend(f"{_run_label(run_info)}: {w.message}" for w in caught)

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from ptsd_bidsapp.bids.inputs import (InputError, collect_runs, make_layout, read_arms, read_clinical,
-                                      select_participants)
+from ptsd_bidsapp.bids.inputs import (InputError, collect_runs, collect_subject, make_layout, read_arms,
+                                      read_clinical, select_participants)
 from ptsd_bidsapp.cli.run import main
 from ptsd_bidsapp.config import load_config
 from ptsd_bidsapp.simulate import simulate_trial
@@ -94,7 +94,9 @@ def test_cli_unknown_participant_exits_18(trial, tmp_path, capsys):
     code = main([str(trial), str(tmp_path / "out"), "participant", "--participant-label", "99",
                  "-w", str(tmp_path / "work"), "--skip-bids-validation"])
     assert code == 18
-    assert "99" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "99" in err
+    assert "available: sub-01, sub-02, sub-03" in err  # listed from disk: only sub-99 was to be indexed
 
 
 def test_cli_missing_fmriprep_exits_66(trial, tmp_path, capsys):
@@ -102,3 +104,25 @@ def test_cli_missing_fmriprep_exits_66(trial, tmp_path, capsys):
                  "-w", str(tmp_path / "work"), "--skip-bids-validation"])
     assert code == 66
     assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+def test_layout_indexes_only_the_selected_subjects_and_follows_dataset_changes(trial, tmp_path):
+    bids = tmp_path / "bids"
+    shutil.copytree(trial, bids)
+    work = tmp_path / "work"
+    one = make_layout(bids, bids / "derivatives" / "fmriprep", work, participants=["02"])
+    assert one.get_subjects() == ["02"] and one.get_subjects(scope="derivatives") == ["02"]
+    assert select_participants(one, ["02"]) == ["02"]
+    assert len(collect_runs(one, "02", ["pre", "post"], CONFIG["tasks"], CONFIG["space"])) == 6
+    every = make_layout(bids, bids / "derivatives" / "fmriprep", work)
+    assert every.get_subjects() == ["01", "02", "03"]
+    states = list((work / "bids_db").iterdir())
+    assert len(states) == 1 and len(list(states[0].iterdir())) == 2  # both selections of this dataset state kept
+    # the dataset changes: the selected subject's index is rebuilt (its faces run of ses-post is gone)
+    for path in (bids / "derivatives" / "fmriprep" / "sub-02" / "ses-post" / "func").glob("*task-faces*"):
+        path.unlink()
+    again = make_layout(bids, bids / "derivatives" / "fmriprep", work, participants=["02"])
+    with pytest.raises(InputError, match="no preprocessed BOLD for sub-02 ses-post task-faces"):
+        collect_subject(again, "02", ["pre", "post"], CONFIG["tasks"], CONFIG["space"])  # a stale index had it
+    states = list((work / "bids_db").iterdir())
+    assert len(states) == 1 and len(list(states[0].iterdir())) == 1  # the old state's indexes removed

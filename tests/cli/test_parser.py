@@ -81,3 +81,16 @@ def test_print_config_shows_resolved_config(tmp_path, capsys):
     assert main([str(tmp_path / "bids"), str(tmp_path / "out"), "group", "--config", str(user), "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "alpha: 0.9" in out and "fearfulMinusNeutral" in out
+
+
+def test_omp_nthreads_and_low_mem(tmp_path):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    args = parse_args([str(bids), str(tmp_path / "out"), "participant"])
+    assert args.omp_nthreads is None and args.low_mem is False
+    args = parse_args([str(bids), str(tmp_path / "out"), "participant", "--omp-nthreads", "3", "--low-mem"])
+    assert args.omp_nthreads == 3 and args.low_mem is True
+    assert parse_args([str(bids), str(tmp_path / "out"), "participant", "--omp_nthreads", "2"]).omp_nthreads == 2
+    with pytest.raises(UsageError) as exc:
+        parse_args([str(bids), str(tmp_path / "out"), "participant", "--omp-nthreads", "0"])
+    assert exc.value.exit_code == errors.USAGE and "--omp-nthreads" in " ".join(exc.value.problems)

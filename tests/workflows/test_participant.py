@@ -265,3 +265,29 @@ def test_group_on_the_simulated_trial_fails_clearly_and_stays_valid_bids(partici
     assert {m["Status"] for m in summary["Models"].values()} == {"failed"}
     assert (group / "group_report.html").is_file()
     assert _validator_errors(out) == []
+
+
+def _run_node_runtimes(work: Path, subject: str) -> dict:
+    """nipype's runtime record of each run node of ``subject`` (kept with the node's result)."""
+    from nipype.pipeline.engine.utils import load_resultfile
+
+    folder = work / "ptsd_bidsapp_wf" / f"sub_{subject}_wf"
+    return {f.parent.name: load_resultfile(str(f)).runtime for f in folder.glob("ses_*_run/result_*.pklz")}
+
+
+def test_omp_nthreads_and_low_mem_reach_the_worker_processes(participant_run, tmp_path):
+    # default at --nprocs 2 (MultiProc, 24 run nodes): one BLAS thread per worker process
+    runtimes = _run_node_runtimes(participant_run["work"], "01")
+    assert len(runtimes) == 6
+    assert {rt.thread_pools["blas"] for rt in runtimes.values()} == {1}
+    assert not any(rt.low_mem for rt in runtimes.values())
+    out, work = tmp_path / "out", tmp_path / "work"
+    code = main([str(participant_run["bids"]), str(out), "participant", "-w", str(work), "--participant-label", "01",
+                 "--nprocs", "2", "--omp-nthreads", "2", "--low-mem", "--skip-bids-validation", "--seed", "3"])
+    assert code == 0
+    runtimes = _run_node_runtimes(work, "01")
+    assert len(runtimes) == 6
+    assert {rt.thread_pools["blas"] for rt in runtimes.values()} == {2}
+    assert all(rt.low_mem for rt in runtimes.values())
+    for ses in SESSIONS:  # same results with one volume per read and two threads
+        pd.testing.assert_frame_equal(_features(out, "01", ses), _features(participant_run["out"], "01", ses))

@@ -62,6 +62,46 @@ def test_healthy_run_returns_every_file_and_writes_none(trial, tmp_path, monkeyp
     assert list(cwd.iterdir()) == []
 
 
+@pytest.mark.parametrize("task", ["faces", "rest"])
+def test_streamed_read_gives_the_outputs_of_the_whole_array_read(trial, tmp_path, monkeypatch, task):
+    """ROI-streaming read vs the former read (nibabel's whole 4D array as float32, then data[labels == k]):
+    every table and feature is identical (same float32 voxel values in the same order, same arithmetic)."""
+    from ptsd_bidsapp.measures import bold_stream
+
+    run = _run(trial, tmp_path, task)
+    streamed = _measure(run, tmp_path)
+    calls = []
+
+    def whole_array(path, voxels, low_mem=False, accelerate=True):
+        calls.append(path)
+        return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)[voxels]
+
+    monkeypatch.setattr(bold_stream, "read_bold_voxels", whole_array)
+    reference = _measure(run, tmp_path)
+    assert calls == [run.bold] and streamed["error"] is None and reference["error"] is None
+    tables = {d.name: d.content for d in reference["outputs"] if isinstance(d.content, pd.DataFrame)}
+    assert any(name.endswith("desc-eigenvariate_timeseries.tsv") for name in tables)
+    for derivative in streamed["outputs"]:
+        if isinstance(derivative.content, pd.DataFrame):
+            pd.testing.assert_frame_equal(derivative.content, tables[derivative.name], check_exact=True)
+    assert pd.DataFrame(streamed["features"]).equals(pd.DataFrame(reference["features"]))
+
+
+def test_low_mem_run_gives_identical_results(trial, tmp_path, monkeypatch):
+    from ptsd_bidsapp.measures import bold_stream
+
+    run = _run(trial, tmp_path, "conflict")
+    blocks = []
+    real = bold_stream.volumes_per_block
+    monkeypatch.setattr(bold_stream, "volumes_per_block", lambda *a, **k: blocks.append(real(*a, **k)) or blocks[-1])
+    dseg, labels = atlas_files(CONFIG["atlas"])
+    info = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
+    results = [compute_run_measures(info, run.bold, run.mask, run.confounds, run.events, dseg, labels, CONFIG,
+                                    low_mem=low_mem) for low_mem in (False, True)]
+    assert blocks == [run.n_volumes, 1]  # the whole small run in one read; then one volume per read
+    assert pd.DataFrame(results[0]["features"]).equals(pd.DataFrame(results[1]["features"]))
+
+
 def test_roi_outside_brain_mask_is_na_with_warning(trial, tmp_path):
     run = _run(trial, tmp_path, "faces")
     paths = _copy_run(run, tmp_path)
