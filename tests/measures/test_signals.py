@@ -1,6 +1,5 @@
 """ROI signals, ROI GLM, rest FC, eigenvariates, QC, features: ground-truth checks."""
 
-import warnings
 
 import numpy as np
 import pandas as pd
