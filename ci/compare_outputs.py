@@ -5,7 +5,8 @@ TSV and JSON equal value for value (numbers exactly, NaN == NaN).
     python ci/compare_outputs.py REFERENCE CANDIDATE
 
 Provenance that must differ between the two runs is skipped: ``GeneratedBy[].Container``
-(the container run says docker, the pip run nothing) and absolute paths of the run's own
+(the container run says docker, the pip run nothing), ``GeneratedBy[].Description`` (which names
+the installation) and absolute paths of the run's own
 folders (``--path-map REF=CAND``: a candidate string starting with CAND is read as starting with REF;
 the first matching map applies).
 Exit 0 when equal; 1 with the differences listed.
@@ -48,8 +49,8 @@ def _equal_scalars(a, b) -> bool:
 def compare_json(a, b, where: str, out: list[str]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
-            if key in SKIP_KEYS:
-                continue
+            if key in SKIP_KEYS or (key == "Description" and where.rsplit(".", 1)[-1].startswith("GeneratedBy[")):
+                continue  # GeneratedBy[].Description says how the app was installed (container or pip)
             if key not in a or key not in b:
                 out.append(f"{where}.{key}: only in {'candidate' if key in b else 'reference'}")
             else:

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from ptsd_bidsapp.glmnet.cv import _fold_ids, _interpolate_in_lambda, _kfold_cv_batch, _select_lambda
+from ptsd_bidsapp.progress import Ticker
 from ptsd_bidsapp.glmnet.solver import (
     _BATCH_ELEMENTS,
     _fit_computed_paths,
@@ -175,8 +176,11 @@ def _permutation_chunk_size(n: int, p: int, n_outer: int, inner: int | None) -> 
 
 def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n_lambda=100,
                      lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=100,
-                     nested_k_folds=10, chunk_size=None) -> dict:
+                     nested_k_folds=10, chunk_size=None, progress: str | None = None) -> dict:
     """Permutation test of the nested-CV R²: permute y, rerun the whole nested CV.
+
+    ``progress`` names the step in the progress lines (:class:`ptsd_bidsapp.progress.Ticker`,
+    one at most every 10 s).
 
     p = (1 + #{R²_perm ≥ R²_obs}) / (1 + P). Each permutation has its own generator spawned
     from ``seed``, so the null distribution is the same for any ``n_jobs`` / chunking.
@@ -199,11 +203,18 @@ def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n
 
     args = (x0, y, pf, alpha, n_lambda, lambda_min_ratio, outer, inner)
     if n_jobs == 1 or len(chunks) == 1:
-        null = [_permutation_chunk(*args, chunk) for chunk in chunks]
+        finished = (_permutation_chunk(*args, chunk) for chunk in chunks)
     else:
         from joblib import Parallel, delayed
 
-        null = Parallel(n_jobs=n_jobs)(delayed(_permutation_chunk)(*args, chunk) for chunk in chunks)
+        # results come back in submission order whatever the process that computed them
+        finished = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_permutation_chunk)(*args, chunk)
+                                                                   for chunk in chunks)
+    ticker = Ticker(progress or "permutation test", n_permutations)
+    null = []
+    for values in finished:
+        null.append(values)
+        ticker.update(sum(len(v) for v in null))
     null = np.concatenate(null)
     exceed = int(np.sum(null >= observed_r2 - 1e-12))
     return {"n_permutations": int(n_permutations), "p_value": (1 + exceed) / (1 + n_permutations),
