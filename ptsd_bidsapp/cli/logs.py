@@ -50,13 +50,28 @@ class _SplitLevelFilter(logging.Filter):
         return record.levelno >= (self.app_level if own else self.other_level)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler writing to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property always follows sys.stderr
+        pass
+
+
 def setup_console_logging(verbose: int = 0, quiet: int = 0) -> None:
     """One stderr handler on the root logger, filtered per source (see module docstring)."""
     app_level, other_level = console_levels(verbose, quiet)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_ptsd_console", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(_SplitLevelFilter(app_level, other_level))
     handler._ptsd_console = True
