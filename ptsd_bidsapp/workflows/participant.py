@@ -334,7 +334,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     # a Workflow copies the global config when created: set it on the graph too
     meta.config["execution"].update(execution)
     if monitor:
-        meta.config["monitoring"] = dict(nipype_config.get_section("monitoring"))
+        meta.config["monitoring"] = {"enabled": "true", "sample_frequency": "0.5"}
     stopped = False
     started = time.time()
     progress = GraphProgress(totals, resource_monitor=monitor, heartbeat=HEARTBEAT_SECONDS)
