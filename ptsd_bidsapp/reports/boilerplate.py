@@ -116,6 +116,11 @@ def config_differences(config: Mapping, default: Mapping, prefix: str = "") -> l
     return out
 
 
+def _or(value, fallback: str):
+    """``value``, or the words for its default when it is ``None``."""
+    return fallback if value is None else value
+
+
 def _cite(key: str) -> str:
     return f"[{REFERENCES[key][0]}]"
 
@@ -190,9 +195,8 @@ def methods_blocks(config: Mapping, default: Mapping, versions: Mapping[str, str
         f"HRF model '{glm['hrf_model']}', noise model {glm['noise_model']}, drift model {glm['drift_model']}). "
         f"Task connectivity: generalised PPI {_cite('mclaren2012')} with the seed signal deconvolved to neural "
         f"level (method '{gppi['method']}', {gppi['fmri_t']} microtime bins per TR, reference bin "
-        f"{gppi['fmri_t0'] if gppi['fmri_t0'] is not None else 'the slice-time reference'}, deconvolution noise "
-        f"variance {gppi['deconvolution_precision'] if gppi['deconvolution_precision'] is not None else 'the method default'}"
-        f"), one interaction regressor per condition, seeds {_join(gppi['seeds'])}; the symmetrised measure is the "
+        f"{_or(gppi['fmri_t0'], 'the slice-time reference')}, deconvolution noise "
+        f"variance {_or(gppi['deconvolution_precision'], 'the method default')}), one interaction regressor per condition, seeds {_join(gppi['seeds'])}; the symmetrised measure is the "
         f"mean of both directions. Task-free connectivity: Pearson correlation of the denoised ROI signals, "
         f"Fisher z transformed.")))
     dcm, peb = config["dcm"], config["peb"]
