@@ -274,3 +274,16 @@ def test_notrack_is_accepted_and_nothing_phones_home(dirs, monkeypatch, capsys):
 
     assert os.environ["NIPYPE_NO_ET"] == "1"      # nipype's telemetry is off whatever the flags
     assert sys.modules.get("ptsd_bidsapp.cli.run") is not None
+
+
+def test_reports_only_without_cached_results_names_the_fix(tmp_path, capsys):
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    bids.mkdir()
+    (out / "sub-01").mkdir(parents=True)
+    common = [str(bids), str(out), "-w", str(tmp_path / "work"), "--skip-bids-validation", "--reports-only"]
+    assert main([common[0], common[1], "group", *common[2:]]) == errors.NOINPUT
+    assert "no cached group results" in capsys.readouterr().err
+    assert main([common[0], common[1], "participant", *common[2:]]) == errors.NOINPUT
+    printed = capsys.readouterr().out
+    assert "FAILED sub-01: no cached session results" in printed and "without --reports-only" in printed
+    assert not (out / "sub-01.html").exists() and not (out / "group").exists()
