@@ -56,6 +56,7 @@ class GraphProgress:
         self.running: dict[str, float] = {}
         self.resources: list[dict] = []
         self.resource_monitor = resource_monitor
+        self.reported = False
         self.start = time.monotonic()
         self.last_line = self.start
         self._lock = threading.Lock()
@@ -71,6 +72,7 @@ class GraphProgress:
         kind = REPORTED.get(type(getattr(node, "interface", None)).__name__)
         name = str(getattr(node, "fullname", node))
         with self._lock:
+            self.reported = True
             if status == "start":
                 self.running[name] = time.monotonic()
                 return
@@ -115,7 +117,12 @@ class GraphProgress:
                     continue
                 running = sorted(self.running, key=self.running.get)
                 shown = ", ".join(n.split(".", 1)[-1] for n in running[:3]) + (" …" if len(running) > 3 else "")
-                self._line(f"running: {len(running)} node(s){': ' + shown if running else ''}")
+                if running:
+                    self._line(f"running: {len(running)} node(s): {shown}")
+                elif not self.reported:
+                    self._line("still working (this plugin reports no per-node status; see the scheduler)")
+                else:
+                    self._line("waiting for the next node")
 
     def _record_resources(self, node, started: float | None) -> None:
         try:
