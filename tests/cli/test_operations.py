@@ -287,3 +287,17 @@ def test_reports_only_without_cached_results_names_the_fix(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FAILED sub-01: no cached session results" in printed and "without --reports-only" in printed
     assert not (out / "sub-01.html").exists() and not (out / "group").exists()
+
+
+@pytest.mark.parametrize("quiet", [0, 2])
+def test_quiet_reaches_the_console_through_the_cli(tmp_path, capsys, quiet):
+    """-qq hides the app's warnings (here: the tasks --task-id skips) on the console, not in the run log."""
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    bids.mkdir()
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--skip-bids-validation",
+                 "-t", "faces"] + ["-q"] * quiet)
+    assert code != errors.SUCCESS                       # an empty dataset: no subjects; beside the point
+    shown = "task 'conflict' skipped" in capsys.readouterr().err
+    assert shown is (quiet == 0)
+    log = next((out / "logs").glob("participant-*.log")).read_text()
+    assert "task 'conflict' skipped" in log
