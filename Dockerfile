@@ -13,8 +13,13 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 ARG PREFETCH_TEMPLATES=1
+# The image's own name and tag, recorded in the outputs' GeneratedBy.Container: pass the -t you build with,
+#   docker build --build-arg IMAGE_TAG=0.1.0 -t ptsd_bidsapp:0.1.0 .
+ARG IMAGE_NAME=ptsd_bidsapp
+ARG IMAGE_TAG=latest
 
 # NIPYPE_NO_ET: no telemetry/version check over the network (the image runs offline).
+# PTSD_BIDSAPP_CONTAINER_IMAGE: GeneratedBy.Container of the outputs (a pip install has none).
 # PTSD_BIDSAPP_WORK_DIR: the default -w inside the container, writable by any uid (the host
 #   default <output_dir>/../work would be / here); mount a folder and pass -w to keep it.
 ENV PIP_NO_CACHE_DIR=1 \
@@ -22,7 +27,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     MPLBACKEND=Agg \
     NIPYPE_NO_ET=1 \
-    PTSD_BIDSAPP_DOCKER=1 \
+    PTSD_BIDSAPP_CONTAINER_IMAGE=${IMAGE_NAME}:${IMAGE_TAG} \
     PTSD_BIDSAPP_WORK_DIR=/tmp/work \
     TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0

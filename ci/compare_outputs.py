@@ -5,9 +5,10 @@ TSV and JSON equal value for value (numbers exactly, NaN == NaN).
     python ci/compare_outputs.py REFERENCE CANDIDATE
 
 Provenance that must differ between the two runs is skipped: ``GeneratedBy[].Container``
-(the container run says docker, the pip run nothing) and absolute paths of the run's own
+(the container run says docker, the pip run nothing), ``GeneratedBy[].Description`` (which names
+the installation) and absolute paths of the run's own
 folders (``--path-map REF=CAND``: a candidate string starting with CAND is read as starting with REF;
-the first matching map applies).
+the first matching map applies), and the run logs (one per run, named by its start time).
 Exit 0 when equal; 1 with the differences listed.
 """
 
@@ -48,8 +49,8 @@ def _equal_scalars(a, b) -> bool:
 def compare_json(a, b, where: str, out: list[str]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
-            if key in SKIP_KEYS:
-                continue
+            if key in SKIP_KEYS or (key == "Description" and where.rsplit(".", 1)[-1].startswith("GeneratedBy[")):
+                continue  # GeneratedBy[].Description says how the app was installed (container or pip)
             if key not in a or key not in b:
                 out.append(f"{where}.{key}: only in {'candidate' if key in b else 'reference'}")
             else:
@@ -80,6 +81,12 @@ def compare_tsv(a: str, b: str, where: str, out: list[str]) -> None:
                 out.append(f"{where} row {r} col {c}: {x!r} != {y!r}")
 
 
+def _run_record(path: Path) -> bool:
+    """Run logs and resource-monitor tables (``logs/*.log``, ``logs/resource_monitor-*``): named by the run's
+    start time, so they differ between any two runs."""
+    return path.parent.name == "logs" and (path.suffix == ".log" or path.name.startswith("resource_monitor-"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reference", type=Path)
@@ -88,8 +95,8 @@ def main(argv=None) -> int:
                         help="a candidate string starting with CAND is compared as starting with REF")
     args = parser.parse_args(argv)
     PATH_MAPS[:] = [tuple(mapping.split("=", 1)) for mapping in args.path_map]
-    files_a = {p.relative_to(args.reference) for p in args.reference.rglob("*") if p.is_file()}
-    files_b = {p.relative_to(args.candidate) for p in args.candidate.rglob("*") if p.is_file()}
+    files_a = {p.relative_to(args.reference) for p in args.reference.rglob("*") if p.is_file() and not _run_record(p)}
+    files_b = {p.relative_to(args.candidate) for p in args.candidate.rglob("*") if p.is_file() and not _run_record(p)}
     problems = [f"only in reference: {p}" for p in sorted(files_a - files_b)]
     problems += [f"only in candidate: {p}" for p in sorted(files_b - files_a)]
     compared = others = same_bytes = 0

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ptsd_bidsapp.contracts import DCM_NOISE_MODELS, dcm_parameter_names
+from ptsd_bidsapp.contracts import DCM_NOISE_MODELS, dcm_parameter_names, pattern_task
 
 #: Keys whose children are user-named (a new task, strategy, model, ...).
 #: Each entry maps the dotted path of the open mapping to the dotted path of the
@@ -463,3 +463,55 @@ def dump_config(config: Mapping) -> str:
     """Serialise a configuration to YAML (stable key order)."""
     header = "# Resolved ptsd_bidsapp analysis configuration (default merged with --config)\n"
     return header + yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None, width=100)
+
+
+def select_tasks(config: Mapping, tasks: list[str] | None) -> tuple[dict, list[str]]:
+    """Restrict a resolved configuration to ``tasks`` (``--task-id``).
+
+    Tasks not selected leave ``tasks``; measure patterns naming one of them leave ``measures``;
+    the DCM is disabled when its task is not selected. Each of these is returned as a message
+    (they are skipped on purpose, not errors).
+
+    Parameters
+    ----------
+    config : mapping
+        Resolved, validated configuration.
+    tasks : list of str or None
+        Task labels to keep; ``None`` keeps every task.
+
+    Returns
+    -------
+    (dict, list of str)
+        The restricted configuration (a fresh copy) and one message per skipped item.
+
+    Raises
+    ------
+    ConfigError
+        A label that is not a task of the configuration.
+    """
+    config = copy.deepcopy(dict(config))
+    if not tasks:
+        return config, []
+    unknown = [t for t in tasks if t not in config["tasks"]]
+    if unknown:
+        raise ConfigError([f"--task-id {t!r} is not a task of the configuration (tasks: "
+                           f"{', '.join(config['tasks'])})" for t in unknown])
+    dropped = [t for t in config["tasks"] if t not in tasks]
+    if not dropped:
+        return config, []
+    why = f"not selected (--task-id {' '.join(tasks)})"
+    notes = [f"task '{t}' skipped: {why}" for t in dropped]
+    config["tasks"] = {t: spec for t, spec in config["tasks"].items() if t in tasks}
+    kept = []
+    for pattern in config["measures"]:
+        task = pattern_task(pattern)
+        if task in dropped:
+            notes.append(f"measure pattern '{pattern}' skipped: task '{task}' {why}")
+        else:
+            kept.append(pattern)
+    config["measures"] = kept
+    if config["dcm"].get("enabled") and config["dcm"]["task"] not in tasks:
+        config["dcm"]["enabled"] = False
+        notes.append(f"DCM (participant) and DCM PEB models (group) skipped: their task '{config['dcm']['task']}' "
+                     f"is {why}")
+    return config, notes

@@ -179,6 +179,19 @@ def _split_pair(measure: str, text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def pattern_task(pattern: str) -> str | None:
+    """The task label a measure pattern names (``activation_conflict_*`` -> ``conflict``).
+
+    ``None`` when the task position holds a wildcard (``activation_*``, ``*_faces_*``) or the
+    pattern does not start with a measure prefix: such a pattern is not tied to one task.
+    """
+    prefix, _, rest = str(pattern).partition("_")
+    if prefix not in _KIND_OF_PREFIX:
+        return None
+    task = rest.partition("_")[0]
+    return task if _TOKEN.match(task) else None
+
+
 class UnmatchedPatternError(ValueError):
     """A measure pattern matched no measure (a configuration error)."""
 

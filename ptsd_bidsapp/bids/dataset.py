@@ -21,29 +21,36 @@ from ptsd_bidsapp.config import dump_config
 #: BIDS version the outputs are written against.
 BIDS_VERSION = "1.10.0"
 
-#: Output files BIDS cannot name yet (ROI-level GLM tables, connectivity matrices,
-#: DCM posteriors, group-level results, reports). Everything else must validate.
+#: Output files BIDS cannot name (bids-validator-deno 3.x, schema 1.2: each was checked by removing its
+#: entry and validating the demo outputs), each with the reason written above it in ``.bidsignore``.
+#: Everything else must validate: the ROI dseg images and tables, the dataset and atlas descriptions.
 BIDSIGNORE = [
-    "*.html",
-    "*_timeseries.tsv",
-    "*_timeseries.json",
-    "*_activation.tsv",
-    "*_activation.json",
-    "*_relmat.tsv",
-    "*_relmat.json",
-    "*_features.tsv",
-    "*_features.json",
-    "*_motion.tsv",
-    "*_motion.json",
-    "*_dcm.json",
-    "*_dcm.npz",
-    "*_design.tsv",
-    # bare names: the validator does not honour a trailing slash (bids-standard/bids-validator#291)
-    "figures",
-    "logs",
-    "group",
-    "ptsd_bidsapp_config.yml",
+    ("ROI time series: BIDS has no time-series suffix for func derivatives of atlas ROIs",
+     ["*_timeseries.tsv", "*_timeseries.json"]),
+    ("ROI GLM effect tables (activation): no BIDS suffix for statistical tables of ROIs",
+     ["*_activation.tsv", "*_activation.json"]),
+    ("ROI-by-ROI connectivity matrices: relmat (BEP017) is not in the validator's schema",
+     ["*_relmat.tsv", "*_relmat.json"]),
+    ("the long per-session table of every measure the group level reads: no BIDS suffix",
+     ["*_features.tsv", "*_features.json"]),
+    ("motion QC per volume: BIDS's motion suffix is the raw motion-capture datatype (needs tracksys)",
+     ["*_motion.tsv", "*_motion.json"]),
+    ("DCM posteriors (named parameters, arrays): no BIDS suffix for model fits",
+     ["*_dcm.json", "*_dcm.npz"]),
+    ("HTML reports: no BIDS file type", ["*.html"]),
+    ("group-level results (change scores, models, PEB): BIDS has no group-level derivatives; a bare name "
+     "because the validator does not honour a trailing slash (bids-standard/bids-validator#291)", ["group"]),
+    ("the resolved analysis configuration: YAML is no BIDS file type", ["ptsd_bidsapp_config.yml"]),
 ]
+
+
+def bidsignore_lines() -> list[str]:
+    """The ``.bidsignore`` content: each group of patterns after a comment saying why."""
+    lines = []
+    for reason, patterns in BIDSIGNORE:
+        lines.append(f"# {reason}")
+        lines.extend(patterns)
+    return lines
 
 
 #: ``README.md`` of the output dataset (BIDS recommends one; the validator warns without it).
@@ -63,47 +70,104 @@ File formats and columns are documented in the ptsd_bidsapp README ("Outputs").
 """
 
 
-def container_info() -> dict:
-    """Describe the execution container (Docker/Apptainer) if any, for ``GeneratedBy``."""
-    if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER"):
-        image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
-        return {"Type": "singularity", "Tag": os.path.basename(image)}
-    if Path("/.dockerenv").exists() or os.environ.get("PTSD_BIDSAPP_DOCKER"):
-        return {"Type": "docker", "Tag": f"ptsd_bidsapp:{__version__}"}
+def container_info(environ: Mapping[str, str] | None = None) -> dict:
+    """The container the app runs in, for ``GeneratedBy.Container``; ``{}`` when it runs from pip.
+
+    Only what the image itself declares counts: the Dockerfile sets ``PTSD_BIDSAPP_CONTAINER_IMAGE``
+    (``name:tag``, build arguments ``IMAGE_NAME``/``IMAGE_TAG``); Apptainer/Singularity add
+    ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER`` (the image file). A ``/.dockerenv`` alone
+    proves nothing about the app (a pip install inside any container has one).
+    """
+    environ = os.environ if environ is None else environ
+    image = environ.get("PTSD_BIDSAPP_CONTAINER_IMAGE")
+    sif = environ.get("APPTAINER_CONTAINER") or environ.get("SINGULARITY_CONTAINER")
+    if sif:
+        info = {"Type": "apptainer" if environ.get("APPTAINER_CONTAINER") else "singularity", "URI": sif}
+        if image:
+            info["Tag"] = image
+        return info
+    if image:
+        return {"Type": "docker", "Tag": image}
     return {}
 
 
+def installation(environ: Mapping[str, str] | None = None) -> str:
+    """How this copy of the app was installed, in words (container image, or pip and from where)."""
+    container = container_info(environ)
+    if container:
+        return f"run in the {container['Type']} container {container.get('Tag') or container.get('URI')}"
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("ptsd_bidsapp")
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        return "run from source (not installed)"
+    if direct.get("dir_info", {}).get("editable"):
+        return f"run from an editable pip installation of {direct.get('url', 'a local folder')}"
+    if direct.get("url"):
+        return f"run from a pip installation of {direct['url']}"
+    return "run from a pip installation (no container)"
+
+
+def source_dataset(path: Path) -> dict:
+    """``SourceDatasets`` entry of a BIDS dataset: URL, and DOI/Version when the dataset states them.
+
+    DOI: ``DatasetDOI`` of its ``dataset_description.json`` (as ``doi:<id>``). Version: the first
+    version line of its ``CHANGES`` file (BIDS's changelog, newest first), never ``BIDSVersion``
+    (the version of the standard, not of the data).
+    """
+    path = Path(path)
+    entry = {"URL": path.resolve().as_uri()}
+    desc = path / "dataset_description.json"
+    if desc.is_file():
+        try:
+            doi = str(json.loads(desc.read_text()).get("DatasetDOI") or "").strip()
+        except (ValueError, AttributeError):
+            doi = ""
+        if doi:
+            for prefix in ("https://doi.org/", "http://doi.org/", "http://dx.doi.org/", "doi:"):
+                if doi.lower().startswith(prefix):
+                    doi = doi[len(prefix):]
+            entry["DOI"] = f"doi:{doi}"
+    changes = path / "CHANGES"
+    if changes.is_file():
+        for line in changes.read_text(errors="replace").splitlines():
+            if line.strip() and not line[0].isspace():
+                entry["Version"] = line.split()[0]
+                break
+    return entry
+
+
 def dataset_description(bids_dir: Path, fmriprep_dir: Path) -> dict:
-    """Content of the output ``dataset_description.json``."""
+    """Content of the output ``dataset_description.json``.
+
+    ``Authors``: the source dataset's authors (the derivatives are theirs), then the app, so that
+    the list names who the data belong to and what derived them.
+    """
     generated = {
         "Name": "ptsd_bidsapp",
         "Version": __version__,
-        "Description": "ROI activation, gPPI and task-free connectivity, DCM and group models of the PTSD fear-regulation circuit",
+        "Description": "ROI activation, gPPI and task-free connectivity, DCM and group models of the PTSD "
+                       f"fear-regulation circuit; {installation()}",
         "CodeURL": "https://pypi.org/project/ptsd-bidsapp/",
     }
     container = container_info()
     if container:
         generated["Container"] = container
-    sources = []
-    for path in (Path(bids_dir), Path(fmriprep_dir)):
-        desc = path / "dataset_description.json"
-        entry = {"URL": path.resolve().as_uri()}
-        if desc.is_file():
-            try:
-                info = json.loads(desc.read_text())
-                if info.get("DatasetDOI"):
-                    entry["DOI"] = info["DatasetDOI"]
-                if info.get("Name"):
-                    entry["Version"] = str(info.get("BIDSVersion", ""))
-            except ValueError:
-                pass
-        sources.append(entry)
+    authors = []
+    try:
+        authors = [str(a) for a in json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+                   .get("Authors") or []]
+    except (OSError, ValueError, AttributeError):
+        authors = []
     return {
         "Name": "ptsd_bidsapp derivatives",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
+        "Authors": [*authors, f"ptsd_bidsapp {__version__} (automated derivatives)"],
         "GeneratedBy": [generated],
-        "SourceDatasets": sources,
+        "SourceDatasets": [source_dataset(bids_dir), source_dataset(fmriprep_dir)],
     }
 
 
@@ -135,7 +199,9 @@ def bootstrap_output(output_dir: Path, bids_dir: Path, fmriprep_dir: Path, confi
             atomic_write_text(readme, README_TEXT.format(version=__version__))
         ignore = output_dir / ".bidsignore"
         existing = ignore.read_text().splitlines() if ignore.exists() else []
-        wanted = existing + [line for line in BIDSIGNORE + [".ptsd_bidsapp.lock"] if line not in existing]
+        ours = bidsignore_lines()
+        # lines someone else added stay; ours come first, once, with their comments
+        wanted = ours + [line for line in existing if line.strip() and line not in ours]
         if wanted != existing:
             atomic_write_text(ignore, "\n".join(wanted) + "\n")
         atomic_write_text(output_dir / "ptsd_bidsapp_config.yml", dump_config(config))

@@ -111,7 +111,36 @@ def build_parser() -> argparse.ArgumentParser:
                       help="plugin arguments as a JSON string or a path to a JSON file, e.g. '{\"sbatch_args\": \"-p normal\"}'")
     perf.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeat for debug)")
     parser.add_argument("--version", action="version", version=f"ptsd_bidsapp {__version__}")
+    _add_operation_options(parser)
     return parser
+
+
+def _add_operation_options(parser: argparse.ArgumentParser) -> None:
+    """Task selection, crash handling, work-dir hygiene, reports and logging, with fMRIPrep's names and meanings."""
+    ops = parser.add_argument_group("task selection, run control and logging (fMRIPrep's options)")
+    ops.add_argument("-t", "--task-id", "--task_id", dest="task_id", nargs="+", metavar="TASK",
+                     help="process only these tasks (labels of the config's 'tasks'); measures, DCM and group "
+                          "models that need another task are skipped with a message")
+    ops.add_argument("--notrack", action="store_true",
+                     help="accepted for fMRIPrep compatibility: ptsd_bidsapp never sends anything over the network")
+    ops.add_argument("--stop-on-first-crash", "--stop_on_first_crash", dest="stop_on_first_crash",
+                     action="store_true", help="stop the whole run at the first node that crashes "
+                                               "(default: the other subjects go on)")
+    ops.add_argument("--clean-workdir", "--clean_workdir", dest="clean_workdir", action="store_true",
+                     help="delete this app's intermediate results in the work dir before running (recomputes "
+                          "everything; do not use while another run shares the work dir)")
+    ops.add_argument("--resource-monitor", "--resource_monitor", dest="resource_monitor", action="store_true",
+                     help="record each node's run time, peak memory (GB) and CPU use (nipype's resource monitor) "
+                          "in logs/resource_monitor-<level>-<timestamp>.tsv")
+    ops.add_argument("--write-graph", "--write_graph", dest="write_graph", action="store_true",
+                     help="write the workflow graph (graphviz .dot, and .svg when graphviz is installed) "
+                          "into the work dir")
+    ops.add_argument("--reports-only", "--reports_only", dest="reports_only", action="store_true",
+                     help="rebuild the HTML reports from existing results without recomputing anything")
+    ops.add_argument("--boilerplate-only", "--boilerplate_only", dest="boilerplate_only", action="store_true",
+                     help="write the methods text (logs/CITATION.md, .html, .bib) for this configuration and exit")
+    ops.add_argument("-q", "--quiet", action="count", default=0,
+                     help="less output: -q only warnings and the final summary, -qq only errors and the summary")
 
 
 def _is_inside(child: Path, parent: Path) -> bool:
@@ -177,6 +206,7 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
             args.plugin_settings = value
         except ValueError as err:
             problems.append(f"--plugin-args is neither a JSON object nor a JSON file: {err}")
+    _validate_operation_options(args, problems)
     if problems:
         only_level = not level_ok and len(problems) == 1
         raise UsageError(problems, errors.UNKNOWN_LEVEL if only_level else errors.USAGE)
@@ -187,6 +217,17 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.derivatives is None:
         args.derivatives = args.bids_dir / "derivatives" / "fmriprep"
     return args
+
+
+def _validate_operation_options(args: argparse.Namespace, problems: list[str]) -> None:
+    """Checks of the options of :func:`_add_operation_options` (task labels against the config: run.py)."""
+    for task in args.task_id or []:
+        if not task.isalnum():
+            problems.append(f"--task-id {task!r} must be alphanumeric (BIDS task label)")
+    if args.reports_only and args.boilerplate_only:
+        problems.append("--reports-only and --boilerplate-only exclude each other: choose one")
+    if args.verbose and args.quiet:
+        problems.append("-v/--verbose and -q/--quiet exclude each other")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,18 +2,25 @@
 
 Nothing else lives here: the participant level is
 :func:`ptsd_bidsapp.workflows.participant.run_participant_level`, the group level
-:func:`ptsd_bidsapp.group.run.run_group`.
+:func:`ptsd_bidsapp.group.run.run_group`. This module maps errors to exit codes, sets up
+the console verbosity and the run log (:mod:`ptsd_bidsapp.cli.logs`) and writes the methods
+text (``logs/CITATION.*``, :mod:`ptsd_bidsapp.reports.boilerplate`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 from ptsd_bidsapp import errors
 from ptsd_bidsapp.bids.validation import validate_bids
+from ptsd_bidsapp.cli.logs import RunLog, setup_console_logging
 from ptsd_bidsapp.cli.parser import UsageError, parse_args
 from ptsd_bidsapp.errors import InputError, describe_os_error, os_error_exit_code
+
+LOGGER = logging.getLogger("ptsd_bidsapp")
 
 
 def _fail(message: str, code: int) -> int:
@@ -21,8 +28,20 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def write_citation(output_dir: Path, config: dict, args) -> list[Path]:
+    """``logs/CITATION.md``, ``.html``, ``.bib`` of this configuration (atomic writes)."""
+    from ptsd_bidsapp.bids.outputs import atomic_write_text
+    from ptsd_bidsapp.config import load_config
+    from ptsd_bidsapp.reports.boilerplate import citation_files, write_citation_files
+
+    options = {"seed": args.seed, "task_id": args.task_id, "no_dcm": args.no_dcm}
+    files = citation_files(config, load_config(None), options)
+    return write_citation_files(Path(output_dir) / "logs", files, atomic_write_text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the BIDS App; returns the process exit code (BIDS App execution spec)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)
     except UsageError as err:
@@ -32,26 +51,33 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return err.exit_code
 
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
+    setup_console_logging(args.verbose, args.quiet)
+    # no telemetry, no version check over the network (--notrack is the default and only behaviour)
+    os.environ["NIPYPE_NO_ET"] = "1"
 
-    from ptsd_bidsapp.config import ConfigError, dump_config, load_config
+    from ptsd_bidsapp.config import ConfigError, dump_config, load_config, select_tasks
 
     try:
         config = load_config(args.config)
+        if args.no_dcm:
+            config["dcm"]["enabled"] = False
+        config, skipped = select_tasks(config, args.task_id)
     except ConfigError as err:
         return _fail(str(err), errors.USAGE)
-    if args.no_dcm:
-        config["dcm"]["enabled"] = False
     if args.print_config:
         print(dump_config(config), end="")
+        return errors.SUCCESS
+    if args.boilerplate_only:
+        try:
+            paths = write_citation(args.output_dir, config, args)
+        except OSError as err:
+            return _fail(describe_os_error(err), os_error_exit_code(err))
+        print("ptsd_bidsapp: methods boilerplate written to\n  " + "\n  ".join(str(p) for p in paths))
         return errors.SUCCESS
 
     if not args.bids_dir.is_dir():
         return _fail(f"bids_dir {args.bids_dir} does not exist", errors.NOINPUT)
-    if not args.skip_bids_validation:
+    if not args.skip_bids_validation and not args.reports_only:
         problems = validate_bids(args.bids_dir, args.participant_label)
         if problems:
             shown = "\n  - ".join(problems[:20])
@@ -61,31 +87,55 @@ def main(argv: list[str] | None = None) -> int:
                 errors.INVALID_BIDS,
             )
 
+    run_log = None
     try:
         from ptsd_bidsapp.bids.outputs import ensure_writable_dir
 
         ensure_writable_dir(args.output_dir, "output_dir")
-        if args.analysis_level == "participant":
-            ensure_writable_dir(args.work_dir, "work dir (-w)")
-            from ptsd_bidsapp.workflows.participant import run_participant_level
-
-            return run_participant_level(args, config)
-        from ptsd_bidsapp.group.run import run_group
-
-        run_group(
-            bids_dir=args.bids_dir,
-            output_dir=args.output_dir,
-            config=config,
-            seed=args.seed,
-            n_jobs=args.nprocs,
-            reports=not args.no_reports,
-        )
-        return errors.SUCCESS
+        run_log = RunLog(args.output_dir, args.analysis_level, argv, dump_config(config), args.verbose)
+        for note in skipped:
+            LOGGER.warning("%s", note)
+        if not args.reports_only:
+            write_citation(args.output_dir, config, args)
+        return _dispatch(args, config, skipped, run_log)
     except InputError as err:
+        LOGGER.debug("input error", exc_info=True)
         return _fail(str(err), err.exit_code)
     except OSError as err:  # an output that cannot be written: permission, read-only FS, disk full
-        logging.getLogger("ptsd_bidsapp").debug("operating-system error", exc_info=True)
+        LOGGER.debug("operating-system error", exc_info=True)
         return _fail(describe_os_error(err), os_error_exit_code(err))
+    finally:
+        if run_log is not None:
+            print(f"  run log: {run_log.close()}")
+
+
+def _dispatch(args, config: dict, skipped: list[str], run_log: RunLog) -> int:
+    if args.analysis_level == "participant":
+        from ptsd_bidsapp.bids.outputs import ensure_writable_dir
+
+        ensure_writable_dir(args.work_dir, "work dir (-w)")
+        if args.reports_only:
+            from ptsd_bidsapp.workflows.participant import rebuild_participant_reports
+
+            return rebuild_participant_reports(args, config)
+        from ptsd_bidsapp.workflows.participant import run_participant_level
+
+        return run_participant_level(args, config, run_log=run_log)
+    from ptsd_bidsapp.group.run import rebuild_group_report, run_group
+
+    if args.reports_only:
+        return rebuild_group_report(args.output_dir, args.work_dir)
+    run_group(
+        bids_dir=args.bids_dir,
+        output_dir=args.output_dir,
+        config=config,
+        seed=args.seed,
+        n_jobs=args.nprocs,
+        reports=not args.no_reports,
+        notes=skipped,
+        work_dir=args.work_dir,
+    )
+    return errors.SUCCESS
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 
 from ptsd_bidsapp.glmnet.cv import _fold_ids, _interpolate_in_lambda, _kfold_cv_batch, _select_lambda
+from ptsd_bidsapp.progress import Ticker
 from ptsd_bidsapp.glmnet.solver import (
     _BATCH_ELEMENTS,
     _fit_computed_paths,
@@ -201,8 +202,12 @@ def sequential_p_value(null: np.ndarray, observed: float, h: int | None, n_max: 
 
 def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n_lambda=100,
                      lambda_min_ratio=None, penalty_factor=None, seed=0, n_jobs=1, nested_max_loo=30,
-                     nested_k_folds=10, chunk_size=None, solver="auto", sequential_h=None) -> dict:
+                     nested_k_folds=10, chunk_size=None, solver="auto", sequential_h=None,
+                     progress: str | None = None) -> dict:
     """Permutation test of the nested-CV R²: permute y, rerun the whole nested CV.
+
+    ``progress`` names the step in the progress lines (:class:`ptsd_bidsapp.progress.Ticker`,
+    one at most every 10 s).
 
     p = (1 + #{R²_perm ≥ R²_obs}) / (1 + P). Each permutation has its own generator spawned
     from ``seed``, so the null distribution is the same for any ``n_jobs`` / chunking.
@@ -238,17 +243,22 @@ def permutation_test(X, y, observed_r2: float, n_permutations=1000, alpha=0.5, n
     # chunks run in waves (one per process); the sequential test stops after the wave in which
     # the h-th null R² reaching the observed appears
     wave = len(chunks) if sequential_h is None else workers
+    ticker = Ticker(progress or "permutation test", n_permutations)
     null = []
     parallel = None
     for first in range(0, len(chunks), wave):
         todo = chunks[first:first + wave]
         if workers == 1 or len(todo) == 1:
-            null.extend(_permutation_chunk(*args, chunk) for chunk in todo)
+            finished = (_permutation_chunk(*args, chunk) for chunk in todo)
         else:
             from joblib import Parallel, delayed
 
-            parallel = parallel or Parallel(n_jobs=n_jobs)
-            null.extend(parallel(delayed(_permutation_chunk)(*args, chunk) for chunk in todo))
+            # results come back in submission order whatever the process that computed them
+            parallel = parallel or Parallel(n_jobs=n_jobs, return_as="generator")
+            finished = parallel(delayed(_permutation_chunk)(*args, chunk) for chunk in todo)
+        for values in finished:
+            null.append(values)
+            ticker.update(sum(len(v) for v in null))
         if sequential_h is not None and np.sum(np.concatenate(null) >= observed_r2 - 1e-12) >= int(sequential_h):
             break
     null = np.concatenate(null)

@@ -26,6 +26,7 @@ either session, a clinical score is missing, or the arm is unknown.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Mapping
@@ -34,10 +35,12 @@ import numpy as np
 import pandas as pd
 
 from ptsd_bidsapp.bids.inputs import InputError, read_arms, read_clinical, read_tsv
-from ptsd_bidsapp.contracts import UnmatchedPatternError, match_measures
+from ptsd_bidsapp.contracts import UnmatchedPatternError, match_measures, parse_measure_id, pattern_task
 from ptsd_bidsapp import errors as exitcodes
 
-__all__ = ["FEATURES_GLOB", "read_features", "select_measures", "build_change_table", "change_table_sidecar"]
+LOGGER = logging.getLogger("ptsd_bidsapp.group")
+
+__all__ = ["FEATURES_GLOB", "patterns_for_present_tasks", "read_features", "select_measures", "build_change_table", "change_table_sidecar"]
 
 FEATURES_GLOB = "sub-*/ses-*/*_desc-measures_features.tsv"
 _PATH_RE = re.compile(r"sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)_")
@@ -121,6 +124,35 @@ def select_measures(measure_ids, patterns) -> list[str]:
     return [m for m in ids if m in chosen]
 
 
+def patterns_for_present_tasks(patterns, tasks, measure_ids) -> tuple[list[str], list[str]]:
+    """Drop the measure patterns of configured tasks that no participant features table holds.
+
+    A site without a task (or a participant level run with ``--task-id``) has no measures of it:
+    its patterns are skipped with a message instead of failing as patterns that match nothing.
+    A pattern naming a task the configuration does not define still fails (a typo).
+
+    Returns
+    -------
+    (list of str, list of str)
+        The patterns kept and one message per pattern skipped.
+    """
+    present = set()
+    for measure in pd.Series(measure_ids).dropna().unique():
+        try:
+            present.add(parse_measure_id(measure).task)
+        except ValueError:
+            continue  # not an id of ours: select_measures reports what matters
+    kept, notes = [], []
+    for pattern in patterns:
+        task = pattern_task(pattern)
+        if task is not None and task in tasks and task not in present:
+            notes.append(f"measure pattern '{pattern}' skipped: no participant features of task '{task}' "
+                         "(not run, or excluded with --task-id)")
+        else:
+            kept.append(pattern)
+    return kept, notes
+
+
 def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config: Mapping) -> dict:
     """Build the change-score table of the group models.
 
@@ -158,7 +190,10 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
         raise InputError(
             f"no participant features tables ({FEATURES_GLOB}) under {participant_dir}: run the participant "
             "level for every subject before the group level", participant_dir)
-    measures = select_measures(features["measure"], config["measures"])
+    patterns, skipped = patterns_for_present_tasks(config["measures"], config["tasks"], features["measure"])
+    for note in skipped:
+        LOGGER.warning("group level: %s", note)
+    measures = select_measures(features["measure"], patterns) if patterns else []
     if not measures:
         raise InputError(
             f"none of the a-priori measure patterns {list(config['measures'])} matches a measure in the features "
@@ -229,6 +264,7 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
         "covariate": f"improvement_{covariate}" if covariate else None,
         "group_column": group_column,
         "clinical": pd.DataFrame(clinical_rows).set_index("subject"),
+        "skipped": skipped,
     }
 
 

@@ -350,7 +350,7 @@ def change_rerandomisation(change: SessionChangeResult, design: pd.DataFrame, *,
         [p["pE"][chosen] for p in posteriors], posteriors[0]["pC"][np.ix_(chosen, chosen)], design.to_numpy(),
         between.param_names, list(design.columns), _rerandomisation_covariances(refit, design, between),
         permute=list(design.columns[1:]), sign_flip=["mean"], flip_centre=0.0, n_permutations=n_permutations,
-        seed=seed, family=family)
+        seed=seed, family=family, progress="DCM PEB session change: re-randomisation")
 
 
 def baseline_rerandomisation(peb: PEBResult, Ep, Cp, pE, pC, param_names: Sequence[str], design: pd.DataFrame,
@@ -375,7 +375,8 @@ def baseline_rerandomisation(peb: PEBResult, Ep, Cp, pE, pC, param_names: Sequen
         [np.asarray(c, dtype=float)[np.ix_(select, select)] for c in Cp],
         pE_rows, _as_matrix(pC)[np.ix_(select, select)], design.to_numpy(), list(peb.param_names),
         list(design.columns), _rerandomisation_covariances(refit, design, peb), permute=list(design.columns[1:]),
-        sign_flip=["mean"], n_permutations=n_permutations, seed=seed, family=family)
+        sign_flip=["mean"], n_permutations=n_permutations, seed=seed, family=family,
+        progress="DCM PEB baseline: re-randomisation")
 
 
 _COLUMN_DESCRIPTIONS = {
@@ -595,7 +596,8 @@ def run_dcm_group(
         design = peb_design(clinical.loc[subjects], ["improvement"])
         Ep, Cp, pE, pC, _ = _stack([found[pre][s] for s in subjects])
         loo = loo_predict(Ep, Cp, pE, pC, design.to_numpy(), names, list(design.columns), target=1, select=loo_select,
-                          subject_names=subjects, random_effects=random_effects, **prior_options)
+                          subject_names=subjects, random_effects=random_effects,
+                          progress=f"DCM PEB leave-one-out ({label} subjects)", **prior_options)
         name = f"loo-{label}"
         path = write_tsv(out_dir / f"model-{name}_loo.tsv", loo.table(), sidecar={
             "Description": f"Leave-one-out posterior predictive of improvement (z) from {pre}-session DCM parameters "

@@ -111,7 +111,7 @@ def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: in
     nested = nested_cv(Xa, ya, seed=mseed, **common, **nested_opts)
     perm = permutation_test(Xa, ya, nested["r2"], n_permutations=int(en_cfg.get("n_permutations", 1000)),
                             seed=mseed, n_jobs=n_jobs, sequential_h=en_cfg.get("sequential_h"), **common,
-                            **nested_opts)
+                            **nested_opts, progress=f"model {name}: permutation test")
     boot = bootstrap_selection(Xa, ya, cv.lambdas_, cv.index_min_, n_bootstrap=int(en_cfg.get("n_bootstrap", 500)),
                                alpha=alpha, penalty_factor=design["penalty_factor"], seed=mseed,
                                solver=common["solver"])

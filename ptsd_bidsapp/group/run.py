@@ -31,7 +31,7 @@ from typing import Mapping
 
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.bids.inputs import InputError
-from ptsd_bidsapp.bids.outputs import atomic_write_text, write_json, write_tsv
+from ptsd_bidsapp.bids.outputs import atomic_write_bytes, atomic_write_text, write_json, write_tsv
 from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.glmnet import TooFewSubjectsError
 from ptsd_bidsapp.group.changes import build_change_table, change_table_sidecar
@@ -52,7 +52,10 @@ def _ignore_group_dir(output_dir: Path) -> None:
     ignore = output_dir / ".bidsignore"
     lines = ignore.read_text().splitlines() if ignore.is_file() else []
     if GROUP_BIDSIGNORE not in lines:
-        atomic_write_text(ignore, "\n".join([*lines, GROUP_BIDSIGNORE]) + "\n")
+        from ptsd_bidsapp.bids.dataset import BIDSIGNORE
+
+        reason = next(r for r, patterns in BIDSIGNORE if GROUP_BIDSIGNORE in patterns)
+        atomic_write_text(ignore, "\n".join([*lines, f"# {reason}", GROUP_BIDSIGNORE]) + "\n")
 
 
 #: Exceptions of a model fit on data it cannot handle (singular or degenerate designs in the
@@ -72,9 +75,10 @@ def _publish(staging: Path, group_dir: Path) -> None:
 
 
 def _run_dcm(stage_root: Path, output_dir: Path, change: Mapping, config: Mapping, reports: bool,
-             seed: int) -> dict | None:
+             seed: int, notes: list[str] = ()) -> dict | None:
     if not config.get("dcm", {}).get("enabled", True):
-        return {"note": "DCM disabled in the config (dcm.enabled: false / --no-dcm)"}
+        why = [n for n in notes if n.startswith("DCM")]
+        return {"note": why[0] if why else "DCM disabled in the config (dcm.enabled: false / --no-dcm)"}
     from ptsd_bidsapp.group.dcm_group import run_dcm_group
 
     try:
@@ -85,7 +89,8 @@ def _run_dcm(stage_root: Path, output_dir: Path, change: Mapping, config: Mappin
         return {"note": f"DCM group models failed: {err}"}
 
 
-def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int = 1, reports: bool = True) -> dict:
+def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int = 1, reports: bool = True,
+              notes: list[str] | None = None, work_dir=None) -> dict:
     """Run the group level.
 
     Parameters
@@ -102,6 +107,10 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
         Processes for the permutation test (results do not depend on it).
     reports : bool
         Write ``group/group_report.html``.
+    notes : list of str, optional
+        What was skipped on purpose (``--task-id``: measures, DCM), kept in ``group_summary.json``.
+    work_dir : path, optional
+        Where the report's inputs are cached (``group_report_inputs.pkl.gz``) for ``--reports-only``.
 
     Returns
     -------
@@ -118,10 +127,13 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
     _ignore_group_dir(output_dir)
     stage_root = Path(tempfile.mkdtemp(prefix=".group.tmp-", dir=output_dir))
     try:
-        result = _run_group_into(stage_root, output_dir, change, config, seed, n_jobs, reports)
+        result = _run_group_into(stage_root, output_dir, change, config, seed, n_jobs, reports,
+                                 list(notes or []) + list(change.get("skipped", [])))
         _publish(stage_root / "group", output_dir / "group")
     finally:
         shutil.rmtree(stage_root, ignore_errors=True)
+    if work_dir is not None:
+        _cache_report_inputs(Path(work_dir), output_dir, result, config, seed)
     if result["report"] is not None:
         result["report"] = output_dir / "group" / Path(result["report"]).name
         print(f"ptsd_bidsapp: group report written to {result['report']}")
@@ -134,7 +146,7 @@ def run_group(bids_dir, output_dir, config: Mapping, seed: int = 0, n_jobs: int 
 
 
 def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Mapping, seed: int, n_jobs: int,
-                    reports: bool) -> dict:
+                    reports: bool, notes: list[str] = ()) -> dict:
     """Compute and write every group result under ``stage_root/group`` (see :func:`run_group`)."""
     group_dir = stage_root / "group"
     en_cfg = config["elastic_net"]
@@ -164,11 +176,12 @@ def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Ma
         files[name] = write_model_outputs(result, group_dir, spec, config)
         models[name] = result
 
-    dcm = _run_dcm(stage_root, output_dir, change, config, reports, seed)
+    dcm = _run_dcm(stage_root, output_dir, change, config, reports, seed, list(notes))
 
     summary = {
         "GeneratedBy": {"Name": "ptsd_bidsapp", "Version": __version__},
         "Seed": int(seed),
+        "Skipped": list(notes),
         "Outcome": change["outcome"],
         "Measures": change["measures"],
         "ExcludedSubjects": dict(sorted(change["excluded"].items())),
@@ -203,3 +216,49 @@ def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Ma
 
         report = write_group_report(group_dir / "group_report.html", change, models, failed, dcm, config, seed)
     return {"change": change, "models": models, "failed": failed, "dcm": dcm, "report": report}
+
+
+#: The group report's inputs, cached in the work dir for ``--reports-only`` (not a derivative).
+REPORT_CACHE = "group_report_inputs.pkl.gz"
+
+
+def _cache_report_inputs(work_dir: Path, output_dir: Path, result: Mapping, config: Mapping, seed: int) -> None:
+    import gzip
+    import pickle
+
+    cache = {"output_dir": str(Path(output_dir).resolve()), "change": result["change"], "models": result["models"],
+             "failed": result["failed"], "dcm": result["dcm"], "config": dict(config), "seed": int(seed)}
+    try:
+        payload = gzip.compress(pickle.dumps(cache, protocol=4), compresslevel=6, mtime=0)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        LOGGER.warning("group level: the report inputs could not be cached for --reports-only (%s)", err)
+        return
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(work_dir) / REPORT_CACHE, payload)
+
+
+def rebuild_group_report(output_dir, work_dir) -> int:
+    """``--reports-only``: render ``group/group_report.html`` again from the results cached by the last group run.
+
+    Raises
+    ------
+    InputError
+        No cached results in ``work_dir`` (66), or results of another output dataset (66).
+    """
+    import gzip
+    import pickle
+
+    from ptsd_bidsapp.group.report import write_group_report
+
+    path = Path(work_dir) / REPORT_CACHE
+    if not path.is_file():
+        raise InputError(f"--reports-only: no cached group results ({path}); run the group level (without "
+                         "--reports-only) with this work dir first", path)
+    cache = pickle.loads(gzip.decompress(path.read_bytes()))
+    if cache["output_dir"] != str(Path(output_dir).resolve()):
+        raise InputError(f"--reports-only: {path} holds the group results of {cache['output_dir']}, not of "
+                         f"{output_dir}; pass the work dir of that run", path)
+    report = write_group_report(Path(output_dir) / "group" / "group_report.html", cache["change"], cache["models"],
+                                cache["failed"], cache["dcm"], cache["config"], cache["seed"])
+    print(f"ptsd_bidsapp group level (--reports-only): group report written to {report}")
+    return exitcodes.SUCCESS

@@ -39,6 +39,7 @@ from ptsd_bidsapp.peb.fit import (
     select_parameters,
 )
 from ptsd_bidsapp.peb.reduce import _prepare_subject
+from ptsd_bidsapp.progress import Ticker
 
 __all__ = ["LOOResult", "loo_predict", "predict_design"]
 
@@ -161,6 +162,7 @@ def loo_predict(
     select: Sequence[int] | None = None,
     subject_names: Sequence[str] | None = None,
     spm_parameter_order: bool = False,
+    progress: str | None = None,
     **peb_options,
 ) -> LOOResult:
     """Leave-one-out prediction of a covariate from DCM parameters (``spm_dcm_loo`` r7120).
@@ -171,7 +173,8 @@ def loo_predict(
     entries of the left-out subject enter as prior means with prior variance 1 (then
     e^{−i}), the target with prior mean 0 (then its last estimate) and variance
     4 × the training column's variance (+ 1, then + e^{−i}). ``spm_parameter_order``: see
-    :func:`predict_design` (off by default).
+    :func:`predict_design` (off by default). ``progress`` names the step in the progress lines
+    (:class:`ptsd_bidsapp.progress.Ticker`: one at most every 10 s, and at the end).
 
     Returns
     -------
@@ -192,6 +195,7 @@ def loo_predict(
     predicted = np.zeros(n_subjects)
     predicted_var = np.zeros(n_subjects)
     probabilities = np.zeros((levels.size, n_subjects))
+    ticker = Ticker(progress or "PEB leave-one-out", n_subjects)
     for i in range(n_subjects):
         train = [j for j in range(n_subjects) if j != i]
         peb = fit_peb([Ep_list[j] for j in train], [Cp_list[j] for j in train], [pE_list[j] for j in train],
@@ -210,6 +214,7 @@ def loo_predict(
         )
         predicted[i], predicted_var[i] = mean, var
         probabilities[:, i] = _level_probabilities(mean, var, prior_mean, prior_var, levels)
+        ticker.update(i + 1)
     observed = X[:, target]
     df = n_subjects - 2
     r = float(np.corrcoef(predicted, observed)[0, 1]) if np.std(predicted) > 0 else float("nan")

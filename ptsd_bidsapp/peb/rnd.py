@@ -58,6 +58,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ptsd_bidsapp.progress import Ticker
+
 __all__ = ["RerandomisationResult", "rerandomisation_test", "gls_effects", "FWE_FAMILIES"]
 
 #: families of the family-wise p (config ``peb.finding_family``)
@@ -170,6 +172,7 @@ def rerandomisation_test(
     n_permutations: int = 1000,
     seed: int = 0,
     family: str = "covariate",
+    progress: str | None = None,
 ) -> RerandomisationResult:
     """Re-randomisation p-values of PEB group effects (see module docstring).
 
@@ -200,6 +203,8 @@ def rerandomisation_test(
         Family of the family-wise p: the tested covariate's parameters (``"covariate"``), or
         every effect of all the re-randomised covariates together (``"model"``; the sign-flip
         test of a mean keeps its own family).
+    progress : str, optional
+        Name of the step in the progress lines (:class:`ptsd_bidsapp.progress.Ticker`).
 
     Returns
     -------
@@ -236,6 +241,7 @@ def rerandomisation_test(
             # every permuted covariate sees the same re-randomisations; sign flips their own stream
             rng = np.random.default_rng([int(seed), 0] if how == "permutation" else [int(seed), j, 1])
             null_z = np.empty((int(n_permutations), p_count, X.shape[1]))
+            ticker = Ticker(f"{progress or 're-randomisation test'} ({cov}, {how})", int(n_permutations))
             for k in range(int(n_permutations)):
                 if how == "permutation":
                     Xk = X.copy()
@@ -245,6 +251,7 @@ def rerandomisation_test(
                     flips = rng.choice([-1.0, 1.0], size=n_sub)[:, None]
                     _, zk = gls_effects(L, b_centre + flips * (b - b_centre), X, Sigma)
                 null_z[k] = np.abs(zk)
+                ticker.update(k + 1)
             null_cache[key] = null_z
         null = null_cache[key][:, :, j]
         tol = 1e-10 * np.maximum(observed, 1.0)

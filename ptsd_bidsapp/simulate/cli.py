@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="voxel size in mm of the MNI152NLin2009cAsym grid (default 4; 2 = res-2, 97x115x97)")
     parser.add_argument("--n-volumes", type=_positive_int, default=150, help="volumes per run (default 150)")
     parser.add_argument("--tr", type=_positive_float, default=2.0, help="repetition time in seconds (default 2)")
+    parser.add_argument("--tasks", nargs="+", choices=("faces", "conflict", "rest"), metavar="TASK",
+                        help="simulate only these tasks (faces, conflict, rest; default all three)")
     parser.add_argument("--force", action="store_true", help="replace an earlier simulation in OUT_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.add_argument("--version", action="version", version=f"ptsd_bidsapp {__version__}")
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
     start = time.time()
     try:
         out = simulate_trial(args.out_dir, n_subjects=args.n_subjects, seed=args.seed, resolution=args.resolution,
-                             n_volumes=args.n_volumes, tr=args.tr, force=args.force, progress=not args.quiet)
+                             n_volumes=args.n_volumes, tr=args.tr, force=args.force, progress=not args.quiet,
+                             tasks=args.tasks)
     except FileExistsError as err:
         print(f"ptsd-bidsapp-simulate: error: {err}", file=sys.stderr)
         return 73  # EX_CANTCREAT

@@ -309,6 +309,8 @@ def _write_subject(out: Path, label: str, params: dict, space: images.SubjectSpa
     for s_idx, ses in enumerate(SESSIONS):
         motion_truth[ses] = {}
         for t_idx, task in enumerate(TASKS):
+            if task not in n_volumes:
+                continue  # a task not simulated (tasks=...); the others keep their random streams
             n = n_volumes[task]
             rng = np.random.default_rng([seed, index, 10 + s_idx, t_idx])
             stem = f"sub-{label}_ses-{ses}_task-{task}"
@@ -370,7 +372,7 @@ MIN_VOLUMES = MIN_BANDPASS_VOLUMES
 
 def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resolution: float = 4.0,
                    n_volumes: int | dict | None = None, tr: float = 2.0, force: bool = False,
-                   progress: bool = False) -> Path:
+                   progress: bool = False, tasks=None) -> Path:
     """Write the simulated trial (see module docstring).
 
     Parameters
@@ -391,6 +393,9 @@ def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resoluti
         Replace an existing simulation in ``out_dir``.
     progress : bool
         Log one line per subject.
+    tasks : sequence of str, optional
+        Write only these tasks' runs (a site without some task; default all of ``faces``,
+        ``conflict``, ``rest``). The kept tasks' files are identical to a full simulation's.
 
     Returns
     -------
@@ -410,6 +415,11 @@ def simulate_trial(out_dir, n_subjects: int = 21, seed: int = 20210701, resoluti
         n_volumes = DEFAULT_N_VOLUMES
     if isinstance(n_volumes, int):
         n_volumes = {task: int(n_volumes) for task in TASKS}
+    if tasks is not None:
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown or not tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {', '.join(TASKS)} (got {list(tasks)})")
+        n_volumes = {task: n for task, n in n_volumes.items() if task in tasks}
     if min(n_volumes.values()) < MIN_VOLUMES:
         raise ValueError(f"n_volumes must be >= {MIN_VOLUMES}: shorter runs are refused by the app (the band-pass "
                          "filter of task-free connectivity needs them)")
@@ -478,7 +488,7 @@ def _write_truth(out: Path, seed: int, n_subjects: int, tr: float, n_volumes: di
         "resolution_mm": resolution,
         "space": TEMPLATE,
         "sessions": list(SESSIONS),
-        "tasks": list(TASKS),
+        "tasks": [task for task in TASKS if task in n_volumes],
         "roi_labels": list(ROI_LABELS),
         "simulator_version": __version__,
         "dcm_forward_model": engines,

@@ -17,6 +17,7 @@ The work dir caches finished nodes, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import pickle
@@ -31,9 +32,16 @@ from nipype import Node, Workflow
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from ptsd_bidsapp import errors as exitcodes
+from ptsd_bidsapp.progress import format_elapsed
+from ptsd_bidsapp.workflows.progress import GraphProgress
 from ptsd_bidsapp.config import REPORT_SECTIONS, RUN_SECTIONS, SESSION_SECTIONS, config_sections
 
 LOGGER = logging.getLogger("ptsd_bidsapp.participant")
+
+#: Name of the meta-workflow (its folder in the work dir holds every cached node).
+META_WORKFLOW = "ptsd_bidsapp_wf"
+#: Longest silence (seconds) of the console while participant nodes run.
+HEARTBEAT_SECONDS = 30.0
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -299,32 +307,17 @@ def init_participant_wf(
     return workflow
 
 
-class _CrashedNodes:
-    """nipype ``status_callback``: records, per subject, the nodes that raised in this run.
-
-    The sink and report nodes of a subject write the derivative files; when one of them
-    crashes (disk full, a report path blocked by a folder) the subject failed, even though
-    files of an earlier run may still be in place.
-    """
-
-    def __init__(self):
-        self.by_subject: dict[str, list[str]] = {}
-
-    def __call__(self, node, status: str) -> None:
-        if status != "exception":
-            return
-        for part in str(getattr(node, "fullname", node)).split("."):
-            if part.startswith("sub_") and part.endswith("_wf"):
-                self.by_subject.setdefault(part[len("sub_"):-len("_wf")], []).append(node.name)
-
-
-def run_participant_level(args, config: Mapping[str, Any]) -> int:
+def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     """Run the participant level for every selected subject; return the exit code.
 
     Input problems of one subject (missing file, inconsistent TR) mark that subject as
     failed and the others go on. The exit code is 0 when every subject succeeded,
     1 when some failed (a summary lists them with reasons), or the input error's own
     code when no subject could even be set up.
+
+    Run control as fMRIPrep's options (``args``): ``stop_on_first_crash``, ``clean_workdir``,
+    ``resource_monitor``, ``write_graph``. ``run_log`` (:class:`ptsd_bidsapp.cli.logs.RunLog`)
+    receives the subjects' warnings from their status files.
     """
     from nipype import config as nipype_config
 
@@ -335,6 +328,8 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
 
     work_dir = Path(args.work_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
+    if getattr(args, "clean_workdir", False):
+        clean_work_dir(work_dir)
     # only the selected subjects are indexed (all when none is selected)
     layout = make_layout(args.bids_dir, args.derivatives, work_dir, participants=args.participant_label)
     subjects = select_participants(layout, args.participant_label)
@@ -346,7 +341,8 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     codes: dict[str, int] = {}
     gaps: dict[str, list[str]] = {}
     present: dict[str, list[str]] = {}
-    meta = Workflow(name="ptsd_bidsapp_wf", base_dir=str(work_dir))
+    meta = Workflow(name=META_WORKFLOW, base_dir=str(work_dir))
+    totals = {"run": 0, "session": 0, "subject": 0}
     collected = {}
     for subject in subjects:
         try:
@@ -375,9 +371,13 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
                                             reports=not args.no_reports, unusable=found.unusable,
                                             missing_sessions=found.missing_sessions, omp_nthreads=omp_nthreads,
                                             low_mem=bool(getattr(args, "low_mem", False)))])
+        totals["run"] += len(found.runs)
+        totals["session"] += len({r.session for r in found.runs} | {g.session for g in found.unusable})
+        totals["subject"] += 1
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
-    execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": "false",
+    stop_first = "true" if getattr(args, "stop_on_first_crash", False) else "false"
+    execution = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt", "stop_on_first_crash": stop_first,
                  "check_version": "false",  # no telemetry: the app runs offline
                  # the run nodes write the derivative files into their folders; nipype must keep them
                  "remove_unnecessary_outputs": "false", "hash_method": "content"}
@@ -390,20 +390,36 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     nipype_logging.update_logging(nipype_config)
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         logging.getLogger(name).propagate = False  # nipype has its own handler: no duplicate lines
+    monitor = bool(getattr(args, "resource_monitor", False))
+    if monitor:
+        enable_resource_monitor(nipype_config)
     # a Workflow copies the global config when created: set it on the graph too
     meta.config["execution"].update(execution)
+    if monitor:
+        meta.config["monitoring"] = {"enabled": "true", "sample_frequency": "0.5"}
+    stopped = False
+    started = time.time()
+    progress = GraphProgress(totals, resource_monitor=monitor, heartbeat=HEARTBEAT_SECONDS)
     if meta._graph.number_of_nodes():
         from ptsd_bidsapp.workflows.cluster import plugin_settings, run_graph
 
+        if getattr(args, "write_graph", False):
+            write_workflow_graph(meta, work_dir)
         settings, wait = plugin_settings(args.plugin, getattr(args, "plugin_settings", None), args.nprocs, args.mem_gb)
-        crashed = _CrashedNodes()
         if args.plugin in ("Linear", "MultiProc", "LegacyMultiProc"):
-            settings["status_callback"] = crashed   # local plugins report each node's status
-        started = time.time()
+            settings["status_callback"] = progress   # local plugins report each node's status
+        LOGGER.info("participant level: %d subject(s), %d run(s), %d session(s) to process with %s",
+                    totals["subject"], totals["run"], totals["session"], args.plugin)
         try:
-            run_graph(meta, args.plugin, settings, wait)
+            # nipype's resource monitor writes its samples (.proc-* files) into the current folder
+            with contextlib.chdir(_monitor_dir(work_dir) if monitor else Path.cwd()):
+                run_graph(meta, args.plugin, settings, wait)
         except RuntimeError as err:
+            stopped = stop_first == "true"
             LOGGER.error("some nodes crashed (%s); see %s", str(err).splitlines()[0] if str(err) else "", crash_dir)
+        finally:
+            progress.stop()
+        crashed = progress
         for subject in subjects:
             if subject in failures:
                 continue
@@ -418,12 +434,27 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
                 failures[subject] = "; ".join(status["failed_runs"]) + " (the subject's other outputs were written)"
                 codes[subject] = exitcodes.FAILURE
                 _forget_failed_runs(work_dir, meta.name, subject, status.get("failed_run_keys", []))
+    else:
+        progress.stop()
     ok = [s for s in subjects if s not in failures]
-    print(f"ptsd_bidsapp participant level: {len(ok)}/{len(subjects)} subject(s) succeeded")
+    if run_log is not None:
+        for subject in subjects:
+            status = read_status(output_dir, subject) or {}
+            run_log.record(status.get("warnings", []), prefix=f"sub-{subject}: ")
+    if monitor:
+        table = write_resource_table(progress.resources, output_dir, run_log)
+        print(f"  resource monitor: {table}")
+    print(f"ptsd_bidsapp participant level: {len(ok)}/{len(subjects)} subject(s) succeeded "
+          f"({format_elapsed(time.monotonic() - progress.start)})")
+    if stopped:
+        print("  stopped at the first crash (--stop-on-first-crash): the remaining nodes were not run")
     if ok and not args.no_reports:
-        print(f"  reports: {output_dir}/sub-<label>.html")
+        reports = [output_dir / f"sub-{s}.html" for s in ok if (output_dir / f"sub-{s}.html").is_file()]
+        print("  reports:\n" + "\n".join(f"    {path}" for path in reports))
     for subject, reason in failures.items():
         print(f"  FAILED sub-{subject}: {reason}")
+        for crash in _subject_crashes(crash_dir, subject, started):
+            print(f"    crash file: {crash}")
     for subject, notes in gaps.items():
         for note in notes:
             print(f"  GAP sub-{subject}: {note} (the other sessions were computed; the group level drops "
@@ -485,3 +516,103 @@ def _crash_reason(crash_dir: Path, subject: str, since: float = 0.0) -> str:
         node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")), "")
         return (errors[-1] if errors else "crashed") + (f" (node {node})" if node else "")
     return "no outputs were written; see the crash files in the work dir"
+
+
+# --------------------------------------------------------------------------- run control (fMRIPrep's options)
+def clean_work_dir(work_dir: Path) -> list[Path]:
+    """``--clean-workdir``: delete this app's intermediate results (cached nodes, crash files) in ``work_dir``.
+
+    Only what the app puts there is removed (the meta-workflow folder and ``crashes/``), never
+    the folder itself nor anything else a user keeps in it; the pybids database stays (it is
+    keyed by the dataset's content and rebuilt when that changes).
+    """
+    import shutil
+
+    removed = []
+    for name in (META_WORKFLOW, "crashes"):
+        path = Path(work_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+    LOGGER.info("--clean-workdir: removed %s", ", ".join(map(str, removed)) or "nothing (no earlier results)")
+    return removed
+
+
+def enable_resource_monitor(nipype_config) -> None:
+    """``--resource-monitor``: nipype samples each node's memory and CPU (needs psutil)."""
+    import psutil  # noqa: F401 - nipype's resource monitor samples processes with it
+
+    nipype_config.enable_resource_monitor()
+    nipype_config.set("monitoring", "sample_frequency", "0.5")
+
+
+def _monitor_dir(work_dir: Path) -> Path:
+    path = Path(work_dir) / "resource_monitor"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_resource_table(rows: list[dict], output_dir: Path, run_log=None) -> Path:
+    """The resource monitor's per-node table: ``logs/resource_monitor-participant-<timestamp>.tsv``.
+
+    Columns: ``node``, ``interface``, ``duration_s`` (seconds), ``mem_peak_gb`` (GB), ``cpu_percent``
+    (percent of one core), ``cached`` (the node's result was reused: no measurement).
+    """
+    import pandas as pd
+
+    from ptsd_bidsapp.bids.outputs import atomic_write_text
+
+    stamp = run_log.path.stem.split("-", 1)[1] if run_log is not None else time.strftime("%Y%m%dT%H%M%SZ",
+                                                                                          time.gmtime())
+    path = Path(output_dir) / "logs" / f"resource_monitor-participant-{stamp}.tsv"
+    table = pd.DataFrame(rows, columns=["node", "interface", "duration_s", "mem_peak_gb", "cpu_percent", "cached"])
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a"))
+    return path
+
+
+def write_workflow_graph(workflow: Workflow, work_dir: Path) -> Path:
+    """``--write-graph``: the graph as graphviz ``.dot`` (and ``.svg`` when graphviz is installed) in the work dir."""
+    dot = Path(work_dir) / workflow.name / "graph.dot"
+    try:
+        workflow.write_graph(dotfilename=str(dot), graph2use="colored", format="svg", simple_form=True)
+        LOGGER.info("workflow graph written to %s (and .svg)", dot)
+    except OSError as err:  # graphviz's dot is not installed: the .dot file is written all the same
+        LOGGER.info("workflow graph written to %s (%s)", dot, err)
+    print(f"  workflow graph: {dot}")
+    return dot
+
+
+def rebuild_participant_reports(args, config: Mapping[str, Any]) -> int:
+    """``--reports-only``: render ``sub-<label>.html`` again from the session results cached in the work dir.
+
+    Nothing is recomputed and no derivative other than the reports is written. A subject whose
+    results are not in the work dir (another work dir, or ``--clean-workdir`` since) is named
+    with the fix; exit 1 if some subjects could not be rebuilt, 66 if none could.
+    """
+    from ptsd_bidsapp.bids.outputs import atomic_write_text
+    from ptsd_bidsapp.reports.participant import render_subject_report
+    from ptsd_bidsapp.workflows.sink import read_status
+
+    work_dir, output_dir = Path(args.work_dir).resolve(), Path(args.output_dir).resolve()
+    labels = args.participant_label or sorted(p.name[4:] for p in output_dir.glob("sub-*") if p.is_dir())
+    rebuilt, missing = [], {}
+    for subject in labels:
+        cached = sorted((work_dir / META_WORKFLOW / f"sub_{subject}_wf").glob("ses_*_summary/session_result.pkl.gz"))
+        if not cached:
+            missing[subject] = (f"no cached session results under {work_dir / META_WORKFLOW / f'sub_{subject}_wf'}; "
+                                "run the participant level (without --reports-only) with this work dir")
+            continue
+        status = read_status(output_dir, subject) or {}
+        gaps = [{"session": g.get("session"), "reason": g.get("reason")} if isinstance(g, dict)
+                else {"session": "", "reason": str(g)} for g in status.get("missing_sessions", [])]
+        html = render_subject_report([load_result(p) for p in cached], subject,
+                                     config_sections(config, REPORT_SECTIONS), gaps)
+        rebuilt.append(atomic_write_text(output_dir / f"sub-{subject}.html", html))
+    print(f"ptsd_bidsapp participant level (--reports-only): {len(rebuilt)}/{len(labels)} report(s) rebuilt")
+    for path in rebuilt:
+        print(f"    {path}")
+    for subject, reason in missing.items():
+        print(f"  FAILED sub-{subject}: {reason}")
+    if not missing:
+        return exitcodes.SUCCESS
+    return exitcodes.FAILURE if rebuilt else exitcodes.NOINPUT

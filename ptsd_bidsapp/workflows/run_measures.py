@@ -186,11 +186,16 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
                             f"inside brain mask {mask.name} is below {min_coverage}: its measures are n/a")
     labels = grid_atlas.data()
     labels[np.asanyarray(mask_img.dataobj) <= 0] = 0
-    # the dseg image and its table share one sidecar (same stem): the image's
+    # the dseg image and its table share one sidecar (same stem): the image's, which also defines the
+    # table's column beyond BIDS's index/name (the validator warns about undefined columns)
     add(Derivative(atlas_ents, "dseg", ".nii.gz", grid_atlas.img, sidecar={
         "SpatialReference": str(bold.name),
         "Description": f"atlas-{atlas_name} ROI set resampled (nearest neighbour) to the grid of this BOLD run",
-        "Resolution": "BOLD grid", "Atlas": atlas_name}))
+        "Resolution": "BOLD grid", "Atlas": atlas_name,
+        "coverage": {"LongName": "ROI coverage of the brain mask",
+                     "Description": f"fraction of the ROI's voxels on this grid inside the brain mask {mask.name}; "
+                                    f"ROIs below atlas.min_coverage ({min_coverage}) have n/a measures",
+                     "Units": "1"}}))
     label_table = grid_atlas.labels[["index", "name"]].copy()
     label_table["coverage"] = [coverage.get(n) for n in names]
     add(Derivative(atlas_ents, "dseg", ".tsv", label_table))

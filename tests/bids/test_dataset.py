@@ -15,8 +15,10 @@ def test_bidsignore_uses_names_the_validator_honours(tmp_path):
     lines = (out / ".bidsignore").read_text().splitlines()
     # bids-validator ignores entries with a trailing slash (bids-standard/bids-validator#291)
     assert not [line for line in lines if line.endswith("/")]
-    assert {"figures", "logs", "group"} <= set(lines)
+    assert "group" in lines and "*_relmat.tsv" in lines
+    assert "logs" not in lines and "figures" not in lines     # logs/ validates; figures/ is never written
     assert len(lines) == len(set(lines))
+    assert lines[0].startswith("# ")                             # every group of entries says why
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert load_config(out / "ptsd_bidsapp_config.yml") == config     # the saved config round-trips

@@ -14,10 +14,12 @@ SMALL = {"n_subjects": 4, "seed": 11, "resolution": 8.0, "n_volumes": 80}
 
 
 def tree_digest(root: Path, skip=(".ptsd_bidsapp.lock",)) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``root``."""
+    """{relative path: sha256} of every file under ``root``, but the run logs (``logs/<level>-<timestamp>.log``:
+    one per invocation, named by its start time)."""
     out = {}
     for path in sorted(Path(root).rglob("*")):
-        if path.is_file() and path.name not in skip:
+        run_log = path.parent.name == "logs" and path.suffix == ".log"
+        if path.is_file() and path.name not in skip and not run_log:
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 

@@ -61,6 +61,8 @@ def test_output_passes_bids_validator(participant_run):
     report = json.loads(proc.stdout)
     errors = [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
     assert errors == [], errors[:5]
+    warnings = [(i["code"], i.get("location")) for i in report["issues"]["issues"] if i.get("severity") == "warning"]
+    assert len(warnings) <= 5, warnings[:10]    # issue 15: was 126 undefined `coverage` columns + too few authors
 
 
 def test_features_identical_to_direct_computation(participant_run, tmp_path):
@@ -130,7 +132,7 @@ def test_bad_inputs_fail_only_their_subject(trial, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 1
     assert "1/4 subject(s) succeeded" in printed
-    assert f"reports: {tmp_path / 'out'}/sub-<label>.html" in printed and (tmp_path / "out" / "sub-01.html").is_file()
+    assert f"reports:\n    {tmp_path / 'out' / 'sub-01.html'}\n" in printed and (tmp_path / "out" / "sub-01.html").is_file()
     lines = {line.split(":")[0].strip(): line for line in printed.splitlines() if "FAILED" in line}
     assert events.name in lines["FAILED sub-02"]
     assert bold.name in lines["FAILED sub-03"]
