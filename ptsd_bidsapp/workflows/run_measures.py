@@ -189,6 +189,7 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
     label_table["coverage"] = [coverage.get(n) for n in names]
     add(Derivative(atlas_ents, "dseg", ".tsv", label_table))
     report["atlas"] = grid_atlas.img
+    report["atlas_labels"] = dict(zip(grid_atlas.indices, names))
     result["coverage"] = {n: (None if not np.isfinite(v) else float(v)) for n, v in coverage.items()}
 
     # motion QC on the full fMRIPrep table
@@ -223,6 +224,8 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
 
     # the BOLD, read once; ROI means and the ROI voxel blocks, then released
     data, _ = activation.load_bold_float32(bold)
+    # the subject report draws the ROI set on the run's own mean BOLD (3D, float32)
+    report["mean_bold"] = nib.Nifti1Image(data.mean(axis=3), bold_img.affine)
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
         signals, n_voxels = activation.roi_mean_signals(data, labels, grid_atlas.indices, source=str(bold))
