@@ -71,8 +71,10 @@ def predicted_observed_figure(predictions, arms, metrics: Mapping, title: str, o
     lo, hi = float(min(obs.min(), pred.min())), float(max(obs.max(), pred.max()))
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--", label="identity")
     ax.set_xlabel(f"observed {outcome} improvement (points)")
-    ax.set_ylabel("predicted, subject left out (points)")
-    ax.set_title(f"{title}\nleave-one-out r = {metrics['pearson_r']:.2f}, R² = {metrics['r2']:.2f}, "
+    ax.set_ylabel("predicted out of sample (points)")
+    outer = "leave-one-out" if isinstance(metrics.get("inner_folds", "loo"), str) else \
+        f"{int(np.max(metrics['outer_folds'])) + 1}-fold"
+    ax.set_title(f"{title}\nnested {outer} r = {metrics['pearson_r']:.2f}, R² = {metrics['r2']:.2f}, "
                  f"MAE = {metrics['mae']:.2f}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)

@@ -66,9 +66,13 @@ def peb_effects_figure(table: pd.DataFrame, title: str, task: str | None = None)
     mean_col, var_col, prob_col = _columns(table)
     covariates = list(dict.fromkeys(table["covariate"]))
     n_rows = max(int((table["covariate"] == c).sum()) for c in covariates)
-    fig, axes = plt.subplots(1, len(covariates), figsize=(2.6 * len(covariates) + 3.2, 0.34 * n_rows + 1.4),
+    n_cols = min(2, len(covariates))
+    n_grid = -(-len(covariates) // n_cols)
+    fig, axes = plt.subplots(n_grid, n_cols, figsize=(3.3 * n_cols + 3.0, n_grid * (0.34 * n_rows + 1.1) + 0.4),
                              squeeze=False, sharey=True)
-    for ax, cov in zip(axes[0], covariates):
+    for ax in axes.ravel()[len(covariates):]:
+        ax.set_visible(False)
+    for ax, cov in zip(axes.ravel(), covariates):
         rows = table[table["covariate"] == cov]
         mean, var, prob = rows[mean_col].to_numpy(float), rows[var_col].to_numpy(float), rows[prob_col].to_numpy(float)
         found = [_is_finding(r) for _, r in rows.iterrows()]
@@ -76,11 +80,12 @@ def peb_effects_figure(table: pd.DataFrame, title: str, task: str | None = None)
         colours = ["tab:red" if f else ("tab:orange" if p > PP_THRESHOLD else "0.6") for f, p in zip(found, prob)]
         half = 1.645 * np.sqrt(np.maximum(var, 0))
         ax.barh(y, mean, xerr=half, color=colours, ecolor="k", capsize=2, height=0.6)
-        reach = float(np.nanmax(np.abs(np.concatenate([mean + half, mean - half])))) if len(rows) else 1.0
-        ax.set_xlim(-1.25 * reach - 1e-9, 2.1 * reach + 1e-9)
+        # at least ±0.05 Hz: effects pruned to zero by model reduction must not get a 1e-9 Hz axis
+        reach = max(float(np.nanmax(np.abs(np.concatenate([mean + half, mean - half])))) if len(rows) else 0.0, 0.05)
+        ax.set_xlim(-1.25 * reach, 2.1 * reach)
         for yi, p, f in zip(y, prob, found):
             ax.text(0.99, yi, f"Pp {p:.2f}" + (" finding" if f else ""), transform=ax.get_yaxis_transform(),
-                    ha="right", va="center", fontsize=6.5, fontweight="bold" if f else "normal")
+                    ha="right", va="center", fontsize=7, fontweight="bold" if f else "normal")
         ax.axvline(0, color="k", lw=0.6)
         ax.set_yticks(y, [_effect_words(r, task) for _, r in rows.iterrows()], fontsize=7)
         ax.set_title(covariate_name(cov), fontsize=8)
@@ -113,49 +118,64 @@ def network_figure(table: pd.DataFrame, regions: Sequence[str], title: str, task
 
     mean_col, _, prob_col = _columns(table)
     covariates = [c for c in dict.fromkeys(table["covariate"])]
-    fig, axes = plt.subplots(1, len(covariates), figsize=(3.6 * len(covariates), 4.4), squeeze=False)
+    n_cols = min(2, len(covariates))
+    n_grid = -(-len(covariates) // n_cols)
+    fig, axes = plt.subplots(n_grid, n_cols, figsize=(4.4 * n_cols, 3.6 * n_grid + 0.3), squeeze=False)
+    for ax in axes.ravel()[len(covariates):]:
+        ax.set_visible(False)
     angles = np.linspace(np.pi / 2, np.pi / 2 - 2 * np.pi, len(regions), endpoint=False)
     position = {r: np.array([np.cos(a), np.sin(a)]) for r, a in zip(regions, angles)}
     if len(regions) == 2:
         position = {regions[0]: np.array([0.0, -0.9]), regions[1]: np.array([0.0, 0.9])}
     biggest = float(np.nanmax(np.abs(table[mean_col].to_numpy(float)))) if len(table) else 1.0
-    for ax, cov in zip(axes[0], covariates):
+    for ax, cov in zip(axes.ravel(), covariates):
         rows = table[table["covariate"] == cov]
-        k_per_link: dict[tuple, int] = {}
+        links: dict[tuple, list] = {}
         for _, row in rows.iterrows():
             parsed = _parse_connection(str(row["parameter"]))
             if parsed is None or parsed[2] == parsed[3]:
                 continue
             field, inp, source, target = parsed
-            if source not in position or target not in position:
-                continue
             effect = row.get("effect") if isinstance(row.get("effect"), str) else None
-            if effect == "mean":
-                continue  # the change model's session mean: not a between-subject effect of interest here
-            k = k_per_link.get((source, target), 0)
-            k_per_link[(source, target)] = k + 1
-            ep, pp, found = float(row[mean_col]), float(row[prob_col]), _is_finding(row)
-            width = 0.8 + 4.0 * abs(ep) / (biggest or 1.0)
-            if found:
-                colour, style = ("tab:red" if ep > 0 else "tab:blue"), "solid"
-            elif pp > PP_THRESHOLD:
-                colour, style = "tab:orange", "dashed"
-            else:
-                colour, style, width = "0.7", "solid", 0.8
-            rad = 0.3 + 0.45 * k
+            if source in position and target in position and effect != "mean":
+                # the change model's session mean is not a between-subject effect of interest here
+                links.setdefault((source, target), []).append((field, inp, row))
+        reach = 1.2
+        for (source, target), params in links.items():
             start, end = position[source], position[target]
-            ax.add_patch(FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
-                                         mutation_scale=12 + 2 * width, lw=width, color=colour, linestyle=style,
-                                         shrinkA=22, shrinkB=22))
-            where = _arc_label_point(start, end, rad, 0.08)
-            what = "connection" if field == "A" else f"modulation by {inp}"
-            label = f"{what}\nEp {ep:+.2f} Hz, Pp {pp:.2f}" + ("\nfinding" if found else "")
-            ax.text(where[0], where[1], label, fontsize=6.5, ha="left" if where[0] > 0 else "right", va="center",
-                    color=colour if colour != "0.7" else "0.35", fontweight="bold" if found else "normal")
+            labels = []
+            for k, (field, inp, row) in enumerate(params):
+                ep, pp, found = float(row[mean_col]), float(row[prob_col]), _is_finding(row)
+                width = 0.8 + 4.0 * abs(ep) / (biggest or 1.0)
+                if found:
+                    colour, style = ("tab:red" if ep > 0 else "tab:blue"), "solid"
+                elif pp > PP_THRESHOLD:
+                    colour, style = "tab:orange", "dashed"
+                else:
+                    colour, style, width = "0.7", "solid", 0.8
+                rad = 0.3 + 0.4 * k
+                ax.add_patch(FancyArrowPatch(start, end, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+                                             mutation_scale=12 + 2 * width, lw=width, color=colour, linestyle=style,
+                                             shrinkA=22, shrinkB=22))
+                what = "connection" if field == "A" else f"modulation by {inp}"
+                labels.append((f"{what}\nEp {ep:+.2f} Hz, Pp {pp:.2f}" + ("\nfinding" if found else ""),
+                               colour if colour != "0.7" else "0.35", found))
+            # labels in one column beside the outermost arc, stacked in points (not data units) so that
+            # they cannot overlap whatever the panel's scale: line height 1.3 x font size, 4 pt apart
+            outer = _arc_label_point(start, end, 0.3 + 0.4 * (len(params) - 1), 0.12)
+            left = outer[0] < (start + end)[0] / 2 - 1e-9
+            heights = [1.3 * 7 * (text.count("\n") + 1) + 4.0 for text, _, _ in labels]
+            top = sum(heights) / 2
+            for (text, colour, found), height in zip(labels, heights):
+                ax.annotate(text, xy=outer, xytext=(0.0, top - height / 2), textcoords="offset points",
+                            fontsize=7, ha="right" if left else "left", va="center", color=colour,
+                            fontweight="bold" if found else "normal")
+                top -= height
+            reach = max(reach, abs(outer[0]) + 1.5, abs(outer[1]) + 0.5)
         for region, xy in position.items():
             ax.scatter(*xy, s=1700, color="white", edgecolor="k", zorder=3)
             ax.text(*xy, roi_name(region), ha="center", va="center", fontsize=7, zorder=4)
-        ax.set_xlim(-2.3, 2.3)
+        ax.set_xlim(-reach, reach)
         ax.set_ylim(-1.5, 1.5)
         ax.set_aspect("equal")
         ax.axis("off")

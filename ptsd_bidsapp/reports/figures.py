@@ -37,8 +37,9 @@ def _drawn_texts(fig) -> list[Text]:
     for ax in fig.axes:
         for axis, lo_hi in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             lo, hi = min(lo_hi), max(lo_hi)
+            hidden = not ax.axison or not axis.get_visible()  # ax.axis("off") draws no tick label
             for tick in axis.get_major_ticks() + axis.get_minor_ticks():
-                if not lo <= tick.get_loc() <= hi or not tick.get_visible():
+                if hidden or not lo <= tick.get_loc() <= hi or not tick.get_visible():
                     skip.update({id(tick.label1), id(tick.label2)})
     texts = []
     for text in fig.findobj(Text):
@@ -73,7 +74,7 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
     return pairs
 
 
-def to_png_data_uri(fig, dpi: int = 90) -> str:
+def to_png_data_uri(fig, dpi: int = 110) -> str:
     """Render a matplotlib figure to a ``data:image/png;base64`` URI (no timestamps) and close it.
 
     Warns :class:`FigureTextOverlapWarning` when texts of the figure overlap.
