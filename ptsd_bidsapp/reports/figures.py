@@ -201,9 +201,10 @@ def roi_overlay(dseg, labels: dict[int, str], background, title: str, background
 
     indices = sorted(labels)
     colours = roi_colours(max(indices) if indices else 1)
-    fig = plt.figure(figsize=(7.5, 3.0))
-    display = plot_roi(dseg, bg_img=background, figure=fig, axes=(0.0, 0.12, 1.0, 0.78), display_mode="ortho",
-                       cut_coords=(2, 20, -10), draw_cross=False, cmap=ListedColormap(colours), vmin=0.5,
+    fig = plt.figure(figsize=(9.0, 2.6))
+    # six axial cuts (MNI z, mm) through the circuit: amygdala/hippocampus, vmPFC, insula, rACC, dACC
+    display = plot_roi(dseg, bg_img=background, figure=fig, axes=(0.0, 0.12, 1.0, 0.78), display_mode="z",
+                       cut_coords=(-20, -12, -4, 6, 18, 30), draw_cross=False, cmap=ListedColormap(colours), vmin=0.5,
                        vmax=len(colours) + 0.5, colorbar=False, black_bg=False, dim=0, annotate=False)
     del display
     handles = [Patch(facecolor=colours[i - 1], edgecolor="k", label=f"{i} {roi_name(labels[i])}") for i in indices]

@@ -145,9 +145,10 @@ def group_demo(tmp_path_factory):
     base = tmp_path_factory.mktemp("report_group")
     bids, out = base / "bids", base / "out"
     config = copy.deepcopy(load_config(None))
-    # few resamples: the report's content, not the p-values' resolution, is under test (p >= 1/40)
+    # few resamples: the report's content, not the p-values' resolution, is under test (elastic net
+    # p >= 1/40); the PEB re-randomisation keeps 100 (its family-wise p of the planted B change is 0.04)
     config["elastic_net"].update({"n_permutations": 39, "n_bootstrap": 40})
-    config["peb"]["n_permutations"] = 40
+    config["peb"]["n_permutations"] = 100
     truth = write_feature_tables(out, bids, n_subjects=21, missing={"04": "qc"})
     write_dcm_posteriors(out, truth, config)
     with warnings.catch_warnings(record=True) as caught:
