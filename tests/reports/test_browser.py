@@ -154,7 +154,7 @@ def group_demo(tmp_path_factory):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_group(bids, out, config, seed=1, n_jobs=1)
-    return {"report": Path(result["report"]), "warnings": caught, "tmp": base}
+    return {"report": Path(result["report"]), "warnings": caught, "tmp": base, "truth": truth}
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +217,11 @@ def test_headline_names_the_planted_findings(group_demo):
     for name in PLANTED:
         assert name in page.headline, name
     assert PLANTED_DCM in page.headline
+    # the arms of the simulator's subjects (its input), sub-04 excluded (motion QC, conflict task)
+    arms = [params["group"] for label, params in group_demo["truth"]["subjects"].items() if label != "04"]
     # text nodes are joined with a space: "<b>Sample</b>: 20" reads "Sample : 20"
-    assert re.search(r"Sample ?: 20 subject\(s\) with complete change scores \(ketamine 11, midazolam 9\); "
-                     r"1 excluded", page.headline), page.headline
+    assert re.search(rf"Sample ?: 20 subject\(s\) with complete change scores \(ketamine {arms.count('ketamine')}, "
+                     rf"midazolam {arms.count('midazolam')}\); 1 excluded", page.headline), page.headline
 
 
 def test_measures_shown_by_name_with_the_id_in_the_tooltip(group_demo):
