@@ -66,7 +66,7 @@ _TERM = re.compile(r"^\s*(?:(?P<coef>\d+(?:\.\d*)?|\.\d+)\s*\*?\s*)?(?P<name>[A-
 #: participant computation (nipype hashes node inputs).
 RUN_SECTIONS = ("space", "tasks", "denoising", "motion_qc", "atlas", "glm", "gppi")
 SESSION_SECTIONS = ("space", "atlas", "dcm")
-REPORT_SECTIONS = ("atlas", "dcm")
+REPORT_SECTIONS = ("atlas", "dcm", "sessions")
 #: Sections only the group level reads.
 GROUP_SECTIONS = ("sessions", "measures", "clinical", "elastic_net", "dcm", "peb")
 

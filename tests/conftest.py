@@ -34,6 +34,7 @@ INTEGRATION_FILES = {
     "peb/test_loo.py",
     "peb/test_rnd.py",
     "peb/test_spm12_peb.py",
+    "reports/test_browser.py",
     "simulate/test_real_null.py",
     "simulate/test_trial.py",
     "test_atlas.py",

@@ -275,12 +275,19 @@ def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.
     Each resample (subjects drawn with replacement) is fitted along the full-data λ sequence
     down to λ_min (glmnet with those λs and the resample as case weights, which equals
     duplicating rows); a predictor is selected when its coefficient at λ_min is non-zero.
+
+    Returns
+    -------
+    dict
+        ``n_bootstrap``; ``frequency`` (p,) selection frequency; ``beta_per_sd``
+        (n_bootstrap, p) each resample's coefficients at λ_min per full-data SD of the
+        predictor (units of y), from which the reports take percentile intervals.
     """
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)
     n, p = X.shape
     if n_bootstrap <= 0:
-        return {"n_bootstrap": 0, "frequency": np.full(p, np.nan)}
+        return {"n_bootstrap": 0, "frequency": np.full(p, np.nan), "beta_per_sd": np.empty((0, p))}
     x0, _, _ = _prescale(X)
     pf = _penalty_factor(penalty_factor, p)
     rngs = _spawn(seed, "bootstrap", n_bootstrap)
@@ -288,5 +295,8 @@ def bootstrap_selection(X, y, lambdas, index_min: int, n_bootstrap=500, alpha=0.
     lam = np.broadcast_to(np.asarray(lambdas, dtype=float)[: index_min + 1], (n_bootstrap, index_min + 1))
     fits = _fit_given_paths(x0, W, np.arange(n_bootstrap), y[None, :], np.zeros(n_bootstrap, dtype=int), pf, alpha,
                             np.ascontiguousarray(lam), np.full(n_bootstrap, index_min + 1), solver=solver)
-    selected = fits["beta"][:, index_min, :] != 0
-    return {"n_bootstrap": int(n_bootstrap), "frequency": selected.mean(axis=0)}
+    at_min = fits["beta"][:, index_min, :]
+    selected = at_min != 0
+    # per full-data SD of each predictor, units of y (as GlmnetCV.coef_per_sd_)
+    per_sd = fits["ys"][:, None] * at_min / fits["xs"]
+    return {"n_bootstrap": int(n_bootstrap), "frequency": selected.mean(axis=0), "beta_per_sd": per_sd}

@@ -169,7 +169,9 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
     -------
     dict
         ``table`` (DataFrame, one row per included subject, sorted by subject), ``excluded``
-        ({subject: reason}), ``measures`` (selected measure ids), ``columns`` (measure id →
+        ({subject: reason}), ``exclusions`` (the same reasons as records ``{"subject", "session"
+        (None when not per session), "reason", "measure" (id or None)}``, for the report's
+        table), ``measures`` (selected measure ids), ``columns`` (measure id →
         ``delta_`` column), ``outcome`` and ``covariate`` column names, ``group_column``, and
         ``clinical`` (every subject with scores, indexed by label: arm, ``improvement`` = outcome
         pre − post, ``improvement_<score>``; for the DCM group models, which need no features).
@@ -211,16 +213,20 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
     sessions_found = features.groupby("subject")["session"].agg(set)
     subjects = sorted(set(sessions_found.index) | set(arms.index) | set(clinical["subject"]))
 
-    rows, excluded, clinical_rows = [], {}, []
+    rows, excluded, clinical_rows, exclusions = [], {}, [], []
     for subject in subjects:
         reasons = []
         have = sessions_found.get(subject, set())
         for ses in (pre, post):
             if ses not in have:
                 reasons.append(f"no participant features for session {ses}")
+                exclusions.append({"subject": subject, "session": ses, "reason": "no participant features",
+                                   "measure": None})
         arm = arms.get(subject, np.nan)
         if pd.isna(arm):
             reasons.append(f"no treatment arm ('{group_column}') in participants.tsv")
+            exclusions.append({"subject": subject, "session": None,
+                               "reason": f"no treatment arm ('{group_column}') in participants.tsv", "measure": None})
         record = {"subject": subject, group_column: arm}
         for score in scores:
             for ses in (pre, post):
@@ -228,6 +234,7 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
                 val = pd.to_numeric(hit[score], errors="coerce").iloc[0] if len(hit) else np.nan
                 if pd.isna(val):
                     reasons.append(f"no {score} for session {ses}")
+                    exclusions.append({"subject": subject, "session": ses, "reason": f"no {score}", "measure": None})
                 record[f"{score}_{ses}"] = val
             record[f"improvement_{score}"] = record[f"{score}_{pre}"] - record[f"{score}_{post}"]
         clinical_rows.append({"subject": subject, group_column: arm,
@@ -243,8 +250,12 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
                 for ses, val, ok in zip((pre, post), vals, oks):
                     if pd.isna(val):
                         bad.append(f"{mid} is n/a in session {ses}")
+                        exclusions.append({"subject": subject, "session": ses, "reason": "measure n/a",
+                                           "measure": mid})
                     elif not ok:
                         bad.append(f"{mid} failed QC in session {ses}")
+                        exclusions.append({"subject": subject, "session": ses, "reason": "measure failed QC",
+                                           "measure": mid})
                 record[f"delta_{mid}"] = vals[1] - vals[0]
             reasons.extend(bad)
         if reasons:
@@ -258,6 +269,7 @@ def build_change_table(participant_dir: Path | str, bids_dir: Path | str, config
     return {
         "table": table,
         "excluded": excluded,
+        "exclusions": exclusions,
         "measures": measures,
         "columns": columns,
         "outcome": f"improvement_{outcome}",

@@ -478,7 +478,8 @@ def run_dcm_group(
     -------
     dict
         ``{"models": {name: {"table": DataFrame, "path": Path, "figures": {...}}},
-        "loo": {name: {...}}, "excluded": {subject: reason}}``.
+        "loo": {name: {...}}, "excluded": {subject: reason}, "fits": DataFrame (subject, session,
+        explained_variance in %, fit_ok) of every session DCM found, "figures": {"explained_variance": ...}}``.
     """
     peb_cfg = dict(config.get("peb", {}) or {})
     dcm_cfg = dict(config.get("dcm", {}) or {})
@@ -510,6 +511,11 @@ def run_dcm_group(
     flagged = {f"sub-{subject}_ses-{ses}": {"ExplainedVariance": posterior.explained_variance,
                                             "Problems": posterior.fit_problems}
                for ses in (pre, post) for subject, posterior in found[ses].items() if not posterior.fit_ok}
+    # explained variance of every session DCM found (before any exclusion): the report's fit figure
+    fits = pd.DataFrame([{"subject": subject, "session": ses, "explained_variance": posterior.explained_variance,
+                          "fit_ok": posterior.fit_ok}
+                         for ses in (pre, post) for subject, posterior in sorted(found[ses].items())],
+                        columns=["subject", "session", "explained_variance", "fit_ok"])
     if poor_fits == "exclude":
         # a poorly fitting DCM leaves its session out: without a baseline the subject goes,
         # without a follow-up the subject stays in the baseline models only
@@ -522,7 +528,11 @@ def run_dcm_group(
         elif subject not in found[pre]:
             excluded[subject] = f"no DCM for session {pre}" + (
                 " (poor fit excluded: peb.poor_fits = exclude)" if f"sub-{subject}_ses-{pre}" in flagged else "")
-    results: dict = {"models": {}, "loo": {}, "excluded": excluded, "poor_fits": flagged, "poor_fit_policy": poor_fits}
+    results: dict = {"models": {}, "loo": {}, "excluded": excluded, "poor_fits": flagged, "poor_fit_policy": poor_fits,
+                     "fits": fits, "figures": {}}
+    if figures and len(fits):
+        results["figures"]["explained_variance"] = dcm_figures.explained_variance_figure(
+            fits, float(dcm_cfg.get("min_explained_variance", 10.0)), "DCM fit per subject and session")
     baseline_subjects = [s for s in sorted(found[pre]) if s not in excluded]
     change_subjects = [s for s in baseline_subjects if s in found[post]]
     for s in baseline_subjects:
@@ -547,9 +557,10 @@ def run_dcm_group(
         path, table = _write_model(out_dir, name, description, peb, bma, design, options, rnd)
         entry = {"table": table, "path": path, "description": description, "F": peb.F, "figures": {}}
         if figures:
-            entry["figures"]["effects"] = dcm_figures.peb_effects_figure(table, f"PEB {name}")
+            task = dcm_cfg.get("task")
+            entry["figures"]["effects"] = dcm_figures.peb_effects_figure(table, f"PEB {name}", task)
             entry["figures"]["network"] = dcm_figures.network_figure(table, regions or dcm_figures.regions_from(names),
-                                                                     f"PEB {name}")
+                                                                     f"PEB {name}", task)
         results["models"][name] = entry
 
     rnd_options = {"random_effects": random_effects, "prior_options": prior_options, "n_permutations": n_permutations,
@@ -612,7 +623,8 @@ def run_dcm_group(
         })
         entry = {"result": loo, "path": path, "r": loo.r, "p": loo.p, "figures": {}}
         if figures:
-            entry["figures"]["loo"] = dcm_figures.loo_figure(loo, f"LOO {label}")
+            entry["figures"]["loo"] = dcm_figures.loo_figure(
+                loo, f"Improvement predicted from {pre}-session DCM parameters, {label} subjects")
         results["loo"][name] = entry
 
     write_json(out_dir / "dcm_group_summary.json", {

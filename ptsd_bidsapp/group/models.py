@@ -122,6 +122,7 @@ def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: in
         "selected": cv.coef_ != 0,
         "selection_frequency": boot["frequency"],
         "penalty_factor": design["penalty_factor"],
+        **_bootstrap_interval(boot["beta_per_sd"], X.shape[1]),
     })
     predictions = pd.DataFrame({"subject": list(X.index), "observed": ya, "predicted": nested["predicted"],
                                 "training_mean": nested["train_mean"]})
@@ -136,6 +137,19 @@ def _p_value_definition(sequential_h) -> str:
         return fixed
     return (f"sequential (Besag & Clifford 1991, h = {sequential_h}): h / L when the L-th permutation is the h-th "
             f"whose R2 reaches the observed (NPermutations = L), else {fixed} over all NPermutationsMax")
+
+
+#: central coverage of the bootstrap percentile interval of β per SD (report's coefficient plot)
+BOOTSTRAP_INTERVAL = 0.90
+
+
+def _bootstrap_interval(per_sd: np.ndarray, p: int) -> dict:
+    """5th and 95th percentiles of the bootstrap β per SD (NaN without resamples)."""
+    tail = (1 - BOOTSTRAP_INTERVAL) / 2
+    if per_sd.shape[0] == 0:
+        return {"beta_per_sd_q05": np.full(p, np.nan), "beta_per_sd_q95": np.full(p, np.nan)}
+    low, high = np.quantile(per_sd, [tail, 1 - tail], axis=0)
+    return {"beta_per_sd_q05": low, "beta_per_sd_q95": high}
 
 
 def _quantiles(values: np.ndarray) -> dict:
@@ -202,6 +216,8 @@ def write_model_outputs(result: Mapping, out_dir: Path, spec: Mapping, config: M
             "selected": "non-zero at lambda.min",
             "selection_frequency": "bootstrap selection frequency at lambda.min",
             "penalty_factor": "glmnet penalty.factor (0 = unpenalised covariate)",
+            "beta_per_sd_q05": "5th percentile of the bootstrap coefficients at lambda.min per full-data SD",
+            "beta_per_sd_q95": "95th percentile of the bootstrap coefficients at lambda.min per full-data SD",
         },
     }
     coef_path = write_tsv(out_dir / f"model-{name}_coefficients.tsv", coefficients, sidecar=sidecar)

@@ -14,20 +14,17 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.bids.outputs import atomic_write_text
 from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
-from ptsd_bidsapp.reports.names import covariate_name, dcm_parameter_name, feature_name, score_name
+from ptsd_bidsapp.contracts import parse_measure_id
+from ptsd_bidsapp.reports.names import covariate_name, dcm_parameter_name, feature_name, measure_name, score_name
 
 __all__ = ["cv_curve_figure", "coefficient_path_figure", "predicted_observed_figure", "coefficient_bar_figure",
-           "interaction_figure", "group_headline", "write_group_report"]
+           "coefficient_plot_rows", "interaction_figure", "exclusion_table", "group_headline", "write_group_report"]
 
 ARM_COLOURS = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
 #: a model "predicted improvement" in the headline when its permutation p is below this
 PREDICTION_ALPHA = 0.05
 #: retained measures named per model in the headline
 HEADLINE_TOP = 3
-
-
-def _short(feature: str) -> str:
-    return feature.removeprefix("delta_")
 
 
 def cv_curve_figure(cv, title: str) -> str:
@@ -38,66 +35,96 @@ def cv_curve_figure(cv, title: str) -> str:
     ax.axvline(np.log(cv.lambda_min_), ls="--", color="k", lw=0.8, label=f"λ_min = {cv.lambda_min_:.3g}")
     ax.axvline(np.log(cv.lambda_1se_), ls=":", color="k", lw=0.8, label=f"λ_1se = {cv.lambda_1se_:.3g}")
     ax.set_xlabel("log λ")
-    ax.set_ylabel("LOO mean squared error")
+    ax.set_ylabel("leave-one-out mean squared error")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)
 
 
 def coefficient_path_figure(cv, features, title: str) -> str:
-    """Coefficients per SD of the predictor along the λ path."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    """Coefficients per SD of the predictor along the λ path; the six largest at λ_min named."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
     loglam = np.log(cv.lambdas_)
     path = cv.coef_per_sd_path_
-    order = np.argsort(-np.abs(cv.coef_per_sd_))
+    order = np.argsort(-np.abs(cv.coef_per_sd_), kind="stable")
     for rank, j in enumerate(order):
-        label = _short(features[j]) if rank < 6 and cv.coef_per_sd_[j] != 0 else None
+        label = feature_name(features[j]) if rank < 6 and cv.coef_per_sd_[j] != 0 else None
         ax.plot(loglam, path[:, j], lw=1.0 if label else 0.6, label=label, color=None if label else "0.6")
     ax.axvline(np.log(cv.lambda_min_), ls="--", color="k", lw=0.8)
     ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("log λ")
-    ax.set_ylabel("β per SD (outcome units)")
+    ax.set_xlabel("log λ (dashed: λ_min)")
+    ax.set_ylabel("β per SD of the predictor")
     ax.set_title(title, fontsize=9)
     if any(cv.coef_per_sd_ != 0):
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)
 
 
-def predicted_observed_figure(predictions, arms, metrics: Mapping, title: str) -> str:
-    """Nested-CV predicted vs observed improvement, coloured by arm."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+def predicted_observed_figure(predictions, arms, metrics: Mapping, title: str, outcome: str = "improvement") -> str:
+    """Out-of-sample (nested leave-one-out) predicted vs observed improvement, coloured by arm, with r."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.0))
     obs, pred = predictions["observed"].to_numpy(), predictions["predicted"].to_numpy()
     arm_values = [arms.get(s, "n/a") for s in predictions["subject"]]
     for k, arm in enumerate(sorted(set(map(str, arm_values)))):
         sel = np.array([str(a) == arm for a in arm_values])
         ax.scatter(obs[sel], pred[sel], s=18, color=ARM_COLOURS[k % len(ARM_COLOURS)], label=arm)
     lo, hi = float(min(obs.min(), pred.min())), float(max(obs.max(), pred.max()))
-    ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--")
-    ax.set_xlabel("observed improvement")
-    ax.set_ylabel("predicted (nested LOO)")
-    ax.set_title(f"{title}\nR² = {metrics['r2']:.2f}, r = {metrics['pearson_r']:.2f}, MAE = {metrics['mae']:.2f}",
-                 fontsize=9)
-    ax.legend(fontsize=7)
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.6, ls="--", label="identity")
+    ax.set_xlabel(f"observed {outcome} improvement (points)")
+    ax.set_ylabel("predicted out of sample (points)")
+    outer = "leave-one-out" if isinstance(metrics.get("inner_folds", "loo"), str) else \
+        f"{int(np.max(metrics['outer_folds'])) + 1}-fold"
+    ax.set_title(f"{title}\nnested {outer} r = {metrics['pearson_r']:.2f}, R² = {metrics['r2']:.2f}, "
+                 f"MAE = {metrics['mae']:.2f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)
+
+
+#: the coefficient plot shows every retained predictor and fills up to this many with the
+#: most often bootstrap-selected others (the rest are zero at λ_min and rarely selected)
+COEFFICIENT_PLOT_MIN_ROWS = 8
+
+
+def coefficient_plot_rows(coefficients) -> "np.ndarray":
+    """Row positions of the coefficient plot: retained by |β| descending, then others by selection."""
+    beta = coefficients["beta_per_sd"].to_numpy(float)
+    freq = np.nan_to_num(coefficients["selection_frequency"].to_numpy(float), nan=0.0)
+    retained = np.flatnonzero(beta != 0)
+    retained = retained[np.argsort(-np.abs(beta[retained]), kind="stable")]
+    others = np.flatnonzero(beta == 0)
+    others = others[np.argsort(-freq[others], kind="stable")][: max(0, COEFFICIENT_PLOT_MIN_ROWS - len(retained))]
+    return np.concatenate([retained, others]).astype(int)
 
 
 def coefficient_bar_figure(coefficients, title: str) -> str:
-    """β per SD at λ_min, with the bootstrap selection frequency."""
-    table = coefficients.iloc[np.argsort(-np.abs(coefficients["beta_per_sd"].to_numpy()), kind="stable")]
-    fig, ax = plt.subplots(figsize=(6.5, 0.22 * len(table) + 1.0))
+    """β per SD at λ_min, sorted by size, with 90 % bootstrap intervals and the zero line.
+
+    Predictors by human name, the bootstrap selection frequency in brackets.
+    """
+    rows = coefficient_plot_rows(coefficients)
+    table = coefficients.iloc[rows]
+    fig, ax = plt.subplots(figsize=(7.0, 0.3 * len(table) + 1.3))
     y = np.arange(len(table))[::-1]
-    colours = ["tab:red" if b > 0 else "tab:blue" if b < 0 else "0.7" for b in table["beta_per_sd"]]
-    ax.barh(y, table["beta_per_sd"], color=colours)
-    ax.set_yticks(y)
-    ax.set_yticklabels([f"{_short(f)}  ({fr:.0%})" if np.isfinite(fr) else _short(f)
-                        for f, fr in zip(table["feature"], table["selection_frequency"])], fontsize=6)
-    ax.axvline(0, color="k", lw=0.5)
-    ax.set_xlabel("β per SD at λ_min (bootstrap selection frequency)")
-    ax.set_title(title, fontsize=9)
+    beta = table["beta_per_sd"].to_numpy(float)
+    colours = ["tab:red" if b > 0 else "tab:blue" if b < 0 else "0.6" for b in beta]
+    if "beta_per_sd_q05" in table:
+        low, high = table["beta_per_sd_q05"].to_numpy(float), table["beta_per_sd_q95"].to_numpy(float)
+        ok = np.isfinite(low) & np.isfinite(high)
+        ax.hlines(y[ok], low[ok], high[ok], color="0.45", lw=1.2, label="90 % bootstrap interval")
+    ax.scatter(beta, y, color=colours, s=28, zorder=3, label="β at λ_min")
+    ax.set_yticks(y, [f"{feature_name(f)}  ({fr:.0%})" if np.isfinite(fr) else feature_name(f)
+                      for f, fr in zip(table["feature"], table["selection_frequency"])], fontsize=7)
+    ax.axvline(0, color="k", lw=0.7)
+    ax.set_xlabel("β per SD of the predictor at λ_min (bracket: bootstrap selection frequency)", fontsize=8)
+    n_hidden = len(coefficients) - len(table)
+    ax.set_title(title + (f"\n{n_hidden} other predictor(s): zero at λ_min, less often selected" if n_hidden else ""),
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0 + 0.5 / (0.3 * len(table) + 1.3)),
+              ncol=2, frameon=False)
     return to_png_data_uri(fig)
 
 
-def interaction_figure(result: Mapping, group_column: str, active: str, title: str):
+def interaction_figure(result: Mapping, group_column: str, active: str, title: str, arms: Mapping | None = None):
     """Improvement against the measure with the largest interaction, by arm, with the model's lines."""
     coefficients = result["coefficients"]
     inter = coefficients[coefficients["feature"].str.contains(f"_x_drug_{active}", regex=False)]
@@ -111,20 +138,49 @@ def interaction_figure(result: Mapping, group_column: str, active: str, title: s
     cv = result["cv"]
     others = cv.intercept_ + sum(beta[f] * X[f].mean() for f in X.columns
                                  if f not in (measure, top["feature"], f"drug_{active}"))
-    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    reference = sorted({str(arms[s]) for s in X.index if s in (arms or {}) and str(arms[s]) != active})
+    fig, ax = plt.subplots(figsize=(4.8, 3.8))
     x = X[measure].to_numpy()
     grid = np.linspace(x.min(), x.max(), 20)
-    for k, (label, d) in enumerate(((active, 1.0), ("other arm(s)", 0.0))):
+    for k, (label, d) in enumerate(((active, 1.0), (" and ".join(reference) or f"not {active}", 0.0))):
         sel = drug == d
         colour = ARM_COLOURS[k]
         ax.scatter(x[sel], y.to_numpy()[sel], s=18, color=colour, label=label)
         line = others + beta[f"drug_{active}"] * d + (beta[measure] + beta[top["feature"]] * d) * grid
         ax.plot(grid, line, color=colour, lw=1.2)
-    ax.set_xlabel(_short(measure))
-    ax.set_ylabel("improvement")
-    ax.set_title(f"{title}\ninteraction β (raw) = {top['beta_raw']:.3g}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_xlabel(feature_name(measure), fontsize=8)
+    ax.set_ylabel("improvement (points)")
+    ax.set_title(f"{title}\ninteraction β = {top['beta_raw']:.3g} per unit of the measure", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)
+
+
+def exclusion_table(exclusions, sessions: Mapping | None = None) -> list[dict]:
+    """Compact exclusion rows (subject, session, reason) from :func:`build_change_table`'s records.
+
+    Per subject, session and reason one row; measures are counted by task and listed by
+    name (the ids kept for tooltips). Sessions in study order (pre, post, subject-level).
+    """
+    order = [v for v in (sessions or {}).values()]
+    grouped: dict[tuple, list] = {}
+    for rec in exclusions:
+        grouped.setdefault((rec["subject"], rec.get("session"), rec["reason"]), []).append(rec.get("measure"))
+
+    def key(item):
+        (subject, session, _), _ = item
+        return (subject, order.index(session) if session in order else len(order), str(session))
+
+    rows = []
+    for (subject, session, reason), measures in sorted(grouped.items(), key=key):
+        ids = [m for m in measures if m]
+        text = reason
+        if ids:
+            tasks = sorted({parse_measure_id(m).task for m in ids})
+            text = f"{reason}: {len(ids)} measure(s) of the {', '.join(tasks)} task(s)"
+        rows.append({"subject": subject, "session": session or "all", "reason": text,
+                     "names": "; ".join(measure_name(m) for m in ids),
+                     "ids": " ".join(ids)})
+    return rows
 
 
 def _finding_rule(config: Mapping) -> str:
@@ -255,11 +311,12 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
             entry["figures"] = [
                 cv_curve_figure(cv, f"{name}: leave-one-out CV curve"),
                 coefficient_path_figure(cv, list(coef["feature"]), f"{name}: coefficient paths"),
-                predicted_observed_figure(result["predictions"], arms, result["nested"], f"{name}: nested CV"),
+                predicted_observed_figure(result["predictions"], arms, result["nested"], f"{name}: out-of-sample",
+                                          score_name(config["clinical"].get("outcome", ""))),
                 coefficient_bar_figure(coef, f"{name}: coefficients at λ_min"),
             ]
             if result["spec"].get("interactions"):
-                fig = interaction_figure(result, group_column, active, f"{name}: measure × drug")
+                fig = interaction_figure(result, group_column, active, f"{name}: measure × drug", arms)
                 if fig:
                     entry["figures"].append(fig)
         sections.append(entry)
@@ -285,6 +342,8 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
     html = env.get_template("group.html").render(
         version=__version__, seed=seed, n_included=len(change["table"]), measures=change["measures"],
         excluded=sorted(change["excluded"].items()), sections=sections, failed=sorted(failed.items()),
+        exclusions=exclusion_table(change.get("exclusions") or [], config.get("sessions")),
+        dcm_fit_figure=((dcm or {}).get("figures") or {}).get("explained_variance"),
         dcm=dcm_sections, dcm_excluded=sorted((dcm or {}).get("excluded", {}).items()),
         dcm_note=(dcm or {}).get("note"), alpha=config["elastic_net"].get("alpha"),
         dcm_poor_fits=sorted((dcm or {}).get("poor_fits", {}).items()),

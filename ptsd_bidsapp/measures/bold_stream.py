@@ -77,7 +77,7 @@ def _open_stream(path: Path, accelerate: bool):
 
 
 def read_bold_voxels(bold_path: str | Path, voxels: np.ndarray, low_mem: bool = False,
-                     accelerate: bool = True) -> np.ndarray:
+                     accelerate: bool = True, mean_image: bool = False):
     """Time series of selected voxels of a 4D BOLD, from one forward pass over the file.
 
     Parameters
@@ -91,12 +91,17 @@ def read_bold_voxels(bold_path: str | Path, voxels: np.ndarray, low_mem: bool = 
         :data:`BLOCK_BYTES`.
     accelerate : bool
         Use ISA-L for gzip when installed (same bytes).
+    mean_image : bool
+        Also return the temporal mean of every voxel (the whole grid, e.g. a report underlay),
+        accumulated in float64 from the same pass.
 
     Returns
     -------
     ndarray, float32, shape (n_selected, t)
         Rows in C order of the selected voxels (the order of ``data[voxels]`` for an in-memory
         ``(x, y, z, t)`` array), values scaled as nibabel scales them, then cast to float32.
+    ndarray, float32, shape (x, y, z)
+        Only with ``mean_image``: the temporal mean of the scaled values.
 
     Raises
     ------
@@ -129,6 +134,7 @@ def read_bold_voxels(bold_path: str | Path, voxels: np.ndarray, low_mem: bool = 
     buffer = bytearray(per_block * volume_bytes)
     view = memoryview(buffer)
     any_nonzero = False
+    total = np.zeros(n_vox) if mean_image else None
     try:
         with _open_stream(path, accelerate) as stream:
             stream.seek(int(proxy.offset))
@@ -145,6 +151,8 @@ def read_bold_voxels(bold_path: str | Path, voxels: np.ndarray, low_mem: bool = 
                     got += n
                 block = np.frombuffer(buffer, dtype=dtype, count=count * n_vox).reshape(count, n_vox)
                 raw[:, t:t + count] = block[:, flat].T
+                if total is not None:
+                    total += block.sum(axis=0, dtype=np.float64)
                 if not any_nonzero:  # every value zero is an error; a real run stops checking at volume 1
                     any_nonzero = bool(np.any(apply_read_scaling(block, slope, inter) if scaled else block))
                 t += count
@@ -154,5 +162,9 @@ def read_bold_voxels(bold_path: str | Path, voxels: np.ndarray, low_mem: bool = 
         raise MeasureError(f"cannot read BOLD {path}: {err}") from err
     if not any_nonzero:
         raise MeasureError(f"BOLD {path} is all zeros")
-    values = apply_read_scaling(raw, slope, inter) if scaled else raw
-    return np.asarray(values, dtype=np.float32)
+    values = np.asarray(apply_read_scaling(raw, slope, inter) if scaled else raw, dtype=np.float32)
+    if total is None:
+        return values
+    mean = total / n_t
+    mean = apply_read_scaling(mean, slope, inter) if scaled else mean   # the scaling is linear
+    return values, np.asarray(mean, dtype=np.float32).reshape(shape[:3], order="F")

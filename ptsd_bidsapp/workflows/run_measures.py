@@ -200,6 +200,7 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
     label_table["coverage"] = [coverage.get(n) for n in names]
     add(Derivative(atlas_ents, "dseg", ".tsv", label_table))
     report["atlas"] = grid_atlas.img
+    report["atlas_labels"] = dict(zip(grid_atlas.indices, names))
     result["coverage"] = {n: (None if not np.isfinite(v) else float(v)) for n, v in coverage.items()}
 
     # motion QC on the full fMRIPrep table
@@ -233,10 +234,12 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
                         str(bold))
 
     # the BOLD, decompressed once: only the ROI voxels inside the brain mask are kept (every measure
-    # below needs ROI means or ROI voxel blocks), in the order data[labels == index] would give them
+    # below needs ROI means or ROI voxel blocks), in the order data[labels == index] would give them;
+    # the same pass gives the run's mean BOLD, on which the subject report draws the ROI set
     in_rois = np.isin(labels, grid_atlas.indices)
-    data = bold_stream.read_bold_voxels(bold, in_rois, low_mem=low_mem)  # (n_roi_voxels, t) float32
+    data, mean_bold = bold_stream.read_bold_voxels(bold, in_rois, low_mem=low_mem, mean_image=True)
     voxel_labels = labels[in_rois]
+    report["mean_bold"] = nib.Nifti1Image(mean_bold, bold_img.affine)
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
         signals, n_voxels = activation.roi_mean_signals(data, voxel_labels, grid_atlas.indices, source=str(bold))

@@ -55,3 +55,26 @@ def test_selection_frequency_is_read_at_lambda_min():
         selected[b] = coef != 0
     np.testing.assert_array_equal(got["frequency"], selected.mean(axis=0))
     assert 0 < got["frequency"].sum() < p             # neither empty nor every predictor
+
+
+def test_bootstrap_coefficients_are_per_full_data_sd():
+    """Each resample's coefficients at λ_min (the report's bootstrap intervals) equal the independent
+    fit's, converted per full-data SD of the predictor: raw coefficient (s_y b_j / SD_j of the
+    resample) × full-data SD_j. Predictors on different scales so that per unit ≠ per SD."""
+    rng = np.random.default_rng(5)
+    n, p, alpha = 24, 5, 0.5
+    X = rng.normal(size=(n, p)) * np.array([5.0, 0.2, 1.0, 3.0, 1.0])
+    y = 0.6 * X[:, 0] + 4.0 * X[:, 1] + rng.normal(size=n)
+    cv = GlmnetCV(alpha=alpha).fit(X, y)
+    n_boot, seed = 12, 9
+    got = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=n_boot, alpha=alpha, seed=seed)
+    assert got["beta_per_sd"].shape == (n_boot, p)
+    expected = np.zeros((n_boot, p))
+    for b, boot_rng in enumerate(_spawn(seed, "bootstrap", n_boot)):
+        rows = boot_rng.integers(0, n, n)
+        Xb, yb = X[rows], y[rows]
+        coef = _elastic_net_cd(Xb, yb, cv.lambda_min_, alpha)
+        expected[b] = yb.std() * coef / Xb.std(axis=0) * X.std(axis=0)
+    np.testing.assert_allclose(got["beta_per_sd"], expected, rtol=1e-6, atol=1e-9)
+    # the planted x0 (0.6 per unit, SD 5: 3 per SD) is read per SD, not per unit (0.6)
+    assert expected[:, 0].mean() > 1.5

@@ -180,3 +180,18 @@ def test_missing_values_are_never_silently_zero(incomplete):
     table = incomplete["change"]["table"]
     assert not table.isna().any().any()
     assert np.isfinite(table.filter(like="delta_").to_numpy()).all()
+
+
+def test_exclusions_as_records_for_the_report(incomplete):
+    """One record per subject, session and reason: what the group report's exclusions table groups."""
+    records = incomplete["change"]["exclusions"]
+    by_subject = {}
+    for rec in records:
+        by_subject.setdefault(rec["subject"], set()).add((rec["session"], rec["reason"], rec["measure"]))
+    assert by_subject["02"] == {("post", "no participant features", None)}
+    assert by_subject["03"] == {("post", "measure n/a", PLANTED_GPPI)}
+    conflict = {m for m, task, _ in measure_ids() if task == "conflict"}
+    assert by_subject["04"] == {("pre", "measure failed QC", m) for m in conflict}
+    assert by_subject["05"] == {("post", "no caps5_total", None)}
+    assert by_subject["06"] == {(None, "no treatment arm ('group') in participants.tsv", None)}
+    assert set(by_subject) == set(incomplete["change"]["excluded"])

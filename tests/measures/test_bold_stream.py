@@ -143,3 +143,24 @@ def test_all_zero_truncated_and_wrong_grid_raise_naming_the_file(tmp_path):
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), three_d)
     with pytest.raises(MeasureError, match="three_d.nii.gz is not 4D"):
         read_bold_voxels(three_d, np.ones((4, 4, 4), bool))
+
+
+@pytest.mark.parametrize("dtype,slope,inter", [(">i2", 0.5, 10.0), ("<f4", 1.0, 0.0)])
+def test_mean_image_equals_the_temporal_mean_of_nibabels_array(tmp_path, monkeypatch, dtype, slope, inter):
+    """The report underlay from the same pass: nibabel's scaled array averaged over time (float32 rounding)."""
+    rng = np.random.default_rng(3)
+    shape = (5, 6, 4, 11)
+    raw = (rng.random(shape) * 200).astype(dtype)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_data_dtype(dtype)
+    img.header.set_slope_inter(slope, inter)
+    path = tmp_path / "bold.nii.gz"
+    nib.save(img, path)
+    selected = _labels(shape[:3], rng) > 0
+    monkeypatch.setattr(bold_stream, "BLOCK_BYTES", 3 * 5 * 6 * 4 * raw.dtype.itemsize)  # 11 = 3 x 3 + 2
+    reference = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64).mean(axis=3)
+    for low_mem in (False, True):
+        voxels, mean = read_bold_voxels(path, selected, low_mem=low_mem, mean_image=True)
+        np.testing.assert_array_equal(voxels, _nibabel_float32(path)[selected])
+        assert mean.shape == shape[:3] and mean.dtype == np.float32
+        np.testing.assert_allclose(mean, reference, rtol=1e-6)

@@ -220,7 +220,7 @@ def test_subject_report_shows_every_section_and_the_written_numbers(participant_
         assert f'id="{anchor}"' in html, anchor
     assert html.count('alt="connectivity"') >= 1 and html.count('alt="DCM fit"') == 2
     qc_table = _report_tables(html)[0]
-    assert qc_table[0] == ["session", "task", "volumes", "TR (s)", "mean FD (mm)", "% censored", "QC"]
+    assert qc_table[0] == ["session", "task", "volumes", "TR (s)", "mean FD (mm)", "% volumes censored", "QC"]
     rows = {(r[0], r[1]): r for r in qc_table[1:]}
     assert set(rows) == {(s, t) for s in SESSIONS for t in ("faces", "conflict", "rest")}
     for (ses, task), row in rows.items():
@@ -232,10 +232,15 @@ def test_subject_report_shows_every_section_and_the_written_numbers(participant_
         assert (row[6] == "pass") == (not meta["Excluded"])
     for ses in SESSIONS:
         dcm = json.loads(next((out / "sub-01" / f"ses-{ses}" / "func").glob("*_dcm.json")).read_text())
-        header = re.search(rf"<h3>ses-{ses} — free energy ([-\d.e+]+)</h3>", html)
-        assert header and _close(header.group(1), dcm["F"]), (header, dcm["F"])
-        shown = re.search(rf"ses-{ses} — free energy.*?variance explained, all regions \(%\)</td><td>"
-                          r"<span class=\"\w+\">([\d.e+-]+)</span>", html, re.S).group(1)
+        # the session's DCM heading states the explained variance; its table the free energy
+        header = re.search(rf"<h3>Session {ses}: <span class=\"\w+\">(?:poor fit, )?([\d.e+-]+) % of variance "
+                           r"explained</span></h3>", html)
+        assert header and _close(header.group(1), dcm["explained_variance"]), header
+        section = html[header.end():]
+        free_energy = re.search(r"free energy \(log evidence bound, nats\)</td><td>([-\d.e+]+)</td>", section)
+        assert free_energy and _close(free_energy.group(1), dcm["F"]), (free_energy, dcm["F"])
+        shown = re.search(r"variance explained, all regions \(%\)</td><td><span class=\"\w+\">([\d.e+-]+)</span>",
+                          section).group(1)
         assert _close(shown, dcm["explained_variance"])
 
 
