@@ -199,3 +199,17 @@ def test_malformed_dcm_parameter_names_are_named(bad, message):
     with pytest.raises(ValueError) as err:
         contracts.parse_dcm_parameter(bad)
     assert str(err.value).startswith(message)
+
+
+def test_error_attributes_and_default_wording():
+    """The unmatched pattern is kept on the error; an unnamed label is called 'label'; a bad DCM
+    name lists the fields of the vector in spm_vec order."""
+    with pytest.raises(UnmatchedPatternError) as err:
+        match_measures(["fc_rest_x-*"], ["xyz"])
+    assert err.value.pattern == "fc_rest_x-*" and err.value.suggestions == []
+    with pytest.raises(ValueError) as err:
+        contracts.check_label("a-b")
+    assert str(err.value) == f"label 'a-b' cannot be part of an identifier: {LABEL_RULE}"
+    with pytest.raises(ValueError) as err:
+        contracts.parse_dcm_parameter("Q_x")
+    assert str(err.value) == "'Q_x' is not a DCM parameter name (fields: A, B, C, transit, decay, epsilon)"
