@@ -117,7 +117,7 @@ def test_headline_without_a_dcm_finding_states_the_rule(tmp_path):
     dcm = {"models": {"change": {"table": _dcm_table(False), "description": "session change"}}, "excluded": {}}
     _, _, headline = _render(tmp_path, dcm)
     assert ("DCM: no DCM effect met the finding rule among 2 between-subject effects (rule: an effect is a "
-            "finding when its posterior probability Pp exceeds 0.95 and its re-randomisation p (family-wise "
+            "finding when its posterior probability Pp exceeds 0.75 and its re-randomisation p (family-wise "
             "over the covariate parameters) is below 0.05).") in headline
     assert "finding(s)" not in headline
 
