@@ -30,7 +30,8 @@ def test_invalid_json_bold_sidecar_exits_65_naming_it(tiny_trial, tmp_path, caps
     bids = copy_trial(tiny_trial, tmp_path / "bids")
     sidecar = next(fmriprep_func(bids, "02", "post").glob("*task-faces*desc-preproc_bold.json"))
     sidecar.write_text('{"RepetitionTime": 2.0, "SkullStripped": ')
-    code = _participant(bids, tmp_path, "--participant-label", "01")
+    # the subject of the broken file (only the selected subjects are indexed: another subject's file is not read)
+    code = _participant(bids, tmp_path, "--participant-label", "02")
     assert code == exitcodes.DATAERR
     err = capsys.readouterr().err
     assert sidecar.name in err and "invalid JSON" in err and "Traceback" not in err
