@@ -157,3 +157,15 @@ def test_features_rows_contract():
                                    "gppi_faces_fearfulMinusNeutral_vmpfc-amygdala"]
     assert df.value.tolist() == [0.5, "n/a", 0.3] and df.qc_pass.tolist() == [True, False, True]
     assert "coverage" in df.note[1]
+
+
+def test_percent_signal_change_is_about_each_roi_mean_and_silent_for_empty_rois():
+    """100 (y - m) / m with m the column's own mean: 90/110/100 (m = 100) and 900/1100/1000 (m = 1000)
+    both give -10/+10/0 %; a zero-mean (0/0 or x/0) or all-n/a ROI is n/a, without a numpy warning."""
+    signals = np.array([[90.0, 900.0, 0.0, np.nan, 1.0], [110.0, 1100.0, 0.0, np.nan, -1.0],
+                        [100.0, 1000.0, 0.0, np.nan, 0.0]])          # last column: mean 0, x / 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        psc = percent_signal_change(signals)
+    np.testing.assert_allclose(psc[:, :2], [[-10.0, -10.0], [10.0, 10.0], [0.0, 0.0]], atol=1e-12)
+    assert np.isnan(psc[:, 2:]).all()
