@@ -116,3 +116,38 @@ def test_features_rows_contract():
                                    "gppi_faces_fearfulMinusNeutral_vmpfc-amygdala"]
     assert df.value.tolist() == [0.5, "n/a", 0.3] and df.qc_pass.tolist() == [True, False, True]
     assert "coverage" in df.note[1]
+
+
+def test_percent_signal_change_is_about_each_roi_mean_and_silent_for_empty_rois():
+    """100 (y - m) / m with m the column's own mean: 90/110/100 (m = 100) and 900/1100/1000 (m = 1000)
+    both give -10/+10/0 %; a zero-mean (0/0 or x/0) or all-n/a ROI is n/a, without a numpy warning."""
+    signals = np.array([[90.0, 900.0, 0.0, np.nan, 1.0], [110.0, 1100.0, 0.0, np.nan, -1.0],
+                        [100.0, 1000.0, 0.0, np.nan, 0.0]])          # last column: mean 0, x / 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        psc = percent_signal_change(signals)
+    np.testing.assert_allclose(psc[:, :2], [[-10.0, -10.0], [10.0, 10.0], [0.0, 0.0]], atol=1e-12)
+    assert np.isnan(psc[:, 2:]).all()
+
+
+def test_design_carries_the_confounds_and_the_glm_table_has_the_documented_columns():
+    """Confound columns enter the design unchanged (named as given); the GLM table per contrast has
+    the columns roi, effect_size, stderr, t (README outputs) in ROI order, n/a for an all-n/a ROI or run."""
+    rng = np.random.default_rng(5)
+    n, t_r = 60, 2.0
+    events = pd.DataFrame({"onset": [10.0, 50.0, 90.0], "duration": 10.0,
+                           "trial_type": ["fearful", "neutral", "fearful"]})
+    confounds = pd.DataFrame({"trans_x": rng.standard_normal(n), "csf": rng.standard_normal(n)})
+    design = task_design_matrix(n, t_r, events, confounds=confounds)
+    np.testing.assert_array_equal(design["trans_x"].to_numpy(), confounds["trans_x"].to_numpy())
+    np.testing.assert_array_equal(design["csf"].to_numpy(), confounds["csf"].to_numpy())
+    signals = rng.standard_normal((n, 3))
+    signals[:, 1] = np.nan
+    table = fit_roi_glm(signals, design, {"fearfulMinusNeutral": "fearful - neutral"}, ["dacc", "amygdala", "vmpfc"])
+    out = table["fearfulMinusNeutral"]
+    assert list(out.columns) == ["roi", "effect_size", "stderr", "t"]
+    assert out["roi"].tolist() == ["dacc", "amygdala", "vmpfc"]
+    assert out.loc[1, ["effect_size", "stderr", "t"]].isna().all() and out.loc[[0, 2], "t"].notna().all()
+    empty = fit_roi_glm(np.full((n, 2), np.nan), design, {"c": "fearful - neutral"}, ["dacc", "vmpfc"])["c"]
+    assert list(empty.columns) == ["roi", "effect_size", "stderr", "t"]
+    assert empty[["effect_size", "stderr", "t"]].isna().all().all()
