@@ -281,7 +281,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     from ptsd_bidsapp.atlas import atlas_files
     from ptsd_bidsapp.bids.dataset import bootstrap_output
     from ptsd_bidsapp.bids.inputs import InputError, collect_subject, make_layout, select_participants
-    from ptsd_bidsapp.workflows.sink import read_status
+    from ptsd_bidsapp.workflows.sink import read_status, status_path
 
     work_dir = Path(args.work_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
@@ -295,6 +295,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
     codes: dict[str, int] = {}
     gaps: dict[str, list[str]] = {}
     present: dict[str, list[str]] = {}
+    statuses: dict[str, dict] = {}  # the status each sink wrote in this run
     meta = Workflow(name="ptsd_bidsapp_wf", base_dir=str(work_dir))
     for subject in subjects:
         try:
@@ -352,7 +353,7 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
                 failures[subject] = _crash_reason(crash_dir, subject, started)
                 codes[subject] = exitcodes.FAILURE
                 continue
-            status = read_status(output_dir, subject) or {}
+            status = statuses[subject] = read_status(output_dir, subject) or {}
             if status.get("failed_runs"):
                 failures[subject] = "; ".join(status["failed_runs"]) + " (the subject's other outputs were written)"
                 codes[subject] = exitcodes.FAILURE
@@ -367,6 +368,11 @@ def run_participant_level(args, config: Mapping[str, Any]) -> int:
         for note in notes:
             print(f"  GAP sub-{subject}: {note} (the other sessions were computed; the group level drops "
                   "the subject from change-based models)")
+    for subject, status in statuses.items():  # warned n/a: measures n/a with the reason, the rest computed
+        warned = status.get("warnings") or []
+        if warned:
+            print(f"  WARNED sub-{subject}: {len(warned)} warning(s), e.g. {warned[0]!r}; the affected measures "
+                  f"are n/a with the reason in the features tables; all in {status_path(output_dir, subject)}")
     if not failures:
         return exitcodes.SUCCESS
     if not ok and len(set(codes.values())) == 1:
