@@ -223,7 +223,8 @@ def group_headline(change: Mapping, models: Mapping, failed: Mapping, dcm: Mappi
         "dcm_note": (dcm or {}).get("note") or (None if dcm_models else "no DCM group model was fitted"),
         "sample": {"n": len(change["table"]), "arms": [{"arm": a, "n": int(k)} for a, k in dict(arms).items()],
                    "excluded": len(change["excluded"]), "dcm_excluded": len((dcm or {}).get("excluded") or {}),
-                   "per_model": change.get("missing") == "per_model", "incomplete": len(change.get("incomplete") or {})},
+                   "per_model": change.get("missing") == "per_model",
+                   "incomplete": len(change.get("incomplete") or {})},
     }
 
 
