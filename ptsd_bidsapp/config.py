@@ -48,6 +48,7 @@ NULLABLE = {
     "denoising.*.high_pass": (float, int),
     "denoising.*.fd_threshold": (float, int),
     "elastic_net.models.*.subset": (str,),
+    "elastic_net.models.*.measures": (list,),
     "gppi.fmri_t0": (int,),
     "gppi.deconvolution_precision": (float, int),
     "peb.loo_parameters": (list,),
@@ -299,7 +300,14 @@ def _check_elastic_net(config: Mapping) -> list[str]:
     if en.get("sequential_h") is not None and not 1 <= int(en["sequential_h"]) <= int(en["n_permutations"]):
         problems.append("elastic_net.sequential_h must be null (fixed-size permutation test) or between 1 and "
                         f"elastic_net.n_permutations (got {en['sequential_h']})")
+    if en.get("missing") not in ("listwise", "per_model"):
+        problems.append(f"elastic_net.missing must be listwise or per_model (got {en.get('missing')!r})")
     for name, model in en["models"].items():
+        patterns = model.get("measures")
+        if patterns is not None and (not isinstance(patterns, list) or not patterns
+                                     or not all(isinstance(m, str) for m in patterns)):
+            problems.append(f"elastic_net.models.{name}.measures must be null or a non-empty list of "
+                            f"measure-identifier patterns (got {patterns!r})")
         for cov in model.get("covariates") or []:
             if cov != config["clinical"]["covariate"]:
                 problems.append(

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ptsd_bidsapp import contracts
+from ptsd_bidsapp.dcm import priors
 from ptsd_bidsapp.dcm.api import DCMSpec
 from ptsd_bidsapp.dcm.inversion import DCMResult, estimate_dcm
 
@@ -33,6 +34,7 @@ __all__ = [
     "fit_session_dcm",
     "dcm_result_to_json",
     "dcm_measures",
+    "dcm_measure_ids",
     "plot_dcm_fit",
 ]
 
@@ -92,19 +94,9 @@ def _matrix(value, shape, what) -> np.ndarray:
     return arr
 
 
-def session_spec(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config: Mapping,
-                 confounds: np.ndarray | None = None, slice_timing_ref: float | None = None,
-                 echo_time: float | None = None) -> DCMSpec:
-    """The :class:`DCMSpec` of one session (see :func:`fit_session_dcm` for the arguments)."""
-    regions = [str(r) for r in dcm_config["regions"]]
-    absent = [r for r in regions if r not in voi.columns]
-    if absent:
-        raise ValueError(f"VOI table lacks region column(s) {absent} (has {list(voi.columns)})")
-    y = voi[regions].to_numpy(dtype=float)
-    if not np.all(np.isfinite(y)):
-        bad = [r for r in regions if not np.all(np.isfinite(voi[r].to_numpy(dtype=float)))]
-        raise ValueError(f"VOI time series of {bad} contain n/a values: no DCM")
-    n, n_scans = len(regions), y.shape[0]
+def _model_matrices(dcm_config: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """``a`` (n, n), ``b`` (m, n, n), ``c`` (n, m) and the input names of the ``dcm:`` config section."""
+    n = len(dcm_config["regions"])
     inputs = dict(dcm_config.get("inputs") or {})
     if not inputs:
         raise ValueError("dcm.inputs defines no input")
@@ -121,6 +113,44 @@ def session_spec(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config:
         if name not in inputs:
             raise ValueError(f"dcm.c.{name}: not an input under dcm.inputs {input_names}")
         c[:, input_names.index(name)] = _matrix(vec, (n,), f"c.{name}")
+    return a, b, c, input_names
+
+
+def dcm_measure_ids(task: str, dcm_config: Mapping) -> list[str]:
+    """The Contract 2 ids :func:`dcm_measures` gives for the configured model, without data.
+
+    The free ``A``, ``B`` and ``C`` parameters (prior variance > 0 after the config's
+    ``priors`` overrides), in parameter-vector order: the rows that are ``n/a`` when a
+    session's DCM cannot be fitted. Built from the same :meth:`DCMSpec.priors` as a fit.
+    """
+    a, b, c, input_names = _model_matrices(dcm_config)
+    overrides = dcm_config.get("priors") or {}
+    # one microtime bin of zero input: the spec is only asked for its priors
+    spec = DCMSpec(a=a, b=b, c=c, u=np.zeros((1, len(input_names))), u_dt=1.0, tr=1.0, te=SPM12_TE,
+                   region_names=[str(r) for r in dcm_config["regions"]], input_names=input_names,
+                   prior_mean={k: v["mean"] for k, v in overrides.items() if v.get("mean") is not None},
+                   prior_variance={k: v["variance"] for k, v in overrides.items() if v.get("variance") is not None})
+    _, pC = spec.priors()
+    variances = priors.pack_parameters(pC, spec.n_regions, spec.n_inputs)
+    return [contracts.dcm_measure_id(task, name) for name, var in zip(spec.parameter_names(), variances)
+            if name[0] in "ABC" and var > 0]
+
+
+def session_spec(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config: Mapping,
+                 confounds: np.ndarray | None = None, slice_timing_ref: float | None = None,
+                 echo_time: float | None = None) -> DCMSpec:
+    """The :class:`DCMSpec` of one session (see :func:`fit_session_dcm` for the arguments)."""
+    regions = [str(r) for r in dcm_config["regions"]]
+    absent = [r for r in regions if r not in voi.columns]
+    if absent:
+        raise ValueError(f"VOI table lacks region column(s) {absent} (has {list(voi.columns)})")
+    y = voi[regions].to_numpy(dtype=float)
+    if not np.all(np.isfinite(y)):
+        bad = [r for r in regions if not np.all(np.isfinite(voi[r].to_numpy(dtype=float)))]
+        raise ValueError(f"VOI time series of {bad} contain n/a values: no DCM")
+    n_scans = y.shape[0]
+    inputs = dict(dcm_config.get("inputs") or {})
+    a, b, c, input_names = _model_matrices(dcm_config)
     u, dt = build_inputs(events, inputs, n_scans, tr, int(dcm_config.get("microtime_bins", MICROTIME_BINS)))
     if slice_timing_ref is None:
         delays = tr / 2.0                      # spm_dcm_specify default: middle of the volume
@@ -150,15 +180,15 @@ def session_spec(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config:
         if echo_time is None:
             raise ValueError("dcm.te is 'sidecar' but the BOLD sidecar has no EchoTime")
         te = echo_time
-    priors = dcm_config.get("priors") or {}
+    overrides = dcm_config.get("priors") or {}
     return DCMSpec(a=a, b=b, c=c, u=u, u_dt=dt, tr=float(tr), te=float(te), y=y, x0=x0,
                    region_names=regions, input_names=input_names, delays=delays,
                    centre_inputs=bool(dcm_config.get("centre_inputs", True)),
                    max_iter=int(dcm_config.get("max_iterations", 128)),
                    tolerance=float(dcm_config.get("tolerance", 0.1)),
                    hE=float(dcm_config.get("hE", 6.0)), hC=float(dcm_config.get("hC", 1.0 / 128.0)),
-                   prior_mean={k: v["mean"] for k, v in priors.items() if v.get("mean") is not None},
-                   prior_variance={k: v["variance"] for k, v in priors.items() if v.get("variance") is not None})
+                   prior_mean={k: v["mean"] for k, v in overrides.items() if v.get("mean") is not None},
+                   prior_variance={k: v["variance"] for k, v in overrides.items() if v.get("variance") is not None})
 
 
 def fit_session_dcm(voi: pd.DataFrame, events: pd.DataFrame, tr: float, dcm_config: Mapping,

@@ -190,6 +190,19 @@ def collect_dcm_posteriors(participant_dir: Path | str, task: str, sessions: Seq
     return found
 
 
+def _why_no_dcm(participant_dir: Path | str, subject: str, session: str) -> str:
+    """``": <reason>"`` the participant level gave for a session without a DCM (the note of its
+    ``n/a`` ``dcm_*`` rows in the features table), or ``""`` when there is no such row."""
+    paths = sorted(Path(participant_dir).glob(f"sub-{subject}/ses-{session}/*_desc-measures_features.tsv"))
+    if not paths:
+        return ""
+    table = pd.read_csv(paths[0], sep="\t", dtype=str, keep_default_na=False)
+    if "kind" not in table.columns or "note" not in table.columns:
+        return ""
+    notes = table.loc[(table["kind"] == "dcm") & (table["value"] == "n/a"), "note"]
+    return f": {notes.iloc[0]}" if len(notes) and notes.iloc[0] else ""
+
+
 # ---------------------------------------------------------------------------------------
 # design
 # ---------------------------------------------------------------------------------------
@@ -527,7 +540,8 @@ def run_dcm_group(
             excluded[subject] = "no clinical improvement score"
         elif subject not in found[pre]:
             excluded[subject] = f"no DCM for session {pre}" + (
-                " (poor fit excluded: peb.poor_fits = exclude)" if f"sub-{subject}_ses-{pre}" in flagged else "")
+                " (poor fit excluded: peb.poor_fits = exclude)" if f"sub-{subject}_ses-{pre}" in flagged
+                else _why_no_dcm(participant_dir, subject, pre))
     results: dict = {"models": {}, "loo": {}, "excluded": excluded, "poor_fits": flagged, "poor_fit_policy": poor_fits,
                      "fits": fits, "figures": {}}
     if figures and len(fits):
@@ -537,7 +551,8 @@ def run_dcm_group(
     change_subjects = [s for s in baseline_subjects if s in found[post]]
     for s in baseline_subjects:
         if s not in found[post]:
-            excluded.setdefault(s, f"no DCM for session {post} (baseline models only)")
+            excluded.setdefault(s, f"no DCM for session {post} (baseline models only)"
+                                + _why_no_dcm(participant_dir, s, post))
     if len(baseline_subjects) < 3:
         write_json(out_dir / "dcm_group_summary.json", {"Skipped": "fewer than 3 subjects with a baseline DCM",
                                                         "Excluded": excluded, "PoorFits": flagged,

@@ -8,7 +8,12 @@ Each model is ``{subset, interactions, covariates}``:
   coefficient is its slope in the reference arm, the interaction the difference between the
   arms); all penalised;
 * ``covariates``: clinical covariates entered as their change (``improvement_<score>``,
-  pre − post) with penalty factor 0, i.e. always in the model, not shrunk.
+  pre − post) with penalty factor 0, i.e. always in the model, not shrunk;
+* ``measures``: the model's own measure patterns (null: the top-level ``measures`` list).
+
+Subjects with missing values: ``elastic_net.missing`` (:mod:`ptsd_bidsapp.group.changes`):
+``listwise`` leaves them out of every model, ``per_model`` only out of the models that use the
+missing value; each model's n and exclusions are in its JSON, the summary and the report.
 
 Outcome: ``improvement_<outcome>`` (pre − post), in its own units. Every predictor is
 standardised the glmnet way, so ``beta_per_sd`` is the change in outcome per (1/n) SD of
@@ -48,6 +53,11 @@ def model_seed(seed: int, name: str) -> int:
 def model_design(change: Mapping, name: str, spec: Mapping, config: Mapping) -> dict:
     """Predictor matrix, outcome and penalty factors of one model.
 
+    The model's predictors are the change scores of its measures (``change["model_measures"]``;
+    every selected measure when absent). With ``elastic_net.missing: per_model`` the subjects
+    of the table missing one of this model's values (``change["incomplete"]``) are left out of
+    this model only, with the reason.
+
     Returns dict with ``X`` (DataFrame, index subject), ``y`` (Series), ``penalty_factor``
     (array), ``excluded`` ({subject: reason} of the model's population), ``subset``.
     """
@@ -62,7 +72,15 @@ def model_design(change: Mapping, name: str, spec: Mapping, config: Mapping) -> 
         arms = change["clinical"][group_column] if "clinical" in change else pd.Series(dtype=object)
         excluded = {s: r for s, r in excluded.items() if s not in arms.index or arms.get(s) == subset
                     or pd.isna(arms.get(s))}
-    measure_columns = list(change["columns"].values())
+    measures = (change.get("model_measures") or {}).get(name, change["measures"])
+    measure_columns = [change["columns"][mid] for mid in measures]
+    needed = set(measure_columns) | {f"improvement_{cov}" for cov in spec.get("covariates") or []}
+    incomplete = {s: "; ".join(reason for column, reason in missing.items() if column in needed)
+                  for s, missing in (change.get("incomplete") or {}).items()}
+    incomplete = {s: r for s, r in incomplete.items() if r and s in set(rows["subject"])}
+    if incomplete:
+        rows = rows[~rows["subject"].isin(incomplete)]
+        excluded.update(incomplete)
     X = rows.set_index("subject")[measure_columns].astype(float)
     pf = [1.0] * len(measure_columns)
     if spec.get("interactions"):
@@ -78,7 +96,8 @@ def model_design(change: Mapping, name: str, spec: Mapping, config: Mapping) -> 
         X[column] = rows.set_index("subject")[column].astype(float).to_numpy()
         pf.append(0.0)
     y = rows.set_index("subject")[change["outcome"]].astype(float)
-    return {"X": X, "y": y, "penalty_factor": np.asarray(pf), "excluded": excluded, "subset": subset}
+    return {"X": X, "y": y, "penalty_factor": np.asarray(pf), "excluded": excluded, "subset": subset,
+            "measures": list(measures), "missing": change.get("missing", "listwise")}
 
 
 def fit_model(name: str, design: Mapping, en_cfg: Mapping, seed: int, n_jobs: int = 1) -> dict:
@@ -204,6 +223,8 @@ def write_model_outputs(result: Mapping, out_dir: Path, spec: Mapping, config: M
         "N": int(len(design["y"])),
         "Subjects": [str(s) for s in design["X"].index],
         "ExcludedSubjects": dict(sorted(design["excluded"].items())),
+        "Measures": list(design.get("measures") or []),
+        "MissingValues": design.get("missing", "listwise"),
         "Seed": result["seed"],
         "ModelSeed": result["model_seed"],
         "LambdaMinRatio": en_cfg.get("lambda_min_ratio"),

@@ -13,6 +13,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ptsd_bidsapp import __version__
 from ptsd_bidsapp.bids.outputs import atomic_write_text
+from ptsd_bidsapp.group.changes import MISSING_DESCRIPTION
 from ptsd_bidsapp.reports.figures import plt, to_png_data_uri
 from ptsd_bidsapp.contracts import parse_measure_id
 from ptsd_bidsapp.reports.names import covariate_name, dcm_parameter_name, feature_name, measure_name, score_name
@@ -277,7 +278,9 @@ def group_headline(change: Mapping, models: Mapping, failed: Mapping, dcm: Mappi
                      f"(rule: {_finding_rule(config)})") if dcm_models and not any_finding else None,
         "dcm_note": (dcm or {}).get("note") or (None if dcm_models else "no DCM group model was fitted"),
         "sample": {"n": len(change["table"]), "arms": [{"arm": a, "n": int(k)} for a, k in dict(arms).items()],
-                   "excluded": len(change["excluded"]), "dcm_excluded": len((dcm or {}).get("excluded") or {})},
+                   "excluded": len(change["excluded"]), "dcm_excluded": len((dcm or {}).get("excluded") or {}),
+                   "per_model": change.get("missing") == "per_model",
+                   "incomplete": len(change.get("incomplete") or {})},
     }
 
 
@@ -344,6 +347,9 @@ def write_group_report(path: Path, change: Mapping, models: Mapping, failed: Map
         excluded=sorted(change["excluded"].items()), sections=sections, failed=sorted(failed.items()),
         exclusions=exclusion_table(change.get("exclusions") or [], config.get("sessions")),
         dcm_fit_figure=((dcm or {}).get("figures") or {}).get("explained_variance"),
+        missing=MISSING_DESCRIPTION[change.get("missing", "listwise")],
+        incomplete=None if change.get("missing") != "per_model" else
+        [(s, sorted(m.items())) for s, m in sorted((change.get("incomplete") or {}).items())],
         dcm=dcm_sections, dcm_excluded=sorted((dcm or {}).get("excluded", {}).items()),
         dcm_note=(dcm or {}).get("note"), alpha=config["elastic_net"].get("alpha"),
         dcm_poor_fits=sorted((dcm or {}).get("poor_fits", {}).items()),

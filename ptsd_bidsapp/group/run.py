@@ -152,6 +152,9 @@ def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Ma
     en_cfg = config["elastic_net"]
     for subject, reason in sorted(change["excluded"].items()):
         LOGGER.warning("group level: sub-%s excluded: %s", subject, reason)
+    for subject, missing in sorted(change.get("incomplete", {}).items()):
+        LOGGER.warning("group level: sub-%s left out of the models that use %s (elastic_net.missing: per_model): %s",
+                       subject, ", ".join(missing), "; ".join(missing.values()))
     write_tsv(group_dir / "changes.tsv", change["table"], sidecar=change_table_sidecar(change, config))
 
     models, failed, files = {}, {}, {}
@@ -185,6 +188,8 @@ def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Ma
         "Outcome": change["outcome"],
         "Measures": change["measures"],
         "ExcludedSubjects": dict(sorted(change["excluded"].items())),
+        "MissingValues": change.get("missing", "listwise"),
+        "IncompleteSubjects": {s: dict(m) for s, m in sorted(change.get("incomplete", {}).items())},
         "ElasticNet": {k: v for k, v in en_cfg.items() if k != "models"},
         "Models": {},
         "DCM": None if dcm is None else {"Note": dcm.get("note"),
@@ -201,6 +206,7 @@ def _run_group_into(stage_root: Path, output_dir: Path, change: dict, config: Ma
             "Status": "fitted",
             "Spec": dict(spec),
             "N": int(len(result["design"]["y"])),
+            "ExcludedSubjects": dict(sorted(result["design"]["excluded"].items())),
             "LambdaMin": result["cv"].lambda_min_,
             "Retained": {f: b for f, b, s in zip(coef["feature"], coef["beta_per_sd"], coef["selected"]) if s},
             "NestedR2": result["nested"]["r2"],

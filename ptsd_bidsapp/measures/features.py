@@ -81,7 +81,8 @@ def unavailable_features(task: str, spec: dict, roi_names: Sequence[str], reason
 
     ``spec`` is the task's config section (``design``, ``contrasts``, ``gppi``); ``seeds`` the gPPI
     seeds (None: every ROI). The ids are those of :func:`activation_features`, :func:`pair_features`
-    and :func:`directed_features` (the DCM's are not listed: its failure is a warning).
+    and :func:`directed_features` (the DCM's are added by the session step: :func:`unavailable_rows`
+    over :func:`ptsd_bidsapp.dcm.participant.dcm_measure_ids`).
     """
     names = list(roi_names)
     pairs = [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
@@ -96,6 +97,11 @@ def unavailable_features(task: str, spec: dict, roi_names: Sequence[str], reason
                 ids += [(contracts.gppi_directed_id(task, contrast, seed, target), "gppi_directed")
                         for seed in names if seeds is None or seed in seeds for target in names if target != seed]
     return [_row(measure, np.nan, task, kind, False, reason) for measure, kind in ids]
+
+
+def unavailable_rows(measure_ids: Sequence[str], task: str, kind: str, reason: str) -> list[dict]:
+    """``n/a`` rows (``qc_pass`` False, note ``reason``) for the given measure ids."""
+    return [_row(measure, np.nan, task, kind, False, reason) for measure in measure_ids]
 
 
 def features_table(rows: list[dict]) -> pd.DataFrame:

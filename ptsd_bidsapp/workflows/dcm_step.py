@@ -9,6 +9,7 @@ as :class:`~ptsd_bidsapp.bids.outputs.Derivative` records for the sink. Nothing 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,6 +17,39 @@ import pandas as pd
 
 from ptsd_bidsapp.bids.outputs import Derivative
 from ptsd_bidsapp.dcm.diagnostics import dcm_diagnostics
+from ptsd_bidsapp.measures.qc import conditions_outside_scan
+
+
+class DCMNotFitted(ValueError):
+    """The session's data cannot inform the configured DCM (e.g. an input with no event in the scan):
+    its measures are ``n/a`` with this reason and a warning, not an error of the subject."""
+
+
+def check_dcm_events(events: pd.DataFrame, dcm_config: Mapping[str, Any], n_volumes: int, tr: float,
+                     source: str) -> None:
+    """Refuse a DCM one of whose conditions has no event inside the scan (0 – ``n_volumes`` · ``tr`` s).
+
+    An input made only of such a condition is all zeros: its B and C parameters stay at their
+    priors yet would be written as estimates; an input pooling it with others silently changes
+    meaning. The same rule as the activation contrasts (:func:`conditions_outside_scan`).
+
+    Raises
+    ------
+    DCMNotFitted
+        Naming the events file, the conditions and the inputs that use them.
+    """
+    inputs = {name: [str(c) for c in conds] for name, conds in (dcm_config.get("inputs") or {}).items()}
+    conditions = sorted({c for conds in inputs.values() for c in conds})
+    used = events[events["trial_type"].astype(str).isin(conditions)]
+    problems = dict(conditions_outside_scan(used, n_volumes, tr))
+    for condition in conditions:
+        if condition not in set(used["trial_type"].astype(str)):
+            problems[condition] = f"no '{condition}' event"
+    if problems:
+        affected = [name for name, conds in inputs.items() if set(conds) & set(problems)]
+        raise DCMNotFitted(f"{'; '.join(problems[c] for c in sorted(problems))} in {source}: the DCM input(s) "
+                           f"{', '.join(affected)} would miss these events, so the configured model cannot be "
+                           "estimated (its measures are n/a)")
 
 
 def fit_dcm_step(run_result: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
@@ -47,6 +81,7 @@ def fit_dcm_step(run_result: Mapping[str, Any], config: Mapping[str, Any]) -> di
     events = pd.read_csv(inputs["events"], sep="\t", na_values="n/a", dtype={"trial_type": str})
     confounds = inputs["confounds"].to_numpy(float)
     tr = float(run_result["tr"])
+    check_dcm_events(events, dcm_config, len(voi), tr, Path(inputs["events"]).name)
     echo_time = run_result.get("echo_time")        # the BOLD sidecar's, as pybids read it
     if dcm_config.get("te") == "sidecar" and echo_time is None:
         raise ValueError(f"dcm.te is 'sidecar' but the sidecar of {run_result.get('bold')} has no EchoTime: "

@@ -324,7 +324,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     from ptsd_bidsapp.atlas import atlas_files
     from ptsd_bidsapp.bids.dataset import bootstrap_output
     from ptsd_bidsapp.bids.inputs import InputError, collect_subject, make_layout, select_participants
-    from ptsd_bidsapp.workflows.sink import read_status
+    from ptsd_bidsapp.workflows.sink import read_status, status_path
 
     work_dir = Path(args.work_dir).resolve()
     output_dir = Path(args.output_dir).resolve()
@@ -341,6 +341,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     codes: dict[str, int] = {}
     gaps: dict[str, list[str]] = {}
     present: dict[str, list[str]] = {}
+    statuses: dict[str, dict] = {}  # the status each sink wrote in this run
     meta = Workflow(name=META_WORKFLOW, base_dir=str(work_dir))
     totals = {"run": 0, "session": 0, "subject": 0}
     collected = {}
@@ -429,7 +430,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
                 failures[subject] = _crash_reason(crash_dir, subject, started)
                 codes[subject] = exitcodes.FAILURE
                 continue
-            status = read_status(output_dir, subject) or {}
+            status = statuses[subject] = read_status(output_dir, subject) or {}
             if status.get("failed_runs"):
                 failures[subject] = "; ".join(status["failed_runs"]) + " (the subject's other outputs were written)"
                 codes[subject] = exitcodes.FAILURE
@@ -459,6 +460,11 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
         for note in notes:
             print(f"  GAP sub-{subject}: {note} (the other sessions were computed; the group level drops "
                   "the subject from change-based models)")
+    for subject, status in statuses.items():  # warned n/a: measures n/a with the reason, the rest computed
+        warned = status.get("warnings") or []
+        if warned:
+            print(f"  WARNED sub-{subject}: {len(warned)} warning(s), e.g. {warned[0]!r}; the affected measures "
+                  f"are n/a with the reason in the features tables; all in {status_path(output_dir, subject)}")
     if not failures:
         return exitcodes.SUCCESS
     if not ok and len(set(codes.values())) == 1:

@@ -332,6 +332,11 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
                 empty = pd.DataFrame(np.nan, index=names, columns=names)
                 result["features"].extend(features.with_reason(
                     features.pair_features(empty, task, "gppi", contrast, False, low), unusable[contrast]))
+                seeds = gcfg.get("seeds")
+                result["features"].extend(features.unavailable_rows(
+                    [contracts.gppi_directed_id(task, contrast, seed, target) for seed in names
+                     if seeds is None or seed in seeds for target in names if target != seed],
+                    task, "gppi_directed", unusable[contrast]))
                 continue
             directed, symmetric = gppi.gppi_matrix(
                 psc, names, task_cols, events_df, conditions, expression, tr, confounds=conf,
@@ -351,6 +356,19 @@ def _run_measures(result, run_info, bold, mask, confounds, events, atlas_dseg, a
                 symmetric.rename_axis("roi"), index=True)
             result["features"].extend(features.pair_features(symmetric, task, "gppi", contrast, qc_pass, low))
             result["features"].extend(features.directed_features(directed, task, contrast, qc_pass, low))
+
+
+def _unavailable_dcm_features(dcm_config: Mapping[str, Any], reason: str) -> list[dict]:
+    """``n/a`` rows (note ``reason``) for every measure the configured DCM would give."""
+    from ptsd_bidsapp.dcm.participant import dcm_measure_ids
+    from ptsd_bidsapp.measures.features import unavailable_rows
+
+    try:
+        ids = dcm_measure_ids(dcm_config["task"], dcm_config)
+    except ValueError as err:  # a model the config validation let through but the spec refuses
+        LOGGER.warning("DCM measure ids of the configured model: %s", err)
+        return []
+    return unavailable_rows(ids, dcm_config["task"], "dcm", reason)
 
 
 def compute_session_measures(
@@ -381,20 +399,25 @@ def compute_session_measures(
     dcm_result = None
     dcm_config = config.get("dcm", {})
     if dcm_config.get("enabled"):
-        task_runs = [r for r in run_results if r["task"] == dcm_config["task"]]
-        if task_runs:
-            from ptsd_bidsapp.workflows.dcm_step import fit_dcm_step
+        from ptsd_bidsapp.workflows.dcm_step import DCMNotFitted, fit_dcm_step
 
+        task_runs = [r for r in run_results if r["task"] == dcm_config["task"]]
+        message = None
+        if task_runs:
             try:
                 dcm_result = fit_dcm_step(task_runs[0], config)
                 outputs.extend(dcm_result["outputs"])
                 features.extend(dcm_result["features"])
+            except DCMNotFitted as err:
+                message = f"DCM of sub-{subject} ses-{session} not fitted: {err}"
             except Exception as err:  # a DCM failure must not lose the other measures
                 message = f"DCM for sub-{subject} ses-{session} failed: {err}"
-                LOGGER.warning(message)
-                warnings.append(message)
         else:
-            warnings.append(f"no '{dcm_config['task']}' run for sub-{subject} ses-{session}: no DCM")
+            message = f"no '{dcm_config['task']}' run for sub-{subject} ses-{session}: no DCM"
+        if message is not None:  # warned, and the DCM's measures n/a with the reason
+            LOGGER.warning(message)
+            warnings.append(message)
+            features.extend(_unavailable_dcm_features(dcm_config, message))
 
     table = pd.DataFrame(features, columns=contracts.FEATURE_COLUMNS)
     table = table.sort_values(["kind", "task", "measure"], kind="mergesort").reset_index(drop=True)

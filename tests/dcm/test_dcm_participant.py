@@ -10,8 +10,8 @@ import pytest
 
 from ptsd_bidsapp.config import load_default_config
 from ptsd_bidsapp.dcm import simulate_dcm
-from ptsd_bidsapp.dcm.participant import (build_inputs, dcm_measures, dcm_result_to_json, fit_session_dcm,
-                                          plot_dcm_fit, session_spec)
+from ptsd_bidsapp.dcm.participant import (build_inputs, dcm_measure_ids, dcm_measures, dcm_result_to_json,
+                                          fit_session_dcm, plot_dcm_fit, session_spec)
 
 TR = 2.0
 N_SCANS = 200
@@ -121,6 +121,8 @@ def test_fit_session_dcm_recovers_the_planted_modulation_and_writes_a_peb_readab
     measures = dcm_measures(result, "faces")
     assert "dcm_faces_B_fearful_amygdala-vmpfc" in measures and "dcm_faces_A_vmpfc-amygdala" in measures
     assert "dcm_faces_B_faces_amygdala-vmpfc" not in measures  # switched off by the model
+    # the n/a rows of a session whose DCM cannot be fitted name exactly these measures, in this order
+    assert dcm_measure_ids("faces", cfg) == list(measures)
     fig = plot_dcm_fit(result)
     assert len(fig.axes) == 2
 
@@ -138,3 +140,14 @@ def test_confounds_enter_as_an_orthonormal_basis_of_the_same_space():
     full = np.column_stack([np.ones(N_SCANS), raw[:, :2]])
     # same column space: projecting the raw confounds on x0 reproduces them
     np.testing.assert_allclose(x0 @ np.linalg.lstsq(x0, full, rcond=None)[0], full, atol=1e-8)
+
+
+def test_dcm_measure_ids_follow_the_masks_and_prior_overrides():
+    """Free A, B, C of the default model read off its config by hand; a prior variance of 0 removes one."""
+    cfg = load_default_config()["dcm"]
+    expected = ["dcm_faces_A_amygdala-amygdala", "dcm_faces_A_amygdala-vmpfc", "dcm_faces_A_vmpfc-amygdala",
+                "dcm_faces_A_vmpfc-vmpfc", "dcm_faces_B_fearful_amygdala-vmpfc", "dcm_faces_B_fearful_vmpfc-amygdala",
+                "dcm_faces_C_faces_amygdala"]
+    assert dcm_measure_ids("faces", cfg) == expected
+    cfg["priors"] = {"B_fearful_vmpfc-amygdala": {"variance": 0.0}}
+    assert dcm_measure_ids("faces", cfg) == [m for m in expected if m != "dcm_faces_B_fearful_vmpfc-amygdala"]

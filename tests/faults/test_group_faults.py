@@ -83,6 +83,37 @@ def test_truncated_features_table_exits_65_naming_file_and_line(fabricated, tmp_
     assert path.name in err and "damaged" in err and "line 41" in err
 
 
+def test_group_level_runs_on_4_subjects_with_min_subjects_3(tmp_path, capsys):
+    """The acceptance case of issue 14 item 2, end to end through the CLI with no fault injected:
+    4 subjects (2 per arm), ``min_subjects: 3``. The ketamine-only model (2 subjects) is reported
+    failed with the reason, the other three are fitted and written (was: a LinAlgError traceback in
+    the permutation refits of depression_covariate, exit 1, no group_summary.json). Two permutations
+    and bootstraps keep the run short; the n = 4 refits still go through the permutation test."""
+    bids, out, truth = fabricate(tmp_path, n_subjects=4)
+    arms = sorted(p["group"] for p in truth["subjects"].values())
+    assert arms == ["ketamine", "ketamine", "midazolam", "midazolam"]
+    config = tmp_path / "min3.yml"
+    config.write_text("elastic_net:\n  min_subjects: 3\n  n_permutations: 2\n  n_bootstrap: 2\n")
+    assert _group(bids, out, config) == exitcodes.SUCCESS
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    group = out / "group"
+    summary = json.loads((group / "group_summary.json").read_text())
+    failed = summary["Models"]["ketamine_only"]
+    assert failed["Status"] == "failed"
+    assert "2 usable subject(s), fewer than elastic_net.min_subjects = 3" in failed["Reason"]
+    assert not list(group.glob("model-ketamine_only_*"))
+    for name in ("all", "drug_interaction", "depression_covariate"):
+        model = summary["Models"][name]
+        assert model["Status"] == "fitted" and model["N"] == 4, name
+        assert model["PermutationP"] is not None, name  # the permutation refits of n = 4 ran
+        coefficients = json.loads((group / f"model-{name}_coefficients.json").read_text())
+        assert coefficients["N"] == 4 and coefficients["Permutation"]["NPermutations"] == 2
+        predictions = pd.read_csv(group / f"model-{name}_predictions.tsv", sep="\t")
+        assert len(predictions) == 4 and np.isfinite(predictions["predicted"]).all()
+    assert len(pd.read_csv(group / "changes.tsv", sep="\t")) == 4
+
+
 def test_unfittable_model_fails_alone_others_written(fabricated, tmp_path, monkeypatch):
     """A singular design in one model's permutation refits (4 subjects, min_subjects 3, the
     depression covariate): that model is reported failed with the reason, the others written

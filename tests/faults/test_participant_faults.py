@@ -33,6 +33,40 @@ def test_report_that_cannot_be_written_fails_the_subject(tiny_trial, tmp_path, c
     assert "sub-01.html" in stdout.split("FAILED sub-01", 1)[1]
 
 
+def test_faces_events_outside_the_scan_reach_features_status_summary_and_report(tiny_trial, tmp_path, capsys):
+    """Through the CLI with the DCM on: every 'fearful' block of sub-01 ses-pre after the end of the
+    scan. The subject succeeds (exit 0) with the faces contrast, its gPPI and the session DCM n/a
+    with the reason in the features table, the status JSON, the printed summary and the report;
+    ses-post keeps its DCM (was: activations of ~1e-7 with qc_pass, a DCM of an all-zero input)."""
+    import json
+
+    import pandas as pd
+
+    bids = copy_trial(tiny_trial, tmp_path / "bids")
+    events = bids / "sub-01" / "ses-pre" / "func" / "sub-01_ses-pre_task-faces_events.tsv"
+    table = pd.read_csv(events, sep="\t")
+    table.loc[table["trial_type"] == "fearful", "onset"] += 10000.0
+    table.to_csv(events, sep="\t", index=False)
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), "--participant-label", "01",
+                 "--skip-bids-validation", "--nprocs", "2"])
+    printed = capsys.readouterr().out
+    assert code == exitcodes.SUCCESS, printed
+    features = pd.read_csv(next((out / "sub-01" / "ses-pre").glob("*_features.tsv")), sep="\t", dtype=str,
+                           keep_default_na=False)
+    faces = features[features["task"] == "faces"]
+    assert set(faces["kind"]) == {"activation", "gppi", "gppi_directed", "dcm"}
+    assert (faces["value"] == "n/a").all() and faces["note"].str.contains("outside the scan").all()
+    assert (features[features["task"] != "faces"]["value"] != "n/a").all()
+    assert not list((out / "sub-01" / "ses-pre" / "func").glob("*_dcm.json"))
+    assert list((out / "sub-01" / "ses-post" / "func").glob("*_dcm.json"))
+    status = json.loads((out / "logs" / "sub-01_status.json").read_text())
+    assert status["failed_runs"] == []
+    assert any("DCM of sub-01 ses-pre not fitted" in w and events.name in w for w in status["warnings"])
+    assert "WARNED sub-01: 2 warning(s)" in printed and "sub-01_status.json" in printed
+    assert "DCM of sub-01 ses-pre not fitted" in (out / "sub-01.html").read_text()
+
+
 SITECUSTOMIZE = '''
 import os, socket, sys
 

@@ -93,3 +93,56 @@ def test_trial_types_no_condition_uses_are_warned(bids, tmp_path):
     assert summary["error"] is None
     warned = [w for w in summary["warnings"] if "match no configured condition" in w]
     assert len(warned) == 1 and "'cue' (2 events)" in warned[0] and "'first'" not in warned[0]
+
+
+#: the default DCM's free parameters, read off the default config by hand: a all ones (A, 4), the
+#: fearful modulation of both between-region connections (B, 2), faces driving the amygdala (C, 1)
+DEFAULT_DCM_IDS = {"dcm_faces_A_amygdala-amygdala", "dcm_faces_A_amygdala-vmpfc", "dcm_faces_A_vmpfc-amygdala",
+                   "dcm_faces_A_vmpfc-vmpfc", "dcm_faces_B_fearful_amygdala-vmpfc",
+                   "dcm_faces_B_fearful_vmpfc-amygdala", "dcm_faces_C_faces_amygdala"}
+
+
+def test_faces_events_outside_the_scan_give_warned_na_for_activation_gppi_and_dcm(bids, tmp_path):
+    """Every 'fearful' block after the end of the scan: the faces contrast, its gPPI (symmetrised and
+    directed) and the session DCM (its 'fearful' input would be all zeros, so B and C stay at their
+    priors yet looked like estimates) are n/a with the reason and a warning; no DCM file is written."""
+    from ptsd_bidsapp.workflows.run_measures import compute_session_measures
+
+    run, info = run_inputs(bids, tmp_path / "work", "faces")
+    intact = compute_run(run, info, tmp_path / "intact")
+    assert intact["error"] is None
+    events = pd.read_csv(run.events, sep="\t")
+    events.loc[events["trial_type"] == "fearful", "onset"] += 10000.0
+    events.to_csv(run.events, sep="\t", index=False)
+    summary = compute_run(run, info, tmp_path / "node")
+    assert summary["error"] is None
+    faces = [r for r in summary["features"] if r["task"] == "faces"]
+    # the same measures as the intact run, each n/a with the reason
+    assert sorted(r["measure"] for r in faces) == sorted(r["measure"] for r in intact["features"])
+    assert {r["kind"] for r in faces} == {"activation", "gppi", "gppi_directed"}
+    assert all(r["value"] == "n/a" and r["qc_pass"] is False and "outside the scan" in r["note"] for r in faces)
+
+    session = compute_session_measures([summary], load_config(None), {"subject": "01", "session": "pre"})
+    dcm = [r for r in session["features_table"].content.to_dict("records") if r["kind"] == "dcm"]
+    assert {r["measure"] for r in dcm} == DEFAULT_DCM_IDS
+    assert all(r["value"] == "n/a" and r["qc_pass"] is False for r in dcm)
+    assert all("'fearful' event(s) lie outside the scan" in r["note"] and "not fitted" in r["note"] for r in dcm)
+    assert session["dcm"] is None and session["outputs"] == []
+    warned = [w for w in session["warnings"] if "DCM of sub-01 ses-pre not fitted" in w]
+    assert len(warned) == 1 and run.events.name in warned[0] and "fearful" in warned[0]
+
+
+def test_failed_dcm_run_gives_dcm_measures_na_with_the_reason(bids, tmp_path):
+    """The faces run unusable: the session DCM's measures are n/a naming the run's error (they were
+    absent from the features table, with only a warning)."""
+    from ptsd_bidsapp.atlas import ROI_LABELS
+    from ptsd_bidsapp.workflows.run_measures import compute_session_measures, failed_run_result
+
+    config = load_config(None)
+    info = {"subject": "01", "session": "pre", "task": "faces", "run": None}
+    failed = failed_run_result(info, "sub-01 ses-pre task-faces: BOLD x.nii.gz is empty", config, list(ROI_LABELS))
+    session = compute_session_measures([failed], config, {"subject": "01", "session": "pre"})
+    dcm = [r for r in session["features_table"].content.to_dict("records") if r["kind"] == "dcm"]
+    assert {r["measure"] for r in dcm} == DEFAULT_DCM_IDS
+    assert all(r["value"] == "n/a" and "BOLD x.nii.gz is empty" in r["note"] for r in dcm)
+    assert any("DCM for sub-01 ses-pre failed" in w for w in session["warnings"])

@@ -191,3 +191,27 @@ def test_missing_arrays_are_reported_with_the_file(tmp_path):
     with pytest.raises(ValueError, match="sub-01_ses-pre_task-faces_dcm.json.*lacks Ep, Cp, pE, pC"):
         read_dcm_posterior(path)
     assert dcm_group.PP_THRESHOLD == 0.95
+
+
+def test_a_session_without_dcm_is_excluded_with_the_participant_level_reason(trial, tmp_path):
+    """The participant level did not fit sub-05's pre DCM nor sub-06's post DCM and wrote why in the
+    notes of their n/a dcm_* rows: the group DCM exclusions carry that reason (was: 'no DCM' only)."""
+    import shutil
+
+    root, clinical = trial
+    copy = tmp_path / "participants"
+    shutil.copytree(root, copy)
+    why = {("05", "pre"): "DCM of sub-05 ses-pre not fitted: all 4 'fearful' event(s) lie outside the scan",
+           ("06", "post"): "DCM for sub-06 ses-post failed: the faces run failed: BOLD is empty"}
+    for (subject, session), note in why.items():
+        for path in (copy / f"sub-{subject}" / f"ses-{session}" / "func").glob("*_dcm.*"):
+            path.unlink()
+        pd.DataFrame([{"measure": "dcm_faces_A_vmpfc-amygdala", "value": "n/a", "task": "faces", "kind": "dcm",
+                       "qc_pass": False, "note": note}]).to_csv(
+            copy / f"sub-{subject}" / f"ses-{session}" /
+            f"sub-{subject}_ses-{session}_space-MNI152NLin2009cAsym_atlas-ptsdcircuit_desc-measures_features.tsv",
+            sep="\t", index=False)
+    results = run_dcm_group(copy, tmp_path / "out", clinical, dict(CONFIG, peb=dict(CONFIG["peb"], n_permutations=19)),
+                            figures=False)
+    assert results["excluded"]["05"] == f"no DCM for session pre: {why[('05', 'pre')]}"
+    assert results["excluded"]["06"] == f"no DCM for session post (baseline models only): {why[('06', 'post')]}"
