@@ -1,5 +1,6 @@
 """ROI signals, ROI GLM, rest FC, eigenvariates, QC, features: ground-truth checks."""
 
+import warnings
 
 import numpy as np
 import pandas as pd
