@@ -17,7 +17,6 @@ The work dir caches finished nodes, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import pickle
@@ -350,9 +349,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
         LOGGER.info("participant level: %d subject(s), %d run(s), %d session(s) to process with %s",
                     totals["subject"], totals["run"], totals["session"], args.plugin)
         try:
-            # nipype's resource monitor writes its samples (.proc-* files) into the current folder
-            with contextlib.chdir(_monitor_dir(work_dir) if monitor else Path.cwd()):
-                run_graph(meta, args.plugin, settings, wait)
+            run_graph(meta, args.plugin, settings, wait)
         except RuntimeError as err:
             stopped = stop_first == "true"
             LOGGER.error("some nodes crashed (%s); see %s", str(err).splitlines()[0] if str(err) else "", crash_dir)
@@ -485,12 +482,6 @@ def enable_resource_monitor(nipype_config) -> None:
 
     nipype_config.enable_resource_monitor()
     nipype_config.set("monitoring", "sample_frequency", "0.5")
-
-
-def _monitor_dir(work_dir: Path) -> Path:
-    path = Path(work_dir) / "resource_monitor"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def write_workflow_graph(workflow: Workflow, work_dir: Path) -> Path:
