@@ -17,7 +17,6 @@ The work dir caches finished nodes, so an interrupted run resumes.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import pickle
@@ -412,9 +411,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
         LOGGER.info("participant level: %d subject(s), %d run(s), %d session(s) to process with %s",
                     totals["subject"], totals["run"], totals["session"], args.plugin)
         try:
-            # nipype's resource monitor writes its samples (.proc-* files) into the current folder
-            with contextlib.chdir(_monitor_dir(work_dir) if monitor else Path.cwd()):
-                run_graph(meta, args.plugin, settings, wait)
+            run_graph(meta, args.plugin, settings, wait)
         except RuntimeError as err:
             stopped = stop_first == "true"
             LOGGER.error("some nodes crashed (%s); see %s", str(err).splitlines()[0] if str(err) else "", crash_dir)
@@ -443,6 +440,8 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
             status = read_status(output_dir, subject) or {}
             run_log.record(status.get("warnings", []), prefix=f"sub-{subject}: ")
     if monitor:
+        from ptsd_bidsapp.workflows.sink import write_resource_table
+
         table = write_resource_table(progress.resources, output_dir, run_log)
         print(f"  resource monitor: {table}")
     print(f"ptsd_bidsapp participant level: {len(ok)}/{len(subjects)} subject(s) succeeded "
@@ -552,30 +551,6 @@ def enable_resource_monitor(nipype_config) -> None:
     nipype_config.set("monitoring", "sample_frequency", "0.5")
 
 
-def _monitor_dir(work_dir: Path) -> Path:
-    path = Path(work_dir) / "resource_monitor"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_resource_table(rows: list[dict], output_dir: Path, run_log=None) -> Path:
-    """The resource monitor's per-node table: ``logs/resource_monitor-participant-<timestamp>.tsv``.
-
-    Columns: ``node``, ``interface``, ``duration_s`` (seconds), ``mem_peak_gb`` (GB), ``cpu_percent``
-    (percent of one core), ``cached`` (the node's result was reused: no measurement).
-    """
-    import pandas as pd
-
-    from ptsd_bidsapp.bids.outputs import atomic_write_text
-
-    stamp = run_log.path.stem.split("-", 1)[1] if run_log is not None else time.strftime("%Y%m%dT%H%M%SZ",
-                                                                                          time.gmtime())
-    path = Path(output_dir) / "logs" / f"resource_monitor-participant-{stamp}.tsv"
-    table = pd.DataFrame(rows, columns=["node", "interface", "duration_s", "mem_peak_gb", "cpu_percent", "cached"])
-    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a"))
-    return path
-
-
 def write_workflow_graph(workflow: Workflow, work_dir: Path) -> Path:
     """``--write-graph``: the graph as graphviz ``.dot`` (and ``.svg`` when graphviz is installed) in the work dir."""
     dot = Path(work_dir) / workflow.name / "graph.dot"
@@ -595,9 +570,8 @@ def rebuild_participant_reports(args, config: Mapping[str, Any]) -> int:
     results are not in the work dir (another work dir, or ``--clean-workdir`` since) is named
     with the fix; exit 1 if some subjects could not be rebuilt, 66 if none could.
     """
-    from ptsd_bidsapp.bids.outputs import atomic_write_text
     from ptsd_bidsapp.reports.participant import render_subject_report
-    from ptsd_bidsapp.workflows.sink import read_status
+    from ptsd_bidsapp.workflows.sink import read_status, write_subject_report
 
     work_dir, output_dir = Path(args.work_dir).resolve(), Path(args.output_dir).resolve()
     labels = args.participant_label or sorted(p.name[4:] for p in output_dir.glob("sub-*") if p.is_dir())
@@ -613,7 +587,7 @@ def rebuild_participant_reports(args, config: Mapping[str, Any]) -> int:
                 else {"session": "", "reason": str(g)} for g in status.get("missing_sessions", [])]
         html = render_subject_report([load_result(p) for p in cached], subject,
                                      config_sections(config, REPORT_SECTIONS), gaps)
-        rebuilt.append(atomic_write_text(output_dir / f"sub-{subject}.html", html))
+        rebuilt.append(write_subject_report(html, output_dir, subject))
     print(f"ptsd_bidsapp participant level (--reports-only): {len(rebuilt)}/{len(labels)} report(s) rebuilt")
     for path in rebuilt:
         print(f"    {path}")

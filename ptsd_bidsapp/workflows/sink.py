@@ -74,3 +74,21 @@ def read_status(output_dir: Path, subject: str) -> dict | None:
     """The status a subject's sink wrote (``logs/sub-<label>_status.json``), or None."""
     path = status_path(output_dir, subject)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_resource_table(rows: list[dict], output_dir: Path, run_log=None) -> Path:
+    """The resource monitor's per-node table: ``logs/resource_monitor-participant-<timestamp>.tsv``.
+
+    Columns: ``node``, ``interface``, ``duration_s`` (seconds), ``mem_peak_gb`` (GB), ``cpu_percent``
+    (percent of one core), ``cached`` (the node's result was reused: no measurement).
+    """
+    import time
+
+    import pandas as pd
+
+    stamp = run_log.path.stem.split("-", 1)[1] if run_log is not None else time.strftime("%Y%m%dT%H%M%SZ",
+                                                                                          time.gmtime())
+    path = Path(output_dir) / "logs" / f"resource_monitor-participant-{stamp}.tsv"
+    table = pd.DataFrame(rows, columns=["node", "interface", "duration_s", "mem_peak_gb", "cpu_percent", "cached"])
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a"))
+    return path

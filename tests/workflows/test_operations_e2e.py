@@ -125,8 +125,6 @@ def test_resource_monitor_table(faces_run):
     runs = table[table["interface"] == "RunMeasures"]
     assert len(runs) == 12
     assert (runs["mem_peak_gb"] > 0).all() and (runs["duration_s"] > 0).all()   # measured, not placeholders
-    assert not list(Path.cwd().glob(".proc-*"))     # nipype's samples stay in the work dir
-    assert list((faces_run["work"] / "resource_monitor").glob(".proc-*"))
 
 
 def test_write_graph(faces_run):
