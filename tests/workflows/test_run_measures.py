@@ -72,9 +72,10 @@ def test_streamed_read_gives_the_outputs_of_the_whole_array_read(trial, tmp_path
     streamed = _measure(run, tmp_path)
     calls = []
 
-    def whole_array(path, voxels, low_mem=False, accelerate=True):
+    def whole_array(path, voxels, low_mem=False, accelerate=True, mean_image=False):
         calls.append(path)
-        return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)[voxels]
+        data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+        return (data[voxels], data.mean(axis=3)) if mean_image else data[voxels]
 
     monkeypatch.setattr(bold_stream, "read_bold_voxels", whole_array)
     reference = _measure(run, tmp_path)
