@@ -22,6 +22,15 @@ def _labels(shape, rng):
     return labels
 
 
+def _scaled_bold(path, shape, dtype, slope, inter, rng):
+    """A random 4D NIfTI stored as ``dtype`` with scaling ``slope``/``inter`` in its header."""
+    img = nib.Nifti1Image((rng.random(shape) * 200).astype(dtype), np.eye(4))
+    img.header.set_data_dtype(dtype)
+    img.header.set_slope_inter(slope, inter)
+    nib.save(img, path)
+    return path
+
+
 def _nibabel_float32(path):
     """The reference: nibabel's whole 4D array as float32 (the app's former read)."""
     return np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
@@ -55,12 +64,7 @@ def test_simulator_int16_bold_equals_nibabel_read_and_roi_means_are_identical(tm
 def test_scaling_byte_order_and_uncompressed_files_match_nibabel(tmp_path, dtype, slope, inter, suffix):
     rng = np.random.default_rng(1)
     shape = (5, 6, 4, 9)
-    raw = (rng.random(shape) * 200).astype(dtype)
-    img = nib.Nifti1Image(raw, np.eye(4))
-    img.header.set_data_dtype(dtype)
-    img.header.set_slope_inter(slope, inter)
-    path = tmp_path / f"bold{suffix}"
-    nib.save(img, path)
+    path = _scaled_bold(tmp_path / f"bold{suffix}", shape, dtype, slope, inter, rng)
     selected = _labels(shape[:3], rng) > 0
     np.testing.assert_array_equal(read_bold_voxels(path, selected), _nibabel_float32(path)[selected])
 
@@ -150,14 +154,9 @@ def test_mean_image_equals_the_temporal_mean_of_nibabels_array(tmp_path, monkeyp
     """The report underlay from the same pass: nibabel's scaled array averaged over time (float32 rounding)."""
     rng = np.random.default_rng(3)
     shape = (5, 6, 4, 11)
-    raw = (rng.random(shape) * 200).astype(dtype)
-    img = nib.Nifti1Image(raw, np.eye(4))
-    img.header.set_data_dtype(dtype)
-    img.header.set_slope_inter(slope, inter)
-    path = tmp_path / "bold.nii.gz"
-    nib.save(img, path)
+    path = _scaled_bold(tmp_path / "bold.nii.gz", shape, dtype, slope, inter, rng)
     selected = _labels(shape[:3], rng) > 0
-    monkeypatch.setattr(bold_stream, "BLOCK_BYTES", 3 * 5 * 6 * 4 * raw.dtype.itemsize)  # 11 = 3 x 3 + 2
+    monkeypatch.setattr(bold_stream, "BLOCK_BYTES", 3 * 5 * 6 * 4 * np.dtype(dtype).itemsize)  # 11 = 3 x 3 + 2
     reference = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64).mean(axis=3)
     for low_mem in (False, True):
         voxels, mean = read_bold_voxels(path, selected, low_mem=low_mem, mean_image=True)
