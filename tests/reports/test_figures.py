@@ -111,3 +111,58 @@ def test_overlap_check_ignores_the_ticks_of_a_hidden_axis():
     ax.axis("off")
     assert overlapping_texts(fig) == []
     plt.close(fig)
+
+
+def _png_size(data_uri_or_bytes) -> tuple[int, int]:
+    """(width, height) in pixels of a PNG data URI or PNG bytes."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = data_uri_or_bytes
+    if isinstance(raw, str):
+        raw = base64.b64decode(raw.split(",", 1)[1])
+    return Image.open(io.BytesIO(raw)).size
+
+
+def _savefig_tight_size(make_fig, dpi: int) -> tuple[int, int]:
+    import io
+
+    fig = make_fig()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return _png_size(buffer.getvalue())
+
+
+def _inside():
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("content well inside the canvas")
+    return fig
+
+
+def _outside():
+    fig, ax = plt.subplots(figsize=(5, 1.2))   # too short for its x label: savefig must grow the canvas
+    ax.plot(np.arange(10))
+    ax.set_xlabel("volume")
+    ax.legend(["FD"], loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, past the right edge
+    return fig
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("make_fig", [_inside, _outside], ids=["inside", "outside"])
+def test_png_is_cropped_as_savefig_tight_crops(make_fig):
+    # matplotlib's own bbox_inches="tight" is the reference; the single-draw crop may differ by a
+    # pixel of rounding per edge (2 per dimension)
+    dpi = 110
+    expected = _savefig_tight_size(make_fig, dpi)
+    got = _png_size(to_png_data_uri(make_fig(), dpi=dpi))
+    assert abs(got[0] - expected[0]) <= 2 and abs(got[1] - expected[1]) <= 2, (got, expected)
+    whole = tuple(int(round(v * dpi)) for v in make_fig().get_size_inches())
+    plt.close("all")
+    if make_fig is _inside:
+        assert got[0] < whole[0] and got[1] < whole[1]     # cropped: the white margins are gone
+    else:
+        assert got[0] > whole[0] and got[1] > whole[1]     # grown: the legend and the x label are kept
