@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 
         ensure_writable_dir(args.output_dir, "output_dir")
         run_log = RunLog(args.output_dir, args.analysis_level, argv, dump_config(config), args.verbose)
+        from ptsd_bidsapp import __version__
+
+        LOGGER.info("ptsd_bidsapp %s, %s level: %s -> %s (run log %s)", __version__, args.analysis_level,
+                    args.bids_dir, args.output_dir, run_log.path)
         for note in skipped:
             LOGGER.warning("%s", note)
         if not args.reports_only:

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 #: Distributions whose versions the methods text and the run log report.
 SOFTWARE = ("ptsd_bidsapp", "numpy", "scipy", "pandas", "nibabel", "nilearn", "nipype", "pybids",
-            "scikit-learn", "templateflow")
+            "scikit-learn", "numba")
 
 #: key -> (short citation, BibTeX entry). Written for this app; DOIs from the publishers.
 REFERENCES = {
