@@ -16,6 +16,7 @@ The baseline is a detached ``git worktree`` of ``--baseline`` (default ``main``)
 run with ``PYTHONPATH`` pointing at it (same virtual environment). Usage::
 
     python benchmarks/participant.py [--volumes 200] [--repeats 3] [--demo-subjects 21] [--root DIR]
+    python benchmarks/participant.py --repeats 0 --demo-repeats 1 --baseline ebe6b59   # the demo comparison only
 
 Prints a table and writes it to ``benchmarks/results/participant.txt`` (``--output``).
 """
@@ -102,7 +103,7 @@ def median(results: list[dict], key: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--volumes", type=int, default=200, help="volumes per run of the 2 mm subject")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the 2 mm subject (0: skip it)")
     parser.add_argument("--demo-subjects", type=int, default=21, help="subjects of the demo comparison (0: skip)")
     parser.add_argument("--demo-repeats", type=int, default=None, help="repeats of the demo comparison")
     parser.add_argument("--baseline", default="main", help="git ref of the baseline tree")
@@ -124,41 +125,42 @@ def main() -> int:
     say(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}")
 
     # 1. one 2 mm subject vs the gunzip floor and vs the baseline
-    bids = root / f"bids_2mm_{opts.volumes}"
-    simulate(REPO, bids, ["--n-subjects", "2", "--seed", "1", "--resolution", "2", "--n-volumes", str(opts.volumes)])
-    bolds = sorted(str(p) for p in (bids / "derivatives" / "fmriprep" / "sub-01").rglob("*_desc-preproc_bold.nii.gz"))
-    import nibabel as nib
+    if opts.repeats:  # 0: the demo comparison only
+        bids = root / f"bids_2mm_{opts.volumes}"
+        simulate(REPO, bids, ["--n-subjects", "2", "--seed", "1", "--resolution", "2", "--n-volumes", str(opts.volumes)])
+        bolds = sorted(str(p) for p in (bids / "derivatives" / "fmriprep" / "sub-01").rglob("*_desc-preproc_bold.nii.gz"))
+        import nibabel as nib
 
-    shape = nib.load(bolds[0]).shape
-    say(f"2 mm subject sub-01: {len(bolds)} BOLD runs of shape {shape}; "
-        f"{sum(os.path.getsize(b) for b in bolds) / 2**20:.0f} MB gzip on disk")
-    single = ["--participant-label", "01", "--plugin", "Linear", "--nprocs", "1", "--no-reports"]
-    floor, new, old, low = [], [], [], []
-    for i in range(opts.repeats):
-        proc = subprocess.run([sys.executable, "-c", GUNZIP_FLOOR, *bolds], capture_output=True, text=True,
-                              check=True)
-        floor.append(json.loads(proc.stdout))
-        new.append(timed(participant_cmd(REPO, bids, root / "out_new", root / "work_new", single), REPO))
-        old.append(timed(participant_cmd(base, bids, root / "out_old", root / "work_old", single), base))
-        low.append(timed(participant_cmd(REPO, bids, root / "out_low", root / "work_low", [*single, "--low-mem"]),
-                         REPO))
-        say(f"  repeat {i + 1}: floor {floor[-1]['wall']:.1f} s, this tree {new[-1]['wall']:.1f} s, "
-            f"--low-mem {low[-1]['wall']:.1f} s, baseline {old[-1]['wall']:.1f} s "
-            f"(load {os.getloadavg()[0]:.1f})")
-    say()
-    title = f"one 2 mm subject (6 runs), medians of {opts.repeats}"
-    say(f"{title:<52}{'wall s':>9}{'CPU s':>9}{'peak RSS MB':>13}")
-    floor_label = "gunzip floor (gzip.decompress of the 6 BOLD)"
-    say(f"{floor_label:<52}{median(floor, 'wall'):>9.1f}{median(floor, 'cpu'):>9.1f}")
-    for label, res in (("participant level, this tree", new), ("participant level, this tree, --low-mem", low),
-                       ("participant level, baseline", old)):
-        say(f"{label:<52}{median(res, 'wall'):>9.1f}{median(res, 'cpu'):>9.1f}{median(res, 'rss_mb'):>13.0f}")
-    for label, res in (("this tree", new), ("this tree --low-mem", low), ("baseline", old)):
-        say(f"ratio {label} / gunzip floor: wall {median(res, 'wall') / median(floor, 'wall'):.2f}, "
-            f"CPU {median(res, 'cpu') / median(floor, 'cpu'):.2f}")
-    say(f"speed-up this tree vs baseline: wall {median(old, 'wall') / median(new, 'wall'):.2f}x, "
-        f"CPU {median(old, 'cpu') / median(new, 'cpu'):.2f}x; peak RSS {median(new, 'rss_mb'):.0f} MB "
-        f"vs {median(old, 'rss_mb'):.0f} MB")
+        shape = nib.load(bolds[0]).shape
+        say(f"2 mm subject sub-01: {len(bolds)} BOLD runs of shape {shape}; "
+            f"{sum(os.path.getsize(b) for b in bolds) / 2**20:.0f} MB gzip on disk")
+        single = ["--participant-label", "01", "--plugin", "Linear", "--nprocs", "1", "--no-reports"]
+        floor, new, old, low = [], [], [], []
+        for i in range(opts.repeats):
+            proc = subprocess.run([sys.executable, "-c", GUNZIP_FLOOR, *bolds], capture_output=True, text=True,
+                                  check=True)
+            floor.append(json.loads(proc.stdout))
+            new.append(timed(participant_cmd(REPO, bids, root / "out_new", root / "work_new", single), REPO))
+            old.append(timed(participant_cmd(base, bids, root / "out_old", root / "work_old", single), base))
+            low.append(timed(participant_cmd(REPO, bids, root / "out_low", root / "work_low", [*single, "--low-mem"]),
+                             REPO))
+            say(f"  repeat {i + 1}: floor {floor[-1]['wall']:.1f} s, this tree {new[-1]['wall']:.1f} s, "
+                f"--low-mem {low[-1]['wall']:.1f} s, baseline {old[-1]['wall']:.1f} s "
+                f"(load {os.getloadavg()[0]:.1f})")
+        say()
+        title = f"one 2 mm subject (6 runs), medians of {opts.repeats}"
+        say(f"{title:<52}{'wall s':>9}{'CPU s':>9}{'peak RSS MB':>13}")
+        floor_label = "gunzip floor (gzip.decompress of the 6 BOLD)"
+        say(f"{floor_label:<52}{median(floor, 'wall'):>9.1f}{median(floor, 'cpu'):>9.1f}")
+        for label, res in (("participant level, this tree", new), ("participant level, this tree, --low-mem", low),
+                           ("participant level, baseline", old)):
+            say(f"{label:<52}{median(res, 'wall'):>9.1f}{median(res, 'cpu'):>9.1f}{median(res, 'rss_mb'):>13.0f}")
+        for label, res in (("this tree", new), ("this tree --low-mem", low), ("baseline", old)):
+            say(f"ratio {label} / gunzip floor: wall {median(res, 'wall') / median(floor, 'wall'):.2f}, "
+                f"CPU {median(res, 'cpu') / median(floor, 'cpu'):.2f}")
+        say(f"speed-up this tree vs baseline: wall {median(old, 'wall') / median(new, 'wall'):.2f}x, "
+            f"CPU {median(old, 'cpu') / median(new, 'cpu'):.2f}x; peak RSS {median(new, 'rss_mb'):.0f} MB "
+            f"vs {median(old, 'rss_mb'):.0f} MB")
 
     # 2. the demo participant level at --nprocs 2
     if opts.demo_subjects:
