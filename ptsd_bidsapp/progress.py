@@ -7,8 +7,10 @@ added when stderr is a terminal. Progress reporting never changes a result.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 import time
 
 LOGGER = logging.getLogger("ptsd_bidsapp.progress")
@@ -66,3 +68,36 @@ class Ticker:
         self.logger.info("%s%s: %d/%d done, %s elapsed", prefix, self.what, done, self.total,
                          format_elapsed(now - self.start))
         return True
+
+
+@contextlib.contextmanager
+def still_working(what: str, interval: float = 25.0, logger: logging.Logger | None = None):
+    """Write ``"<what>: still working, H:MM:SS elapsed"`` every ``interval`` seconds until the block ends.
+
+    For a long single call that reports nothing itself (pybids indexing a large dataset, building
+    the workflow graph), so that the console is never silent for longer than ``interval`` s.
+
+    Parameters
+    ----------
+    what : str
+        Name of the step, e.g. ``"indexing the inputs with pybids"``.
+    interval : float
+        Seconds between two lines.
+    logger : logging.Logger, optional
+        Default ``ptsd_bidsapp.progress``.
+    """
+    logger = logger or LOGGER
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            logger.info("%s: still working, %s elapsed", what, format_elapsed(time.monotonic() - start))
+
+    thread = threading.Thread(target=beat, daemon=True, name="ptsd_bidsapp-still-working")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -31,7 +31,7 @@ from nipype import Node, Workflow
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from ptsd_bidsapp import errors as exitcodes
-from ptsd_bidsapp.progress import format_elapsed
+from ptsd_bidsapp.progress import format_elapsed, still_working
 from ptsd_bidsapp.workflows.progress import GraphProgress
 from ptsd_bidsapp.config import REPORT_SECTIONS, RUN_SECTIONS, SESSION_SECTIONS, config_sections
 
@@ -333,8 +333,9 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     # only the selected subjects are indexed (all when none is selected)
     LOGGER.info("indexing the inputs with pybids (%s)",
                 f"sub-{', sub-'.join(args.participant_label)}" if args.participant_label else "every subject")
-    layout = make_layout(args.bids_dir, args.derivatives, work_dir, participants=args.participant_label)
-    subjects = select_participants(layout, args.participant_label)
+    with still_working("indexing the inputs with pybids", HEARTBEAT_SECONDS):
+        layout = make_layout(args.bids_dir, args.derivatives, work_dir, participants=args.participant_label)
+        subjects = select_participants(layout, args.participant_label)
     LOGGER.info("%d subject(s) selected; collecting their inputs and building the workflow", len(subjects))
     sessions = args.session_label or [config["sessions"]["pre"], config["sessions"]["post"]]
     bootstrap_output(output_dir, args.bids_dir, args.derivatives, config)
@@ -348,36 +349,38 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     meta = Workflow(name=META_WORKFLOW, base_dir=str(work_dir))
     totals = {"run": 0, "session": 0, "subject": 0}
     collected = {}
-    for subject in subjects:
-        try:
-            found = collect_subject(layout, subject, sessions, config["tasks"], config["space"], args.bids_filters)
-        except InputError as err:
-            failures[subject] = str(err)
-            codes[subject] = err.exit_code
-            LOGGER.error("sub-%s: %s", subject, err)
-            continue
-        for gap in found.missing_sessions:
-            LOGGER.warning("sub-%s: %s", subject, gap.reason)
-            gaps.setdefault(subject, []).append(f"ses-{gap.session} missing: {gap.reason}")
-        for gap in found.unusable:
-            LOGGER.error("%s", gap.reason)
-        missing = {gap.session for gap in found.missing_sessions}
-        present[subject] = [s for s in sessions if s not in missing]
-        collected[subject] = found
+    with still_working("collecting the inputs", HEARTBEAT_SECONDS):
+        for subject in subjects:
+            try:
+                found = collect_subject(layout, subject, sessions, config["tasks"], config["space"], args.bids_filters)
+            except InputError as err:
+                failures[subject] = str(err)
+                codes[subject] = err.exit_code
+                LOGGER.error("sub-%s: %s", subject, err)
+                continue
+            for gap in found.missing_sessions:
+                LOGGER.warning("sub-%s: %s", subject, gap.reason)
+                gaps.setdefault(subject, []).append(f"ses-{gap.session} missing: {gap.reason}")
+            for gap in found.unusable:
+                LOGGER.error("%s", gap.reason)
+            missing = {gap.session for gap in found.missing_sessions}
+            present[subject] = [s for s in sessions if s not in missing]
+            collected[subject] = found
     from ptsd_bidsapp.workflows.cluster import default_omp_nthreads
 
     omp_nthreads = getattr(args, "omp_nthreads", None) or default_omp_nthreads(
         args.plugin, args.nprocs, sum(len(found.runs) for found in collected.values()))
     LOGGER.info("BLAS/OpenMP threads per process: %d (--nprocs %d, plugin %s)", omp_nthreads, args.nprocs,
                 args.plugin)
-    for subject, found in collected.items():
-        meta.add_nodes([init_participant_wf(subject, found.runs, config, atlas_dseg, atlas_labels, output_dir,
-                                            reports=not args.no_reports, unusable=found.unusable,
-                                            missing_sessions=found.missing_sessions, omp_nthreads=omp_nthreads,
-                                            low_mem=bool(getattr(args, "low_mem", False)))])
-        totals["run"] += len(found.runs)
-        totals["session"] += len({r.session for r in found.runs} | {g.session for g in found.unusable})
-        totals["subject"] += 1
+    with still_working("building the workflow", HEARTBEAT_SECONDS):
+        for subject, found in collected.items():
+            meta.add_nodes([init_participant_wf(subject, found.runs, config, atlas_dseg, atlas_labels, output_dir,
+                                                reports=not args.no_reports, unusable=found.unusable,
+                                                missing_sessions=found.missing_sessions, omp_nthreads=omp_nthreads,
+                                                low_mem=bool(getattr(args, "low_mem", False)))])
+            totals["run"] += len(found.runs)
+            totals["session"] += len({r.session for r in found.runs} | {g.session for g in found.unusable})
+            totals["subject"] += 1
     crash_dir = work_dir / "crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     stop_first = "true" if getattr(args, "stop_on_first_crash", False) else "false"

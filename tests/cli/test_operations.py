@@ -240,6 +240,21 @@ def test_ticker_reports_at_its_interval_and_at_the_end(monkeypatch, caplog):
     assert "model all: permutation test: 4/4 done, 0:00:12 elapsed" in caplog.text
 
 
+def test_still_working_beats_during_a_silent_call_and_stops_with_it(caplog):
+    import time
+
+    from ptsd_bidsapp.progress import still_working
+
+    with caplog.at_level(logging.INFO, logger="ptsd_bidsapp.progress"):
+        with still_working("indexing the inputs with pybids", interval=0.05):
+            time.sleep(0.32)                        # a call that prints nothing: about 6 beats
+        during = caplog.text.count("indexing the inputs with pybids: still working")
+        time.sleep(0.2)                             # after the block: no more lines
+        after = caplog.text.count("indexing the inputs with pybids: still working")
+    assert 3 <= during <= 7, during
+    assert after == during
+
+
 def test_graph_progress_counts_nodes_and_beats(caplog):
     import time
 
