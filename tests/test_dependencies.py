@@ -21,6 +21,7 @@ IMPORT_NAMES = {
     "scikit-learn": "sklearn",
     "pyyaml": "yaml",
     "pybids": "bids",
+    "pillow": "PIL",
 }
 
 
