@@ -17,6 +17,7 @@ The work dir caches finished nodes, so an interrupted run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import pickle
@@ -418,7 +419,10 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
         LOGGER.info("participant level: %d subject(s), %d run(s), %d session(s) to process with %s",
                     totals["subject"], totals["run"], totals["session"], args.plugin)
         try:
-            run_graph(meta, args.plugin, settings, wait)
+            # nipype's resource monitor writes its raw samples (.proc-* files) into the folder the nodes
+            # start from (MultiProc workers chdir to the cwd of the plugin's creation): the work dir's
+            with contextlib.chdir(monitor_dir(work_dir) if monitor else Path.cwd()):
+                run_graph(meta, args.plugin, settings, wait)
         except RuntimeError as err:
             stopped = stop_first == "true"
             LOGGER.error("some nodes crashed (%s); see %s", str(err).splitlines()[0] if str(err) else "", crash_dir)
@@ -556,6 +560,13 @@ def enable_resource_monitor(nipype_config) -> None:
 
     nipype_config.enable_resource_monitor()
     nipype_config.set("monitoring", "sample_frequency", "0.5")
+
+
+def monitor_dir(work_dir: Path) -> Path:
+    """``<work>/resource_monitor``: where nipype's resource monitor leaves its raw samples (created)."""
+    path = Path(work_dir) / "resource_monitor"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_workflow_graph(workflow: Workflow, work_dir: Path) -> Path:

@@ -45,11 +45,13 @@ def faces_run(tmp_path_factory):
     config.write_text(FAST)
     out, work = base / "out", base / "work"
     common = [bids, out, "-w", work, "--skip-bids-validation", "--config", config, "-t", "faces"]
+    samples_before = set(Path.cwd().glob(".proc-*"))
     participant = _main([*common[:2], "participant", *common[2:], "--nprocs", "2", "--notrack",
                          "--resource-monitor", "--write-graph"])
+    samples_in_cwd = set(Path.cwd().glob(".proc-*")) - samples_before
     group = _main([*common[:2], "group", *common[2:], "--nprocs", "2"])
     return {"bids": bids, "out": out, "work": work, "config": config, "participant": participant, "group": group,
-            "common": common}
+            "common": common, "samples_in_cwd": samples_in_cwd}
 
 
 def _features(out: Path) -> pd.DataFrame:
@@ -128,6 +130,9 @@ def test_resource_monitor_table(faces_run):
     runs = table[table["interface"] == "RunMeasures"]
     assert len(runs) == 12
     assert (runs["mem_peak_gb"] > 0).all() and (runs["duration_s"] > 0).all()   # measured, not placeholders
+    # nipype's raw samples (.proc-* files) go to <work>/resource_monitor, not into the user's current folder
+    assert not faces_run["samples_in_cwd"], sorted(faces_run["samples_in_cwd"])[:3]
+    assert list((faces_run["work"] / "resource_monitor").glob(".proc-*"))
 
 
 def test_write_graph(faces_run):
