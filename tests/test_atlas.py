@@ -36,6 +36,7 @@ def test_default_labels_contract1():
     at = atlas.load_atlas()
     assert at.names == README_LABELS
     assert list(at.labels["name"]) == README_LABELS
+    assert list(atlas.ROI_LABELS) == README_LABELS          # the order the code uses elsewhere
     assert at.indices == [1, 2, 3, 4, 5, 6]
     assert at.img.shape == (97, 115, 97)
     assert np.allclose(at.img.affine, templates.grid(2)[0])
