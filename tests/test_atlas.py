@@ -1,5 +1,7 @@
 """The atlas-ptsdcircuit ROI set (ptsd_bidsapp.atlas)."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -23,9 +25,18 @@ def _centroids(at):
     return {name: xyz[m].mean(axis=0) for name, m in at.roi_masks().items()}
 
 
+#: the default ROI labels in index order, typed in from README ("labels: `dacc`, `racc`, ..."), not
+#: read from ``atlas.ROI_LABELS``: a reordered or renamed label fails here
+README_LABELS = ["dacc", "racc", "vmpfc", "anthippo", "antinsula", "amygdala"]
+
+
 def test_default_labels_contract1():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "labels: " + ", ".join(f"`{name}`" for name in README_LABELS) + "." in " ".join(readme.split())
     at = atlas.load_atlas()
-    assert at.names == list(atlas.ROI_LABELS)
+    assert at.names == README_LABELS
+    assert list(at.labels["name"]) == README_LABELS
+    assert list(atlas.ROI_LABELS) == README_LABELS          # the order the code uses elsewhere
     assert at.indices == [1, 2, 3, 4, 5, 6]
     assert at.img.shape == (97, 115, 97)
     assert np.allclose(at.img.affine, templates.grid(2)[0])

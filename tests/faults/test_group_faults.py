@@ -135,7 +135,15 @@ def test_unfittable_model_fails_alone_others_written(fabricated, tmp_path, monke
     assert failed["Status"] == "failed" and "could not be fitted" in failed["Reason"]
     assert "Singular matrix" in failed["Reason"]
     assert {summary["Models"][m]["Status"] for m in ("all", "drug_interaction", "ketamine_only")} == {"fitted"}
-    assert (out / "group" / "model-all_coefficients.tsv").is_file()
+    # the other models' tables are written in full: the coefficients of every predictor, the
+    # retained ones the summary names, one prediction per fitted subject
+    for name in ("all", "drug_interaction", "ketamine_only"):
+        model = summary["Models"][name]
+        coef = pd.read_csv(out / "group" / f"model-{name}_coefficients.tsv", sep="\t")
+        assert {"feature", "beta_per_sd", "beta_raw", "selected", "selection_frequency"} <= set(coef.columns)
+        assert set(coef.loc[coef["selected"], "feature"]) == set(model["Retained"]), name
+        predictions = pd.read_csv(out / "group" / f"model-{name}_predictions.tsv", sep="\t")
+        assert len(predictions) == model["N"] > 0 and np.isfinite(predictions["predicted"]).all(), name
     assert not list((out / "group").glob("model-depression_covariate_*"))
 
 

@@ -1,6 +1,7 @@
 """Fault model, participant level through the CLI: a write that fails is a failed subject, and
 a run (participant + group) never touches the network."""
 
+import math
 import os
 import subprocess
 import sys
@@ -59,7 +60,10 @@ def test_faces_events_outside_the_scan_reach_features_status_summary_and_report(
     assert (faces["value"] == "n/a").all() and faces["note"].str.contains("outside the scan").all()
     assert (features[features["task"] != "faces"]["value"] != "n/a").all()
     assert not list((out / "sub-01" / "ses-pre" / "func").glob("*_dcm.json"))
-    assert list((out / "sub-01" / "ses-post" / "func").glob("*_dcm.json"))
+    (post_dcm,) = (out / "sub-01" / "ses-post" / "func").glob("*_dcm.json")     # ses-post keeps its fitted DCM
+    content = json.loads(post_dcm.read_text())
+    assert (content["subject"], content["session"], content["task"]) == ("01", "post", "faces")
+    assert content["region_names"] == ["amygdala", "vmpfc"] and math.isfinite(content["F"]) and content["explained_variance"] > 0
     status = json.loads((out / "logs" / "sub-01_status.json").read_text())
     assert status["failed_runs"] == []
     assert any("DCM of sub-01 ses-pre not fitted" in w and events.name in w for w in status["warnings"])

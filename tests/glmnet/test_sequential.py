@@ -53,7 +53,12 @@ def test_permutation_test_stops_early_on_the_fixed_tests_sequence():
     X, y = _noise()
     fixed = permutation_test(X, y, -0.2, n_permutations=40, seed=4)
     runs = [permutation_test(X, y, -0.2, n_permutations=40, seed=4, sequential_h=3, n_jobs=jobs) for jobs in (1, 2)]
-    expected_p, used = sequential_p_value(fixed["null_r2"], -0.2, 3, 40)
+    # Besag & Clifford by hand on the fixed test's null: stop at the 3rd statistic reaching the
+    # observed (>=), p = 3 / (permutations used)
+    reaching = np.flatnonzero(fixed["null_r2"] >= -0.2)
+    assert reaching.size >= 3
+    used = int(reaching[2]) + 1
+    expected_p = 3 / used
     assert used < 40
     for run in runs:
         assert run["p_value"] == expected_p == 3 / used

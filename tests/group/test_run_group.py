@@ -7,6 +7,7 @@ in ``tests/workflows/test_participant.py`` (next to the session fixture it share
 built once per run).
 """
 
+import fnmatch
 import json
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.cli.run import main
 from ptsd_bidsapp.config import load_config
-from ptsd_bidsapp.group.changes import build_change_table
+from ptsd_bidsapp.simulate.features import measure_ids
 from tests.group.conftest import fabricate
 
 MODELS = ("all", "drug_interaction", "depression_covariate", "ketamine_only")
@@ -39,6 +40,28 @@ def _config_file(directory: Path) -> Path:
 def _group(bids: Path, out: Path, config: Path, seed: int = 5, nprocs: int = 1, *extra: str) -> int:
     return main([str(bids), str(out), "group", "--skip-bids-validation", "--config", str(config), "--seed",
                  str(seed), "--nprocs", str(nprocs), *extra])
+
+
+def _raw_values(out: Path, subject: str, session: str) -> pd.Series:
+    """A features TSV read back with pandas: measure -> value (n/a as NaN)."""
+    (path,) = (out / f"sub-{subject}" / f"ses-{session}").glob("*_desc-measures_features.tsv")
+    table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
+    return table.set_index("measure")["value"].astype(float)
+
+
+def _a_priori(config: dict) -> list[str]:
+    """Simulated measure ids the configured patterns select: as written or, for an undirected
+    gppi_/fc_ pair, with the pair reversed (README: measure patterns)."""
+    def reversed_pair(measure):
+        head, _, pair = measure.rpartition("_")
+        a, b = pair.split("-")
+        return f"{head}_{b}-{a}"
+
+    def selected(measure):
+        candidates = [measure] + ([reversed_pair(measure)] if measure.startswith(("gppi_", "fc_")) else [])
+        return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in config["measures"])
+
+    return [m for m, _, _ in measure_ids() if selected(m)]
 
 
 def _tables(out: Path) -> dict[str, bytes]:
@@ -87,22 +110,37 @@ def test_writes_changes_models_summary_and_report(fabricated, run_a):
     missing = [f for f in expected if not (group / f).is_file()]
     assert missing == []
 
-    # the change table on disk is the one build_change_table computes from the inputs
-    config = load_config(fabricated["config"])
-    change = build_change_table(fabricated["out"], fabricated["bids"], config)
+    # the change table on disk against the inputs read here (not build_change_table): one row per
+    # subject that passed QC, the planted clinical scores, post - pre of every a-priori measure
+    truth = fabricated["truth"]
     on_disk = pd.read_csv(group / "changes.tsv", sep="\t", dtype={"subject": str})
-    pd.testing.assert_frame_equal(on_disk, change["table"], check_dtype=False, rtol=1e-6)
-    assert json.loads((group / "changes.json").read_text())["ExcludedSubjects"] == change["excluded"]
-    assert list(change["excluded"]) == ["04"]
+    assert list(on_disk["subject"]) == [s for s in sorted(truth) if s not in MISSING]
+    a_priori = _a_priori(load_config(fabricated["config"]))
+    deltas = [c for c in on_disk.columns if c.startswith("delta_")]
+    assert len(a_priori) > 10 and sorted(deltas) == sorted(f"delta_{m}" for m in a_priori)
+    for row in on_disk.to_dict("records"):
+        subject = row["subject"]
+        caps, madrs = truth[subject]["caps5"], truth[subject]["madrs"]
+        assert row["group"] == truth[subject]["group"]
+        assert row["improvement_caps5_total"] == pytest.approx(caps["pre"] - caps["post"])
+        assert row["improvement_madrs_total"] == pytest.approx(madrs["pre"] - madrs["post"])
+        pre, post = _raw_values(fabricated["out"], subject, "pre"), _raw_values(fabricated["out"], subject, "post")
+        for measure in a_priori:
+            assert row[f"delta_{measure}"] == pytest.approx(post[measure] - pre[measure], rel=1e-6, abs=1e-9)
+    excluded = json.loads((group / "changes.json").read_text())["ExcludedSubjects"]
+    assert list(excluded) == ["04"] and "failed QC" in excluded["04"]
 
     summary = json.loads((group / "group_summary.json").read_text())
-    assert summary["Seed"] == 5 and summary["ExcludedSubjects"] == change["excluded"]
+    assert summary["Seed"] == 5 and summary["ExcludedSubjects"] == excluded
     report = (group / "group_report.html").read_text()
     for name in MODELS:
         assert summary["Models"][name]["Status"] == "fitted"
         assert name in report
-        for path in summary["Models"][name]["Files"]:
-            assert (run_a["out"] / path).is_file()
+        # the files the summary lists are the model's tables, with one prediction per subject
+        assert summary["Models"][name]["Files"] == [f"group/model-{name}_coefficients.tsv",
+                                                    f"group/model-{name}_predictions.tsv"]
+        predictions = pd.read_csv(run_a["out"] / summary["Models"][name]["Files"][1], sep="\t", dtype={"subject": str})
+        assert len(predictions) == summary["Models"][name]["N"] > 0
     assert "group" in (run_a["out"] / ".bidsignore").read_text().splitlines()
 
 
@@ -193,7 +231,7 @@ def test_model_below_min_subjects_fails_alone_and_stale_files_go(fabricated, run
 
 
 def test_no_fittable_model_exits_65_naming_every_model(tmp_path, capsys):
-    bids, out, _ = fabricate(tmp_path, n_subjects=4)
+    bids, out, truth = fabricate(tmp_path, n_subjects=4)
     code = _group(bids, out, _config_file(tmp_path), 5, 1, "--no-dcm")
     assert code == exitcodes.DATAERR == 65
     err = capsys.readouterr().err
@@ -202,7 +240,12 @@ def test_no_fittable_model_exits_65_naming_every_model(tmp_path, capsys):
         assert f"model '{name}'" in err
     summary = json.loads((out / "group" / "group_summary.json").read_text())
     assert {m["Status"] for m in summary["Models"].values()} == {"failed"}
-    assert (out / "group" / "changes.tsv").is_file()
+    # the change table is still written, with the four subjects and their planted improvement
+    changes = pd.read_csv(out / "group" / "changes.tsv", sep="\t", dtype={"subject": str})
+    subjects = truth["subjects"]
+    assert list(changes["subject"]) == sorted(subjects) == ["01", "02", "03", "04"]
+    np.testing.assert_allclose(changes["improvement_caps5_total"],
+                               [subjects[s]["caps5"]["pre"] - subjects[s]["caps5"]["post"] for s in sorted(subjects)])
     report = (out / "group" / "group_report.html").read_text()
     assert report.count("fewer than elastic_net.min_subjects = 5") == len(MODELS)
 

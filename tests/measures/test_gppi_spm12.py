@@ -26,6 +26,16 @@ def _load(case):
     return inputs["seed"].to_numpy(), confounds, events, outputs, xn
 
 
+def _spm_hrf(dt):
+    """SPM12 spm_hrf(dt) written out (Friston et al. 1998): gamma densities of shapes 6 and 16
+    (scale 1 s, ratio 1/6) at t = 0, dt, ..., 32 s, normalised to sum 1."""
+    from scipy.stats import gamma
+
+    t = np.arange(int(np.floor(32.0 / dt)) + 1) * dt
+    hrf = gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6
+    return hrf / hrf.sum()
+
+
 def _r(a, b):
     return float(np.corrcoef(np.asarray(a, float), np.asarray(b, float))[0, 1])
 
@@ -146,7 +156,7 @@ def test_fmri_t_and_t0_handling():
     # T0 samples the microtime convolution (T0 - 1) bins after the scan start
     micro = np.zeros(seed.size * 24)
     micro[24 * 10] = 1.0  # impulse at the start of scan 10
-    hrf = gppi.spm_canonical_hrf(2.5 / 24)
+    hrf = _spm_hrf(2.5 / 24)        # written here, not the module's spm_canonical_hrf
     for t0 in (1, 8, 24):
         sampled = gppi.convolve_microtime(micro, 2.5, fmri_t=24, fmri_t0=t0, method="spm")
         assert sampled[12] == pytest.approx(hrf[2 * 24 + t0 - 1])
@@ -160,6 +170,7 @@ def test_fmri_t_and_t0_handling():
 def test_spm_hrf_and_stimulus_conventions():
     hrf = gppi.spm_canonical_hrf(2.0 / 16)
     assert hrf.size == 257 and hrf.sum() == pytest.approx(1.0) and hrf[0] == 0.0
+    np.testing.assert_allclose(hrf, _spm_hrf(2.0 / 16), rtol=1e-12, atol=1e-15)
     assert np.argmax(hrf) * 2.0 / 16 == pytest.approx(5.0, abs=0.2)  # peak near 5 s
     events = pd.DataFrame({"onset": [1.0, 1.0, 10.0], "duration": [2.0, 2.0, 0.0], "trial_type": ["a", "a", "b"]})
     a = gppi.psychological_microtime(events, "a", 10, 2.0, method="spm")

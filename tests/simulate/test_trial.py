@@ -296,7 +296,7 @@ def test_cli_refuses_non_empty_dir_and_force_replaces(tmp_path, capsys):
     args = [str(out), "--n-subjects", "2", "--resolution", "12", "--n-volumes", "34", "--quiet"]
     assert simulate_main(args) != 0
     assert simulate_main(args + ["--force"]) != 0  # not a simulation: never deleted
-    assert (out / "precious.txt").exists()
+    assert (out / "precious.txt").read_text() == "keep me"          # untouched, not only still there
     out2 = tmp_path / "sim2"
     assert simulate_main([str(out2)] + args[1:]) == 0
     assert simulate_main([str(out2)] + args[1:]) != 0

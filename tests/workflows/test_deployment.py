@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +40,12 @@ def test_brainlife_main_runs_the_app_from_config_json(trial, tmp_path):
     out = tmp_path / "output"
     assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "derivative"
     for session in ("pre", "post"):
-        assert list((out / "sub-01" / f"ses-{session}").glob("*_desc-measures_features.tsv"))
-    assert (out / "sub-01.html").is_file()
+        (features,) = (out / "sub-01" / f"ses-{session}").glob("*_desc-measures_features.tsv")
+        table = pd.read_csv(features, sep="\t", na_values="n/a")
+        assert list(table.columns) == ["measure", "value", "task", "kind", "qc_pass", "note"]
+        assert {"activation", "gppi", "fc"} <= set(table["kind"]) and table["value"].notna().any()
+    report = (out / "sub-01.html").read_text()
+    assert "<h1>sub-01 — PTSD fear-regulation circuit</h1>" in report and 'id="ses-post"' in report
     assert (tmp_path / "work").is_dir()
 
 
@@ -72,4 +77,7 @@ def test_bosh_exec_launch_runs_the_descriptor(trial, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1/1 subject(s) succeeded" in proc.stdout
     for session in ("pre", "post"):
-        assert list((tmp_path / "out" / "sub-02" / f"ses-{session}").glob("*_desc-measures_features.tsv"))
+        (features,) = (tmp_path / "out" / "sub-02" / f"ses-{session}").glob("*_desc-measures_features.tsv")
+        table = pd.read_csv(features, sep="\t", na_values="n/a")
+        assert list(table.columns) == ["measure", "value", "task", "kind", "qc_pass", "note"]
+        assert {"activation", "gppi", "fc"} <= set(table["kind"]) and table["value"].notna().any()

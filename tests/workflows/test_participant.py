@@ -34,7 +34,9 @@ def test_every_subject_complete(participant_run):
     assert participant_run["code"] == 0
     out = participant_run["out"]
     for sub in ("01", "02", "03", "04"):
-        assert (out / f"sub-{sub}.html").is_file()
+        html = (out / f"sub-{sub}.html").read_text()      # each subject's own report, both sessions
+        assert f"<h1>sub-{sub} — PTSD fear-regulation circuit</h1>" in html
+        assert 'id="ses-pre"' in html and 'id="ses-post"' in html and html.count('alt="DCM fit"') == 2
         for ses in SESSIONS:
             table = _features(out, sub, ses)
             kinds = set(table["kind"])
@@ -132,14 +134,20 @@ def test_bad_inputs_fail_only_their_subject(trial, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 1
     assert "1/4 subject(s) succeeded" in printed
-    assert f"reports:\n    {tmp_path / 'out' / 'sub-01.html'}\n" in printed and (tmp_path / "out" / "sub-01.html").is_file()
+    assert f"reports:\n    {tmp_path / 'out' / 'sub-01.html'}\n" in printed
+    report = (tmp_path / "out" / "sub-01.html").read_text()
+    assert "<h1>sub-01 — PTSD fear-regulation circuit</h1>" in report
+    assert 'id="ses-pre"' in report and 'id="ses-post"' in report
     lines = {line.split(":")[0].strip(): line for line in printed.splitlines() if "FAILED" in line}
     assert events.name in lines["FAILED sub-02"]
     assert bold.name in lines["FAILED sub-03"]
     assert sidecar.name in lines["FAILED sub-04"] or "RepetitionTime" in lines["FAILED sub-04"]
     out = tmp_path / "out"
-    for ses in SESSIONS:
-        assert len(_features(out, "01", ses)) > 0
+    for ses in SESSIONS:   # sub-01 complete: every measure of the 6-ROI default set, values present
+        table = _features(out, "01", ses)
+        counts = table["kind"].value_counts()
+        assert (counts["activation"], counts["gppi"], counts["gppi_directed"], counts["fc"]) == (12, 15, 30, 15)
+        assert table.loc[table["kind"] != "dcm", "value"].notna().mean() > 0.9
     # sub-03: the truncated run's measures are n/a with the reason, everything else of the subject is written
     post = _features(out, "03", "post")
     conflict = post[post["task"].eq("conflict")]
@@ -270,7 +278,9 @@ def test_group_on_the_simulated_trial_fails_clearly_and_stays_valid_bids(partici
     summary = json.loads((group / "group_summary.json").read_text())
     assert summary["ExcludedSubjects"] == {"04": "no participant features for session post"}
     assert {m["Status"] for m in summary["Models"].values()} == {"failed"}
-    assert (group / "group_report.html").is_file()
+    report = (group / "group_report.html").read_text()    # each model's failure and the exclusion, for the user
+    assert report.count("fewer than elastic_net.min_subjects = 5") == len(MODELS)
+    assert "no participant features for session post" in report
     assert _validator_errors(out) == []
 
 
