@@ -226,3 +226,40 @@ def test_fisher_z_of_identical_signals_is_finite():
     z = fisher_z_connectivity(np.column_stack([u, u, -u]), ["a", "same", "negated"])
     assert z.loc["a", "same"] == pytest.approx(np.arctanh(1 - 1e-12), rel=1e-3)
     assert z.loc["a", "negated"] == pytest.approx(-np.arctanh(1 - 1e-12), rel=1e-3)
+
+
+def test_rest_fc_band_pass_is_in_hz_of_the_run_tr():
+    """The band is in Hz, so the run's TR must reach the filter: at TR 0.5 s a 0.04 Hz sine (in the
+    0.01-0.08 Hz band, 20 whole cycles) passes with its amplitude and a 0.2 Hz sine is removed; read at
+    nilearn's default TR of 2.5 s they would be 0.008 and 0.04 Hz and swap roles."""
+    t = np.arange(1000) * 0.5
+    in_band, above = np.sin(2 * np.pi * 0.04 * t), np.sin(2 * np.pi * 0.2 * t)
+    clean = denoise_signals(np.column_stack([in_band, above]), 0.5)
+    assert clean[:, 0].std() / in_band.std() == pytest.approx(1.0, abs=0.05)
+    assert clean[:, 1].std() / above.std() < 0.15
+
+
+def test_denoised_signals_stay_in_data_units():
+    """Without band-pass or confounds, cleaning is linear detrending only (nilearn's z-scoring is
+    off): the output is the input minus its least-squares line (numpy polyfit), in data units."""
+    rng = np.random.default_rng(9)
+    t = np.arange(80, dtype=float)
+    x = np.column_stack([50 + 0.3 * t + 4 * rng.standard_normal(80), -2 - 0.1 * t + rng.standard_normal(80)])
+    expected = np.column_stack([x[:, j] - np.polyval(np.polyfit(t, x[:, j], 1), t) for j in range(2)])
+    np.testing.assert_allclose(denoise_signals(x, T_R, low_pass=None, high_pass=None), expected, atol=1e-10)
+
+
+def test_fisher_z_of_nan_and_constant_rois_raises_no_numpy_warning():
+    """n/a ROIs (a NaN or a constant signal) are left out before the correlation, so the log gets no
+    numpy 'invalid value' warning (a constant column inside corrcoef would divide 0 by 0)."""
+    import warnings
+
+    n = 60
+    rng = np.random.default_rng(10)
+    nan_roi = rng.standard_normal(n)
+    nan_roi[3] = np.nan
+    x = np.column_stack([rng.standard_normal(n), nan_roi, rng.standard_normal(n), np.full(n, 3.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = fisher_z_connectivity(x, ["a", "nan", "b", "flat"])
+    assert z.loc[["nan", "flat"]].isna().all().all() and np.isfinite(z.loc["a", "b"])
