@@ -263,3 +263,48 @@ def test_fisher_z_of_nan_and_constant_rois_raises_no_numpy_warning():
         warnings.simplefilter("error")
         z = fisher_z_connectivity(x, ["a", "nan", "b", "flat"])
     assert z.loc[["nan", "flat"]].isna().all().all() and np.isfinite(z.loc["a", "b"])
+
+
+def _svd_eigenvariate(y, confounds=None):
+    """Independent of the module: spm_regions written with numpy's SVD of the adjusted data y (t x v):
+    Y = u1 s1 / sqrt(v) (s1 the first singular value, s1^2 the first eigenvalue of y y'), signed so
+    that the loadings v1 sum positive."""
+    t = y.shape[0]
+    x0 = np.ones((t, 1)) if confounds is None else np.column_stack([np.ones(t), confounds])
+    y = y - x0 @ np.linalg.pinv(x0) @ y
+    u, s, vt = np.linalg.svd(y, full_matrices=False)
+    return u[:, 0] * np.sign(vt[0].sum()) * s[0] / np.sqrt(y.shape[1])
+
+
+@pytest.mark.parametrize("n_voxels", [20, 60, 300])   # v < t, v = t (y y' branch), v > t
+def test_eigenvariate_equals_the_svd_of_the_adjusted_data(n_voxels):
+    """spm_regions: the confound-adjusted, mean-corrected data's first left singular vector scaled by
+    s1 / sqrt(v), whichever Gram matrix is decomposed; voxels with a NaN are dropped first."""
+    t = 60
+    rng = np.random.default_rng(n_voxels)
+    conf = rng.standard_normal((t, 2))
+    y = (np.sin(np.arange(t) / 4.0)[:, None] * (1 + 0.3 * rng.standard_normal(n_voxels))
+         + conf @ rng.standard_normal((2, n_voxels)) + 0.5 * rng.standard_normal((t, n_voxels)) + 7.0)
+    np.testing.assert_allclose(first_eigenvariate(y, conf), _svd_eigenvariate(y, conf), atol=1e-10)
+    np.testing.assert_allclose(first_eigenvariate(y), _svd_eigenvariate(y), atol=1e-10)
+    with_nan = np.column_stack([y, np.where(np.arange(t) == 4, np.nan, 1.0)[:, None] * y[:, :1]])
+    np.testing.assert_allclose(first_eigenvariate(with_nan, conf), _svd_eigenvariate(y, conf), atol=1e-10)
+    np.testing.assert_allclose(first_eigenvariate(y.astype(np.float32)),
+                               _svd_eigenvariate(y.astype(np.float32).astype(float)), atol=1e-8)
+
+
+def test_eigenvariate_of_loadings_summing_to_zero_keeps_its_scale():
+    """Two voxels a and -a: the loadings (1, -1)/sqrt(2) sum to zero, so spm_regions' sign(sum(v)) is 0;
+    the eigenvariate keeps its magnitude |a - mean(a)| (s1 = 2 |a|^2, v = 2) with either sign."""
+    a = np.array([1.0, -2.0, 0.5, 3.0, -1.5, 4.0, -2.5, 0.0])
+    a_c = a - a.mean()
+    ev = first_eigenvariate(np.column_stack([a, -a]))
+    np.testing.assert_allclose(np.abs(ev), np.abs(a_c), atol=1e-12)
+    assert np.allclose(ev, a_c, atol=1e-12) or np.allclose(ev, -a_c, atol=1e-12)
+
+
+def test_eigenvariate_of_an_roi_without_finite_voxel_is_refused():
+    from ptsd_bidsapp.measures import MeasureError
+
+    with pytest.raises(MeasureError, match="^ROI has no finite voxel: no eigenvariate$"):
+        first_eigenvariate(np.full((10, 3), np.nan))

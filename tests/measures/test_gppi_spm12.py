@@ -169,3 +169,54 @@ def test_spm_hrf_and_stimulus_conventions():
     assert b[80] == pytest.approx(1 / dt) and b.sum() == pytest.approx(1 / dt)      # zero duration: height 1/dt
     old = gppi.psychological_microtime(events, "a", 10, 2.0, method="slice_reference")  # earlier convention
     assert old.max() == 1.0 and old[8:24].all() and old[24] == 0.0
+
+
+def _ols_effect(y, x, c):
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    return c @ beta
+
+
+@pytest.mark.unit
+def test_gppi_matrix_is_the_ols_contrast_on_spm12_regressors():
+    """gppi_matrix (noise_model 'ols') = the textbook OLS contrast of the target on
+    [task, seed, PPI.ppi of SPM12 per condition, 1, confounds] with c = ppi_fearful - ppi_neutral,
+    the interaction columns taken from SPM12's outputs (not from the module); a non-seed row, the
+    diagonal and an ROI with a NaN are n/a; the symmetric matrix is (directed + directed') / 2."""
+    case = CASES["tr2p0_t16_T08"]
+    seed, confounds, events, ref, _ = _load(case)
+    n = seed.size
+    rng = np.random.default_rng(3)
+    task = pd.DataFrame(rng.standard_normal((n, 2)), columns=CONDITIONS)
+    ppi_ref = ref[["ppi_fearful", "ppi_neutral"]].to_numpy()
+    x = np.column_stack([task.to_numpy(), seed, ppi_ref, np.ones(n), confounds])
+    targets = x @ rng.standard_normal((x.shape[1], 2)) + rng.standard_normal((n, 2))
+    bad = rng.standard_normal(n)
+    bad[7] = np.nan
+    signals = np.column_stack([seed, targets[:, 0], bad, targets[:, 1]])
+    names = ["s", "t1", "bad", "t2"]
+    directed, symmetric = gppi.gppi_matrix(signals, names, task, events, CONDITIONS, "fearful - neutral",
+                                           case["tr"], confounds=confounds, seeds=["s"], noise_model="ols",
+                                           fmri_t=case["fmri_t"], fmri_t0=case["fmri_t0"])
+    c = np.zeros(x.shape[1])
+    c[3], c[4] = 1.0, -1.0
+    expected = _ols_effect(targets, x, c)
+    np.testing.assert_allclose(directed.loc["s", ["t1", "t2"]].to_numpy(float), expected,
+                               atol=1e-4 * np.abs(expected).max())
+    assert directed.columns.tolist() == names and directed.index.tolist() == names
+    assert directed.drop(index="s").isna().all().all() and np.isnan(directed.loc["s", ["s", "bad"]]).all()
+    d = directed.to_numpy(float)
+    np.testing.assert_array_equal(symmetric.to_numpy(float), (d + d.T) / 2)
+    # every ROI a seed: both directions estimated, the symmetric value their mean, n/a kept for "bad"
+    both, sym = gppi.gppi_matrix(signals[:, :2], ["s", "t1"], task, events, CONDITIONS, "fearful - neutral",
+                                 case["tr"], confounds=confounds, noise_model="ols", fmri_t0=case["fmri_t0"])
+    assert np.isfinite(both.loc["s", "t1"]) and np.isfinite(both.loc["t1", "s"])
+    assert both.loc["s", "t1"] == pytest.approx(expected[0], abs=1e-4 * abs(expected[0]))
+    assert sym.loc["s", "t1"] == pytest.approx((both.loc["s", "t1"] + both.loc["t1", "s"]) / 2, rel=1e-12)
+    assert sym.loc["t1", "s"] == sym.loc["s", "t1"] and np.isnan(sym.loc["s", "s"])
+
+
+@pytest.mark.unit
+def test_ppi_expression_replaces_whole_condition_names_only():
+    assert gppi._ppi_expression("fearful - fear", ["fear", "fearful"]) == "ppi_fearful - ppi_fear"
+    assert gppi._ppi_expression("fear - fearful", ["fearful", "fear"]) == "ppi_fear - ppi_fearful"
+    assert gppi._ppi_expression("2*neutral-fear_x", ["neutral", "fear"]) == "2*ppi_neutral-fear_x"
