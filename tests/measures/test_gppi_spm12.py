@@ -220,3 +220,104 @@ def test_ppi_expression_replaces_whole_condition_names_only():
     assert gppi._ppi_expression("fearful - fear", ["fear", "fearful"]) == "ppi_fearful - ppi_fear"
     assert gppi._ppi_expression("fear - fearful", ["fearful", "fear"]) == "ppi_fear - ppi_fearful"
     assert gppi._ppi_expression("2*neutral-fear_x", ["neutral", "fear"]) == "2*ppi_neutral-fear_x"
+
+
+@pytest.mark.unit
+def test_gppi_argument_checks_and_messages():
+    """The limits of each setting, and the message naming it."""
+    assert gppi.reference_bin(1, None, 0.7) == 1                   # fMRI_T = 1: one bin per scan
+    assert gppi.reference_bin(16, 1) == 1 and gppi.reference_bin(16, 16) == 16   # both ends allowed
+    assert gppi.reference_bin(16, None, -0.3) == 1                 # clamped to the first bin
+    assert gppi.reference_bin(16, None, 0.03) == 1 and gppi.reference_bin(16, None, 0.04) == 2   # 0.5 bin rounds up
+    assert gppi.reference_bin(16, 16.0) == 16 and isinstance(gppi.reference_bin(16, 16.0), int)
+    with pytest.raises(MeasureError) as err:
+        gppi.reference_bin(2.5)
+    assert str(err.value) == "fmri_t (microtime bins per TR) must be a positive integer (got 2.5)"
+    with pytest.raises(MeasureError) as err:
+        gppi.reference_bin(16, 0)
+    assert str(err.value) == "fmri_t0 must be an integer within 1..fmri_t=16 (got 0)"
+    with pytest.raises(MeasureError, match=r"^fmri_t0 must be an integer within 1\.\.fmri_t=16 \(got 8\.5\)$"):
+        gppi.reference_bin(16, 8.5)
+    with pytest.raises(MeasureError) as err:
+        gppi.convolve_microtime(np.zeros(32), 2.0, method="spm12")
+    assert str(err.value) == "gPPI method must be one of spm, slice_reference (got 'spm12')"
+    with pytest.raises(MeasureError) as err:
+        gppi.deconvolve_seed(np.ones((10, 2)), 2.0)
+    assert str(err.value) == "seed signal must be a finite 1-D array"
+    with pytest.raises(MeasureError, match="^seed signal must be a finite 1-D array$"):
+        gppi.deconvolve_seed(np.r_[np.ones(9), np.inf], 2.0)
+    for bad in (0.0, -1.0):
+        with pytest.raises(MeasureError) as err:
+            gppi.deconvolve_seed(np.sin(np.arange(10.0)), 2.0, precision=bad)
+        assert str(err.value) == f"deconvolution precision must be > 0 (got {bad!r})"
+    assert gppi.convolve_microtime(np.zeros((32, 0)), 2.0).shape == (2, 0)     # no column: nothing to convolve
+
+
+@pytest.mark.unit
+def test_stimulus_functions_by_hand():
+    """Microtime stimulus functions written out bin by bin (2 scans, TR 2 s, fMRI_T 4: dt = 0.5 s, 8 bins).
+
+    spm (spm_get_ons): bins round(on/dt) .. round(on/dt) + round(dur/dt) inclusive, MATLAB rounding
+    (halves away from zero), clipped to the run, overlaps add. slice_reference: bins round(on/dt) ..
+    round((on + dur)/dt) - 1, at least one bin, height 1, no adding."""
+    ev = pd.DataFrame({"onset": [-1.0, 3.0, 10.0, 0.25, 0.25], "duration": [1.0, 5.0, 1.0, 0.5, 0.0],
+                       "trial_type": ["a", "a", "a", "b", "c"]})
+    spm = lambda c: gppi.psychological_microtime(ev, c, 2, 2.0, fmri_t=4).tolist()
+    # a: -1 s -> bins -2..0 (0 kept); 3 s for 5 s -> bins 6..16 (6, 7 kept); 10 s -> after the run
+    assert spm("a") == [1, 0, 0, 0, 0, 0, 1, 1]
+    assert spm("b") == [0, 1, 1, 0, 0, 0, 0, 0]        # 0.25 / 0.5 = 0.5 -> 1 (MATLAB), dur 1 bin -> 1..2
+    assert spm("c") == [0, 2, 0, 0, 0, 0, 0, 0]        # zero duration: one bin of height 1/dt = 2
+    assert spm("none") == [0] * 8
+    old = lambda c: gppi.psychological_microtime(ev, c, 2, 2.0, fmri_t=4, method="slice_reference").tolist()
+    assert old("a") == [0, 0, 0, 0, 0, 0, 1, 1]        # -1..0 s -> bins -2..-1: outside; 3..8 s -> 6..15
+    assert old("b") == [1, 1, 0, 0, 0, 0, 0, 0]        # Python rounds 0.5 to 0 (even): bins 0..1
+    assert old("c") == [1, 0, 0, 0, 0, 0, 0, 0]        # zero duration: one bin, height 1
+    overlap = pd.DataFrame({"onset": [1.0, 1.5], "duration": [1.0, 1.0], "trial_type": ["x", "x"]})
+    assert gppi.psychological_microtime(overlap, "x", 2, 2.0, fmri_t=4).tolist() == [0, 0, 1, 2, 2, 1, 0, 0]
+    assert gppi.psychological_microtime(overlap, "x", 2, 2.0, fmri_t=4,
+                                        method="slice_reference").tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
+
+
+@pytest.mark.unit
+def test_slice_reference_hrf_is_nilearns_spm_hrf_at_the_reference_bin():
+    """slice_reference convolves with nilearn's spm_hrf(TR, oversampling=fMRI_T) (the reference
+    implementation) and samples bin fMRI_T0 of every scan."""
+    from nilearn.glm.first_level.hemodynamic_models import spm_hrf
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(30 * 16)
+    hrf = spm_hrf(2.0, oversampling=16)
+    full = np.convolve(x, hrf)[: x.size]
+    for t0 in (1, 9):
+        got = gppi.convolve_microtime(x, 2.0, fmri_t=16, fmri_t0=t0, method="slice_reference")
+        np.testing.assert_allclose(got, full[np.arange(30) * 16 + t0 - 1], atol=1e-12)
+    two = gppi.convolve_microtime(np.column_stack([x, 2 * x]), 2.0, fmri_t=16, fmri_t0=9, method="slice_reference")
+    np.testing.assert_allclose(two, np.column_stack([full, 2 * full])[np.arange(30) * 16 + 8], atol=1e-12)
+
+
+@pytest.mark.unit
+def test_slice_reference_deconvolution_is_the_ridge_estimate_of_eq_2():
+    """Module docstring eq. (2), written out with scipy's orthonormal DCT-II (= spm_dctmtx) and
+    nilearn's spm_hrf: H = (DCT of N fMRI_T + 128 bins, N columns) convolved, sampled at bin fMRI_T0
+    of every scan after the 128 padding bins; R = I - X0 pinv(X0) with X0 = [1, confounds];
+    b = (H'RH + lambda I)^-1 H'R y, lambda = precision trace(H'RH) / N; xn = DCT[128:] b, mean removed."""
+    from nilearn.glm.first_level.hemodynamic_models import spm_hrf
+    from scipy.fft import dct
+
+    n, fmri_t, t0, t_r, pad = 24, 8, 5, 2.0, 128
+    rng = np.random.default_rng(12)
+    y = np.sin(np.arange(n) / 3.0) + 0.3 * rng.standard_normal(n)
+    conf = rng.standard_normal((n, 2))
+    m = n * fmri_t + pad
+    xb = dct(np.eye(m), type=2, norm="ortho")[:, :n]        # row i = samples of the delta at i: basis[i, k]
+    h = np.stack([np.convolve(xb[:, k], spm_hrf(t_r, oversampling=fmri_t))[:m] for k in range(n)], axis=1)
+    h = h[pad + np.arange(n) * fmri_t + t0 - 1]
+    for confounds, precision in ((None, None), (conf, 0.3)):
+        x0 = np.ones((n, 1)) if confounds is None else np.column_stack([np.ones(n), confounds])
+        r = np.eye(n) - x0 @ np.linalg.pinv(x0)
+        lam = (1.0 if precision is None else precision) * np.trace(h.T @ r @ h) / n
+        b = np.linalg.solve(h.T @ r @ h + lam * np.eye(n), h.T @ r @ y)
+        expected = xb[pad:] @ b
+        got = gppi.deconvolve_seed(y, t_r, confounds, precision, method="slice_reference", fmri_t=fmri_t, fmri_t0=t0)
+        np.testing.assert_allclose(got, expected - expected.mean(), atol=1e-9 * np.abs(expected).max())
+    np.testing.assert_allclose(gppi.dct_basis(m, n), xb, atol=1e-12)
