@@ -313,5 +313,10 @@ def test_eigenvariate_of_an_roi_without_finite_voxel_is_refused():
 def test_eigenvariate_of_a_single_small_voxel_is_the_voxel_mean_corrected():
     """One voxel (t > v branch; s1 = |y|^2 < 1 here): u1 = y / |y|, loading |y| > 0, so the eigenvariate
     u1 sqrt(s1 / 1) is the mean-corrected voxel itself, at its own (small) scale."""
+    import warnings
+
     y = 1e-3 * np.array([2.0, -1.0, 0.5, 3.0, -2.5, 1.0]) + 0.25
-    np.testing.assert_allclose(first_eigenvariate(y[:, None]), y - y.mean(), atol=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # nor any warning (numpy deprecations included)
+        ev = first_eigenvariate(y[:, None])
+    np.testing.assert_allclose(ev, y - y.mean(), atol=1e-15)
