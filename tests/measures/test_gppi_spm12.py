@@ -295,29 +295,99 @@ def test_slice_reference_hrf_is_nilearns_spm_hrf_at_the_reference_bin():
     np.testing.assert_allclose(two, np.column_stack([full, 2 * full])[np.arange(30) * 16 + 8], atol=1e-12)
 
 
-@pytest.mark.unit
-def test_slice_reference_deconvolution_is_the_ridge_estimate_of_eq_2():
+def _eq2_neural(y, t_r, confounds, precision, fmri_t, t0, pad=128):
     """Module docstring eq. (2), written out with scipy's orthonormal DCT-II (= spm_dctmtx) and
     nilearn's spm_hrf: H = (DCT of N fMRI_T + 128 bins, N columns) convolved, sampled at bin fMRI_T0
     of every scan after the 128 padding bins; R = I - X0 pinv(X0) with X0 = [1, confounds];
-    b = (H'RH + lambda I)^-1 H'R y, lambda = precision trace(H'RH) / N; xn = DCT[128:] b, mean removed."""
+    b = (H'RH + lambda I)^-1 H'R y, lambda = precision trace(H'RH) / N; xn = DCT[128:] b, mean removed.
+    Returns (xn, DCT basis)."""
     from nilearn.glm.first_level.hemodynamic_models import spm_hrf
     from scipy.fft import dct
 
-    n, fmri_t, t0, t_r, pad = 24, 8, 5, 2.0, 128
-    rng = np.random.default_rng(12)
-    y = np.sin(np.arange(n) / 3.0) + 0.3 * rng.standard_normal(n)
-    conf = rng.standard_normal((n, 2))
+    n = y.size
     m = n * fmri_t + pad
     xb = dct(np.eye(m), type=2, norm="ortho")[:, :n]        # row i = samples of the delta at i: basis[i, k]
     h = np.stack([np.convolve(xb[:, k], spm_hrf(t_r, oversampling=fmri_t))[:m] for k in range(n)], axis=1)
     h = h[pad + np.arange(n) * fmri_t + t0 - 1]
+    x0 = np.ones((n, 1)) if confounds is None else np.column_stack([np.ones(n), confounds])
+    r = np.eye(n) - x0 @ np.linalg.pinv(x0)
+    lam = precision * np.trace(h.T @ r @ h) / n
+    b = np.linalg.solve(h.T @ r @ h + lam * np.eye(n), h.T @ r @ y)
+    xn = xb[pad:] @ b
+    return xn - xn.mean(), xb
+
+
+@pytest.mark.unit
+def test_slice_reference_deconvolution_is_the_ridge_estimate_of_eq_2():
+    n, fmri_t, t0, t_r = 24, 8, 5, 2.0
+    rng = np.random.default_rng(12)
+    y = np.sin(np.arange(n) / 3.0) + 0.3 * rng.standard_normal(n)
+    conf = rng.standard_normal((n, 2))
     for confounds, precision in ((None, None), (conf, 0.3)):
-        x0 = np.ones((n, 1)) if confounds is None else np.column_stack([np.ones(n), confounds])
-        r = np.eye(n) - x0 @ np.linalg.pinv(x0)
-        lam = (1.0 if precision is None else precision) * np.trace(h.T @ r @ h) / n
-        b = np.linalg.solve(h.T @ r @ h + lam * np.eye(n), h.T @ r @ y)
-        expected = xb[pad:] @ b
+        expected, xb = _eq2_neural(y, t_r, confounds, 1.0 if precision is None else precision, fmri_t, t0)
         got = gppi.deconvolve_seed(y, t_r, confounds, precision, method="slice_reference", fmri_t=fmri_t, fmri_t0=t0)
-        np.testing.assert_allclose(got, expected - expected.mean(), atol=1e-9 * np.abs(expected).max())
-    np.testing.assert_allclose(gppi.dct_basis(m, n), xb, atol=1e-12)
+        np.testing.assert_allclose(got, expected, atol=1e-9 * np.abs(expected).max())
+    np.testing.assert_allclose(gppi.dct_basis(n * fmri_t + 128, n), xb, atol=1e-12)
+
+
+@pytest.mark.unit
+def test_slice_reference_gppi_matrix_written_out():
+    """The whole slice_reference gPPI written without the module: eq. (2) neural signal, boxcars
+    (bins round(on/dt) .. round((on + dur)/dt) - 1, height 1) mean-centred times it, nilearn's spm_hrf,
+    sampled at the bin of slice_time_ref 0.5 with fMRI_T 8 (round(0.5 * 8) + 1 = 5), no mean removal;
+    then the OLS contrast of each target on [task, seed, ppi_fearful, ppi_neutral, 1, confounds].
+    A NaN ROI before the seed is skipped, not the end of the loop."""
+    from nilearn.glm.first_level.hemodynamic_models import spm_hrf
+
+    n, fmri_t, t_r, precision = 40, 8, 2.0, 0.3
+    dt = t_r / fmri_t
+    rng = np.random.default_rng(21)
+    seed = np.convolve(rng.standard_normal(n), np.ones(3) / 3, mode="same")
+    conf = rng.standard_normal((n, 1))
+    events = pd.DataFrame({"onset": [4.0, 20.0, 36.0, 52.0, 66.0], "duration": [8.0, 8.0, 6.0, 8.0, 4.0],
+                           "trial_type": ["fearful", "neutral", "fearful", "neutral", "fearful"]})
+    task = pd.DataFrame(rng.standard_normal((n, 2)), columns=CONDITIONS)
+    xn, _ = _eq2_neural(seed, t_r, conf, precision, fmri_t, 5)
+    hrf = spm_hrf(t_r, oversampling=fmri_t)
+    ppi = []
+    for c in CONDITIONS:
+        psy = np.zeros(n * fmri_t)
+        for _, row in events[events.trial_type == c].iterrows():
+            psy[int(round(row.onset / dt)):int(round((row.onset + row.duration) / dt))] = 1.0
+        ppi.append(np.convolve((psy - psy.mean()) * xn, hrf)[: n * fmri_t][np.arange(n) * fmri_t + 4])
+    x = np.column_stack([task.to_numpy(), seed, np.column_stack(ppi), np.ones(n), conf])
+    targets = x @ rng.standard_normal((x.shape[1], 2)) + 0.5 * rng.standard_normal((n, 2))
+    bad = np.full(n, np.nan)
+    directed, _ = gppi.gppi_matrix(np.column_stack([bad, seed, targets]), ["bad", "s", "t1", "t2"], task, events,
+                                   CONDITIONS, "fearful - neutral", t_r, confounds=conf, seeds=["bad", "s"],
+                                   precision=precision, slice_time_ref=0.5, noise_model="ols",
+                                   method="slice_reference", fmri_t=fmri_t)
+    expected = _ols_effect(targets, x, np.r_[0, 0, 0, 1.0, -1.0, 0, 0])
+    np.testing.assert_allclose(directed.loc["s", ["t1", "t2"]].to_numpy(float), expected,
+                               atol=1e-8 * np.abs(expected).max())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["tr2p0_t16_T01", "tr0p8_t24_T08"])
+def test_gppi_matrix_defaults_and_fmri_t_reach_the_regressors(name):
+    """SPM12 case T01 with gppi_matrix's defaults (slice_time_ref 0 = bin 1, fMRI_T 16, SPM's noise
+    variance 1/4) and case fMRI_T 24 / T0 8 given explicitly: the OLS contrast on SPM12's PPI.ppi."""
+    case = CASES[name]
+    seed, confounds, events, ref, _ = _load(case)
+    n = seed.size
+    rng = np.random.default_rng(5)
+    task = pd.DataFrame(rng.standard_normal((n, 2)), columns=CONDITIONS)
+    x = np.column_stack([task.to_numpy(), seed, ref[["ppi_fearful", "ppi_neutral"]].to_numpy(), np.ones(n), confounds])
+    target = x @ rng.standard_normal(x.shape[1]) + rng.standard_normal(n)
+    kwargs = {} if case["fmri_t0"] == 1 else dict(fmri_t=case["fmri_t"], fmri_t0=case["fmri_t0"])
+    assert case["fmri_t"] == 16 or kwargs
+    directed, _ = gppi.gppi_matrix(np.column_stack([seed, target]), ["s", "t"], task, events, CONDITIONS,
+                                   "fearful - neutral", case["tr"], confounds=confounds, seeds=["s"],
+                                   noise_model="ols", **kwargs)
+    expected = _ols_effect(target, x, np.r_[0, 0, 0, 1.0, -1.0, 0, np.zeros(confounds.shape[1])])
+    assert directed.loc["s", "t"] == pytest.approx(expected, abs=1e-4 * abs(expected))
+    if not kwargs:   # SPM's 1/4 is the default; another noise variance reaches the deconvolution
+        again = gppi.gppi_matrix(np.column_stack([seed, target]), ["s", "t"], task, events, CONDITIONS,
+                                 "fearful - neutral", case["tr"], confounds=confounds, seeds=["s"],
+                                 noise_model="ols", precision=4.0)[0].loc["s", "t"]
+        assert abs(again - expected) > 1e-3 * abs(expected)
