@@ -50,10 +50,12 @@ def test_default_method_equals_spm_peb_ppi(name):
     rs = {c: _r(ppi[f"ppi_{c}"], ref[f"ppi_{c}"]) for c in CONDITIONS}
     print(f"{name}: r(PPI.ppi) " + ", ".join(f"{c} {r:.10f} (1 - r = {1 - r:.1e})" for c, r in rs.items()))
     assert min(rs.values()) > 0.99
-    # not only correlated: equal values (reference stored with 8-10 significant digits)
+    # not only correlated: equal values (reference stored with 8-10 significant digits; measured
+    # agreement at most 1.5e-7 sd over the 14 cases, so 1e-6 sd; SPM's 1e-6 covariance jitter doubled
+    # moves xn by 2.9e-6 sd)
     for c in CONDITIONS:
-        np.testing.assert_allclose(ppi[f"ppi_{c}"], ref[f"ppi_{c}"], atol=1e-5 * ref[f"ppi_{c}"].std())
-    np.testing.assert_allclose(xn, xn_ref, atol=1e-5 * xn_ref.std())
+        np.testing.assert_allclose(ppi[f"ppi_{c}"], ref[f"ppi_{c}"], atol=1e-6 * ref[f"ppi_{c}"].std())
+    np.testing.assert_allclose(xn, xn_ref, atol=1e-6 * xn_ref.std())
     for c in CONDITIONS:  # PPI.P: psychological variable (spm_get_ons conventions) convolved, sampled at T0
         psy = gppi.psychological_microtime(events, c, seed.size, tr, method="spm", fmri_t=t)
         p = gppi.convolve_microtime(psy - psy.mean(), tr, fmri_t=t, fmri_t0=t0, method="spm")
@@ -106,7 +108,7 @@ def test_noise_variance_is_known_not_estimated():
         np.testing.assert_allclose(ref10[f"ppi_{c}"], 10 * ref1[f"ppi_{c}"], atol=1e-6 * ref10[f"ppi_{c}"].std())
     xn = gppi.deconvolve_seed(seed10, 2.0, conf10, fmri_t0=8)
     np.testing.assert_allclose(gppi.interaction_regressors(xn, events, CONDITIONS, 2.0, fmri_t0=8)["ppi_fearful"],
-                               ref10["ppi_fearful"], atol=1e-5 * ref10["ppi_fearful"].std())
+                               ref10["ppi_fearful"], atol=1e-6 * ref10["ppi_fearful"].std())
     # had the variance followed the data (x100), the regressor would not be SPM's
     xn_var = gppi.deconvolve_seed(seed10, 2.0, conf10, precision=0.25 * 100, fmri_t0=8)
     ppi_var = gppi.interaction_regressors(xn_var, events, CONDITIONS, 2.0, fmri_t0=8)["ppi_fearful"]
