@@ -320,3 +320,10 @@ def test_eigenvariate_of_a_single_small_voxel_is_the_voxel_mean_corrected():
         warnings.simplefilter("error")          # nor any warning (numpy deprecations included)
         ev = first_eigenvariate(y[:, None])
     np.testing.assert_allclose(ev, y - y.mean(), atol=1e-15)
+
+
+def test_microtime_convolution_defaults_to_the_first_bin_of_each_scan():
+    """Defaults (slice_time_ref 0, fMRI_T 16, method spm): SPM12's spm_hrf written with scipy,
+    sampled at the first microtime bin of every scan."""
+    x = _neural(3)
+    np.testing.assert_allclose(convolve_microtime(x, T_R), _spm_hrf_convolved_at_scan_start(x), atol=1e-12)

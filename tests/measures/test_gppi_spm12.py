@@ -227,6 +227,7 @@ def test_ppi_expression_replaces_whole_condition_names_only():
 @pytest.mark.unit
 def test_gppi_argument_checks_and_messages():
     """The limits of each setting, and the message naming it."""
+    assert gppi.reference_bin() == 1 and gppi.reference_bin(24) == 1   # default slice_time_ref 0: bin 1
     assert gppi.reference_bin(1, None, 0.7) == 1                   # fMRI_T = 1: one bin per scan
     assert gppi.reference_bin(16, 1) == 1 and gppi.reference_bin(16, 16) == 16   # both ends allowed
     assert gppi.reference_bin(16, None, -0.3) == 1                 # clamped to the first bin
@@ -274,6 +275,11 @@ def test_stimulus_functions_by_hand():
     assert old("a") == [0, 0, 0, 0, 0, 0, 1, 1]        # -1..0 s -> bins -2..-1: outside; 3..8 s -> 6..15
     assert old("b") == [1, 1, 0, 0, 0, 0, 0, 0]        # Python rounds 0.5 to 0 (even): bins 0..1
     assert old("c") == [1, 0, 0, 0, 0, 0, 0, 0]        # zero duration: one bin, height 1
+    edges = pd.DataFrame({"onset": [-3.0, 4.5, 3.0], "duration": [1.0, 0.5, 1.0], "trial_type": ["early", "after", "tail"]})
+    edge = lambda c: gppi.psychological_microtime(edges, c, 2, 2.0, fmri_t=4).tolist()
+    assert edge("early") == [0] * 8                    # bins -6..-3: wholly before the run
+    assert edge("after") == [0] * 8                    # starts at bin 9, one past the run's end bin
+    assert edge("tail") == [0, 0, 0, 0, 0, 0, 1, 1]    # bins 6..8: its end step falls past the run
     overlap = pd.DataFrame({"onset": [1.0, 1.5], "duration": [1.0, 1.0], "trial_type": ["x", "x"]})
     assert gppi.psychological_microtime(overlap, "x", 2, 2.0, fmri_t=4).tolist() == [0, 0, 1, 2, 2, 1, 0, 0]
     assert gppi.psychological_microtime(overlap, "x", 2, 2.0, fmri_t=4,
@@ -316,7 +322,7 @@ def _eq2_neural(y, t_r, confounds, precision, fmri_t, t0, pad=128):
     lam = precision * np.trace(h.T @ r @ h) / n
     b = np.linalg.solve(h.T @ r @ h + lam * np.eye(n), h.T @ r @ y)
     xn = xb[pad:] @ b
-    return xn - xn.mean(), xb
+    return xn - xn.mean(), xb, h
 
 
 @pytest.mark.unit
@@ -326,10 +332,16 @@ def test_slice_reference_deconvolution_is_the_ridge_estimate_of_eq_2():
     y = np.sin(np.arange(n) / 3.0) + 0.3 * rng.standard_normal(n)
     conf = rng.standard_normal((n, 2))
     for confounds, precision in ((None, None), (conf, 0.3)):
-        expected, xb = _eq2_neural(y, t_r, confounds, 1.0 if precision is None else precision, fmri_t, t0)
+        expected, xb, _ = _eq2_neural(y, t_r, confounds, 1.0 if precision is None else precision, fmri_t, t0)
         got = gppi.deconvolve_seed(y, t_r, confounds, precision, method="slice_reference", fmri_t=fmri_t, fmri_t0=t0)
         np.testing.assert_allclose(got, expected, atol=1e-9 * np.abs(expected).max())
     np.testing.assert_allclose(gppi.dct_basis(n * fmri_t + 128, n), xb, atol=1e-12)
+    # defaults: slice_time_ref 0 = reference bin 1, for the neural estimate and for H
+    at_bin_1, _, h1 = _eq2_neural(y, t_r, None, 1.0, fmri_t, 1)
+    np.testing.assert_allclose(gppi.deconvolve_seed(y, t_r, method="slice_reference", fmri_t=fmri_t), at_bin_1,
+                               atol=1e-9 * np.abs(at_bin_1).max())
+    np.testing.assert_allclose(gppi.deconvolution_design(n, t_r, method="slice_reference", fmri_t=fmri_t)[1], h1,
+                               atol=1e-12)
 
 
 @pytest.mark.unit
@@ -349,7 +361,7 @@ def test_slice_reference_gppi_matrix_written_out():
     events = pd.DataFrame({"onset": [4.0, 20.0, 36.0, 52.0, 66.0], "duration": [8.0, 8.0, 6.0, 8.0, 4.0],
                            "trial_type": ["fearful", "neutral", "fearful", "neutral", "fearful"]})
     task = pd.DataFrame(rng.standard_normal((n, 2)), columns=CONDITIONS)
-    xn, _ = _eq2_neural(seed, t_r, conf, precision, fmri_t, 5)
+    xn, _, _ = _eq2_neural(seed, t_r, conf, precision, fmri_t, 5)
     hrf = spm_hrf(t_r, oversampling=fmri_t)
     ppi = []
     for c in CONDITIONS:
@@ -357,6 +369,10 @@ def test_slice_reference_gppi_matrix_written_out():
         for _, row in events[events.trial_type == c].iterrows():
             psy[int(round(row.onset / dt)):int(round((row.onset + row.duration) / dt))] = 1.0
         ppi.append(np.convolve((psy - psy.mean()) * xn, hrf)[: n * fmri_t][np.arange(n) * fmri_t + 4])
+    # the interaction terms themselves (slice_reference keeps their mean)
+    got = gppi.interaction_regressors(xn, events, CONDITIONS, t_r, 0.5, method="slice_reference", fmri_t=fmri_t)
+    np.testing.assert_allclose(got.to_numpy(), np.column_stack(ppi), atol=1e-12)
+    assert abs(got["ppi_fearful"].mean()) > 1e-3
     x = np.column_stack([task.to_numpy(), seed, np.column_stack(ppi), np.ones(n), conf])
     targets = x @ rng.standard_normal((x.shape[1], 2)) + 0.5 * rng.standard_normal((n, 2))
     bad = np.full(n, np.nan)
@@ -393,3 +409,33 @@ def test_gppi_matrix_defaults_and_fmri_t_reach_the_regressors(name):
                                  "fearful - neutral", case["tr"], confounds=confounds, seeds=["s"],
                                  noise_model="ols", precision=4.0)[0].loc["s", "t"]
         assert abs(again - expected) > 1e-3 * abs(expected)
+
+
+@pytest.mark.unit
+def test_spm_deconvolution_without_confounds_is_eq_1():
+    """Module docstring eq. (1) written out (scipy's DCT-II, SPM's spm_hrf from scipy gamma densities,
+    H sampled at microtime bin 0 of every scan after the 128 padding bins) for a seed with no
+    confounds: X = [H, 1], Cp = blkdiag((N / tr(H'H) + 1e-6 + e^-16) I, 1e6 + 1e-6 + e^-16),
+    sigma2 = 1/4 + 1e-6 + e^-16, spm_inv's tolerance eps(e^16) (p + 1) on the posterior precision;
+    xn = DCT[128:] b, mean removed. The intercept is one column (its prior variance 1e6, not 2e6)."""
+    from scipy.fft import dct
+    from scipy.stats import gamma
+
+    n, fmri_t, t_r, pad = 30, 16, 2.0, 128
+    rng = np.random.default_rng(13)
+    y = 100.0 + np.convolve(rng.standard_normal(n), np.ones(4) / 4, mode="same")
+    dt = t_r / fmri_t
+    t = np.arange(int(np.floor(32 / dt)) + 1) * dt
+    hrf = gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6
+    hrf /= hrf.sum()
+    m = n * fmri_t + pad
+    xb = dct(np.eye(m), type=2, norm="ortho")[:, :n]
+    h = np.stack([np.convolve(xb[:, k], hrf)[:m] for k in range(n)], axis=1)[pad + np.arange(n) * fmri_t]
+    extra = 1e-6 + np.exp(-16)
+    x = np.column_stack([h, np.ones(n)])
+    prior = np.r_[np.full(n, 1 / (n / np.trace(h.T @ h) + extra)), 1 / (1e6 + extra)]
+    noise = 0.25 + extra
+    precision = x.T @ x / noise + np.diag(prior + np.spacing(np.exp(16)) * (n + 2))
+    xn = xb[pad:] @ np.linalg.solve(precision, x.T @ y / noise)[:n]
+    expected = xn - xn.mean()
+    np.testing.assert_allclose(gppi.deconvolve_seed(y, t_r), expected, atol=1e-9 * expected.std())
