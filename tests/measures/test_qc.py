@@ -52,6 +52,8 @@ def test_motion_qc_of_an_empty_table_and_a_missing_column():
         qc = motion_qc(pd.DataFrame({"framewise_displacement": pd.Series([], dtype=float)}), CONFIG)
     assert np.isnan(qc["mean_fd"]) and np.isnan(qc["max_fd"])
     assert (qc["n_volumes"], qc["n_censored"], qc["percent_censored"], qc["excluded"]) == (0, 0, 0.0, False)
+    one = motion_qc(pd.DataFrame({"framewise_displacement": [0.9]}), CONFIG)       # 1 of 1 volume: 100 %
+    assert one["percent_censored"] == pytest.approx(100.0) and one["n_censored"] == 1
     with pytest.raises(MeasureError) as err:
         motion_qc(pd.DataFrame({"x": [1.0]}), CONFIG, source="sub-01_desc-confounds_timeseries.tsv")
     assert str(err.value) == ("sub-01_desc-confounds_timeseries.tsv: column 'framewise_displacement' missing; "
@@ -98,6 +100,10 @@ def test_conditions_outside_the_scan():
                    "before": "all 1 'before' event(s) lie outside the scan (0-20 s; onsets -10--10 s)",
                    "late": "all 2 'late' event(s) lie outside the scan (0-20 s; onsets 200-250 s)"}
     assert list(out) == ["after", "before", "late"]          # sorted by condition
+    reordered = conditions_outside_scan(events.iloc[::-1], 10, 2.0)   # 'late' first in the table
+    assert list(reordered) == ["after", "before", "late"]
+    na_before = pd.DataFrame({"onset": [-0.5], "duration": [np.nan], "trial_type": ["na"]})
+    assert list(conditions_outside_scan(na_before, 10, 2.0)) == ["na"]   # n/a duration = 0 s: ends at -0.5 s
     assert conditions_outside_scan(events[events.trial_type.isin(["in", "edge", "straddles"])], 10, 2.0) == {}
     at_end = pd.DataFrame({"onset": [20.0], "duration": [1.0], "trial_type": ["x"]})
     assert list(conditions_outside_scan(at_end, 10, 2.0)) == ["x"]       # starts at the end: outside
@@ -111,6 +117,7 @@ def _img(shape=(4, 5, 6), affine=None):
 def test_mask_on_another_grid_is_refused():
     bold = _img((4, 5, 6, 3))
     check_same_grid(_img(), bold, "mask.nii.gz", "bold.nii.gz")
+    check_same_grid(_img((4, 5, 6, 1)), bold, "mask.nii.gz", "bold.nii.gz")   # a one-volume 4-D mask: same grid
     shifted = np.eye(4)
     shifted[0, 3] = GRID_TOLERANCE_MM                       # within the header rounding tolerance
     check_same_grid(_img(affine=shifted), bold, "mask.nii.gz", "bold.nii.gz")
