@@ -226,3 +226,104 @@ def test_fisher_z_of_identical_signals_is_finite():
     z = fisher_z_connectivity(np.column_stack([u, u, -u]), ["a", "same", "negated"])
     assert z.loc["a", "same"] == pytest.approx(np.arctanh(1 - 1e-12), rel=1e-3)
     assert z.loc["a", "negated"] == pytest.approx(-np.arctanh(1 - 1e-12), rel=1e-3)
+
+
+def test_rest_fc_band_pass_is_in_hz_of_the_run_tr():
+    """The band is in Hz, so the run's TR must reach the filter: at TR 0.5 s a 0.04 Hz sine (in the
+    0.01-0.08 Hz band, 20 whole cycles) passes with its amplitude and a 0.2 Hz sine is removed; read at
+    nilearn's default TR of 2.5 s they would be 0.008 and 0.04 Hz and swap roles."""
+    t = np.arange(1000) * 0.5
+    in_band, above = np.sin(2 * np.pi * 0.04 * t), np.sin(2 * np.pi * 0.2 * t)
+    clean = denoise_signals(np.column_stack([in_band, above]), 0.5)
+    assert clean[:, 0].std() / in_band.std() == pytest.approx(1.0, abs=0.05)
+    assert clean[:, 1].std() / above.std() < 0.15
+
+
+def test_denoised_signals_stay_in_data_units():
+    """Without band-pass or confounds, cleaning is linear detrending only (nilearn's z-scoring is
+    off): the output is the input minus its least-squares line (numpy polyfit), in data units."""
+    rng = np.random.default_rng(9)
+    t = np.arange(80, dtype=float)
+    x = np.column_stack([50 + 0.3 * t + 4 * rng.standard_normal(80), -2 - 0.1 * t + rng.standard_normal(80)])
+    expected = np.column_stack([x[:, j] - np.polyval(np.polyfit(t, x[:, j], 1), t) for j in range(2)])
+    np.testing.assert_allclose(denoise_signals(x, T_R, low_pass=None, high_pass=None), expected, atol=1e-10)
+
+
+def test_fisher_z_of_nan_and_constant_rois_raises_no_numpy_warning():
+    """n/a ROIs (a NaN or a constant signal) are left out before the correlation, so the log gets no
+    numpy 'invalid value' warning (a constant column inside corrcoef would divide 0 by 0)."""
+    import warnings
+
+    n = 60
+    rng = np.random.default_rng(10)
+    nan_roi = rng.standard_normal(n)
+    nan_roi[3] = np.nan
+    x = np.column_stack([rng.standard_normal(n), nan_roi, rng.standard_normal(n), np.full(n, 3.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = fisher_z_connectivity(x, ["a", "nan", "b", "flat"])
+    assert z.loc[["nan", "flat"]].isna().all().all() and np.isfinite(z.loc["a", "b"])
+
+
+def _svd_eigenvariate(y, confounds=None):
+    """Independent of the module: spm_regions written with numpy's SVD of the adjusted data y (t x v):
+    Y = u1 s1 / sqrt(v) (s1 the first singular value, s1^2 the first eigenvalue of y y'), signed so
+    that the loadings v1 sum positive."""
+    t = y.shape[0]
+    x0 = np.ones((t, 1)) if confounds is None else np.column_stack([np.ones(t), confounds])
+    y = y - x0 @ np.linalg.pinv(x0) @ y
+    u, s, vt = np.linalg.svd(y, full_matrices=False)
+    return u[:, 0] * np.sign(vt[0].sum()) * s[0] / np.sqrt(y.shape[1])
+
+
+@pytest.mark.parametrize("n_voxels", [20, 60, 300])   # v < t, v = t (y y' branch), v > t
+def test_eigenvariate_equals_the_svd_of_the_adjusted_data(n_voxels):
+    """spm_regions: the confound-adjusted, mean-corrected data's first left singular vector scaled by
+    s1 / sqrt(v), whichever Gram matrix is decomposed; voxels with a NaN are dropped first."""
+    t = 60
+    rng = np.random.default_rng(n_voxels)
+    conf = rng.standard_normal((t, 2))
+    y = (np.sin(np.arange(t) / 4.0)[:, None] * (1 + 0.3 * rng.standard_normal(n_voxels))
+         + conf @ rng.standard_normal((2, n_voxels)) + 0.5 * rng.standard_normal((t, n_voxels)) + 7.0)
+    np.testing.assert_allclose(first_eigenvariate(y, conf), _svd_eigenvariate(y, conf), atol=1e-10)
+    np.testing.assert_allclose(first_eigenvariate(y), _svd_eigenvariate(y), atol=1e-10)
+    with_nan = np.column_stack([y, np.where(np.arange(t) == 4, np.nan, 1.0)[:, None] * y[:, :1]])
+    np.testing.assert_allclose(first_eigenvariate(with_nan, conf), _svd_eigenvariate(y, conf), atol=1e-10)
+    np.testing.assert_allclose(first_eigenvariate(y.astype(np.float32)),
+                               _svd_eigenvariate(y.astype(np.float32).astype(float)), atol=1e-8)
+
+
+def test_eigenvariate_of_loadings_summing_to_zero_keeps_its_scale():
+    """Two voxels a and -a: the loadings (1, -1)/sqrt(2) sum to zero, so spm_regions' sign(sum(v)) is 0;
+    the eigenvariate keeps its magnitude |a - mean(a)| (s1 = 2 |a|^2, v = 2) with either sign."""
+    a = np.array([1.0, -2.0, 0.5, 3.0, -1.5, 4.0, -2.5, 0.0])
+    a_c = a - a.mean()
+    ev = first_eigenvariate(np.column_stack([a, -a]))
+    np.testing.assert_allclose(np.abs(ev), np.abs(a_c), atol=1e-12)
+    assert np.allclose(ev, a_c, atol=1e-12) or np.allclose(ev, -a_c, atol=1e-12)
+
+
+def test_eigenvariate_of_an_roi_without_finite_voxel_is_refused():
+    from ptsd_bidsapp.measures import MeasureError
+
+    with pytest.raises(MeasureError, match="^ROI has no finite voxel: no eigenvariate$"):
+        first_eigenvariate(np.full((10, 3), np.nan))
+
+
+def test_eigenvariate_of_a_single_small_voxel_is_the_voxel_mean_corrected():
+    """One voxel (t > v branch; s1 = |y|^2 < 1 here): u1 = y / |y|, loading |y| > 0, so the eigenvariate
+    u1 sqrt(s1 / 1) is the mean-corrected voxel itself, at its own (small) scale."""
+    import warnings
+
+    y = 1e-3 * np.array([2.0, -1.0, 0.5, 3.0, -2.5, 1.0]) + 0.25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # nor any warning (numpy deprecations included)
+        ev = first_eigenvariate(y[:, None])
+    np.testing.assert_allclose(ev, y - y.mean(), atol=1e-15)
+
+
+def test_microtime_convolution_defaults_to_the_first_bin_of_each_scan():
+    """Defaults (slice_time_ref 0, fMRI_T 16, method spm): SPM12's spm_hrf written with scipy,
+    sampled at the first microtime bin of every scan."""
+    x = _neural(3)
+    np.testing.assert_allclose(convolve_microtime(x, T_R), _spm_hrf_convolved_at_scan_start(x), atol=1e-12)

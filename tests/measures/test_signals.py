@@ -152,3 +152,125 @@ def test_design_carries_the_confounds_and_the_glm_table_has_the_documented_colum
     empty = fit_roi_glm(np.full((n, 2), np.nan), design, {"c": "fearful - neutral"}, ["dacc", "vmpfc"])["c"]
     assert list(empty.columns) == ["roi", "effect_size", "stderr", "t"]
     assert empty[["effect_size", "stderr", "t"]].isna().all().all()
+
+
+def test_default_design_is_spm_canonical_hrf_without_drift_terms():
+    """README: conditions convolved with SPM's canonical HRF, no drift regressors (fMRIPrep's cosines
+    enter as confounds), an intercept. The columns are written out independently (0.02 s boxcars and
+    the difference of gammas 6 and 16); nilearn's own grid (0.04 s) leaves at most 5e-3 between the
+    two, where the Glover HRF (nilearn's default) differs by 0.5."""
+    t_r, n = 2.0, 100
+    events = pd.DataFrame({"onset": [10.0, 40.0, 90.0, 130.0], "duration": 15.0,
+                           "trial_type": ["fearful", "neutral", "fearful", "neutral"]})
+    design = task_design_matrix(n, t_r, events)
+    assert design.columns.tolist() == ["fearful", "neutral", "constant"]
+    expected = _canonical_regressors(events, ["fearful", "neutral"], n, t_r, slice_time_ref=0.0)
+    np.testing.assert_allclose(design[["fearful", "neutral"]].to_numpy(), expected, atol=0.02)
+    np.testing.assert_array_equal(design["constant"].to_numpy(), np.ones(n))
+    np.testing.assert_allclose(design.index.to_numpy(), np.arange(n) * t_r)
+
+
+def _ols_reference(y, x, c):
+    """Textbook OLS contrast: beta = pinv(X) y, sigma2 = RSS / (n - rank X), var = sigma2 c'(X'X)^-1 c."""
+    beta = np.linalg.pinv(x) @ y
+    resid = y - x @ beta
+    sigma2 = (resid ** 2).sum(axis=0) / (x.shape[0] - np.linalg.matrix_rank(x))
+    var = sigma2 * (c @ np.linalg.pinv(x.T @ x) @ c)
+    return c @ beta, np.sqrt(var), (c @ beta) / np.sqrt(var)
+
+
+@pytest.mark.unit
+def test_roi_glm_equals_the_textbook_ols_contrast_and_censoring_drops_the_volumes():
+    """With noise_model='ols' the table is the textbook OLS contrast (effect c'b, stderr
+    sqrt(sigma2 c'(X'X)^-1 c), t their ratio) in ROI order; with a sample_mask it is the same on the
+    kept volumes only; an integer-valued input gives the same numbers as its float copy."""
+    rng = np.random.default_rng(11)
+    n = 40
+    x = np.column_stack([rng.standard_normal(n), rng.standard_normal(n), np.ones(n)])
+    design = pd.DataFrame(x, columns=["fearful", "neutral", "constant"])
+    y = np.round(x @ [[3.0, -1.0], [1.0, 2.0], [5.0, 0.0]] + rng.standard_normal((n, 2)) * 2)
+    c = np.array([1.0, -1.0, 0.0])
+    for mask in (None, np.setdiff1d(np.arange(n), [3, 4, 5, 17, 30])):
+        rows = np.arange(n) if mask is None else mask
+        effect, stderr, t = _ols_reference(y[rows], x[rows], c)
+        for signals in (y, y.astype(int)):
+            out = fit_roi_glm(signals, design, {"fn": "fearful - neutral"}, ["r1", "r2"], noise_model="ols",
+                              sample_mask=mask)["fn"]
+            np.testing.assert_allclose(out["effect_size"].to_numpy(float), effect, rtol=1e-10)
+            np.testing.assert_allclose(out["stderr"].to_numpy(float), stderr, rtol=1e-10)
+            np.testing.assert_allclose(out["t"].to_numpy(float), t, rtol=1e-10)
+    # the default AR(1) model differs from OLS once the residuals are autocorrelated
+    ar = np.zeros((n, 2))
+    e = rng.standard_normal((n, 2))
+    for i in range(n):
+        ar[i] = 0.8 * ar[i - 1] + e[i] if i else e[i]
+    y_ar = x @ [[3.0, -1.0], [1.0, 2.0], [5.0, 0.0]] + 3 * ar
+    default = fit_roi_glm(y_ar, design, {"fn": "fearful - neutral"}, ["r1", "r2"])["fn"]
+    ols = _ols_reference(y_ar, x, c)
+    assert np.abs(default["stderr"].to_numpy(float) - ols[1]).max() > 0.01
+
+
+@pytest.mark.unit
+def test_roi_means_refuse_another_grid_and_accumulate_in_float64():
+    """A label grid that is not the BOLD grid is refused, naming the file; the ROI mean of float32 data
+    is accumulated in float64 (float32 would lose the 1s next to 2**24: (2**24 + 2) / 3 exactly) and
+    the voxel counts are integers; a clean ROI raises no warning."""
+    data = np.zeros((3, 1, 1, 2), np.float32)
+    data[:, 0, 0, 0] = [2.0 ** 24, 1.0, 1.0]
+    data[:, 0, 0, 1] = 7.0
+    labels = np.ones((3, 1, 1), int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sig, nvox = roi_mean_signals(data, labels, [1])
+    assert sig.dtype == np.float64 and sig[:, 0].tolist() == [(2.0 ** 24 + 2) / 3, 7.0]
+    assert nvox.dtype.kind == "i" and nvox.tolist() == [3]
+    for bad in (np.ones((3, 1), int), np.ones((3, 1, 2), int), np.ones((2, 1, 1), int)):
+        with pytest.raises(MeasureError) as err:
+            roi_mean_signals(data, bad, [1], source="sub-01_bold.nii.gz")
+        assert str(err.value) == (f"sub-01_bold.nii.gz: label grid {bad.shape} differs from BOLD grid "
+                                  f"{data.shape[:-1]}")
+    with pytest.raises(MeasureError, match=r"^BOLD: label grid"):
+        roi_mean_signals(data, np.ones((2, 1, 1), int), [1])
+
+
+@pytest.mark.unit
+def test_roi_mean_warnings_name_the_file_the_roi_and_the_dropped_voxels():
+    """The log says which ROI of which file lost how many voxels, or has none left."""
+    data = np.ones((4, 3), np.float32)
+    data[0, 1] = np.nan
+    data[1, 2] = np.inf
+    labels = np.array([5, 5, 5, 6])
+    data[3, 0] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sig, nvox = roi_mean_signals(data, labels, [5, 6], source="run-1")
+    assert [str(w.message) for w in caught] == ["run-1: ROI 5: 2 voxels with NaN/inf dropped",
+                                                "run-1: ROI 6: 1 voxels with NaN/inf dropped",
+                                                "run-1: ROI 6 has no usable voxel; its signal is n/a"]
+    assert all(w.category is UserWarning for w in caught)
+    assert nvox.tolist() == [1, 0] and sig[:, 0].tolist() == [1.0, 1.0, 1.0] and np.isnan(sig[:, 1]).all()
+
+
+@pytest.mark.unit
+def test_percent_signal_change_of_small_and_negative_means():
+    """Only a zero mean is n/a: a column of mean 0.5 gives -20/+20/0 % and one of mean -2 gives
+    100 (y - m) / m = +50/-50/0 % (the sign of m is kept)."""
+    signals = np.array([[0.4, -3.0], [0.6, -1.0], [0.5, -2.0]])
+    np.testing.assert_allclose(percent_signal_change(signals), [[-20.0, 50.0], [20.0, -50.0], [0.0, 0.0]],
+                               atol=1e-12)
+
+
+@pytest.mark.unit
+def test_design_drift_model_is_passed_to_nilearn():
+    """drift_model='cosine' adds the DCT high-pass set of a 100 s cut-off (0.01 Hz), as SPM's
+    spm_filter: fix(2 N TR / 100 + 1) = 5 DCT columns for 100 scans at TR 2 s, the constant one
+    apart, i.e. 4 cosines sqrt(2/n) cos(pi k (i + 1/2) / n), k = 1..4."""
+    n, t_r = 100, 2.0
+    events = pd.DataFrame({"onset": [10.0, 60.0], "duration": 10.0, "trial_type": ["fearful", "neutral"]})
+    design = task_design_matrix(n, t_r, events, drift_model="cosine")
+    assert design.columns.tolist() == ["fearful", "neutral", "drift_1", "drift_2", "drift_3", "drift_4",
+                                      "constant"]
+    i = np.arange(n)
+    for k in (1, 2, 3, 4):
+        np.testing.assert_allclose(design[f"drift_{k}"].to_numpy(), np.sqrt(2.0 / n) * np.cos(np.pi * k * (i + 0.5) / n),
+                                   atol=1e-12)
