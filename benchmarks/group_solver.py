@@ -276,6 +276,7 @@ def main(argv=None) -> int:
                 timing["results"] = pickle.load(handle)
             res[label] = timing
             print(f"{label:<22} {perms:>5} permutations: wall {timing['wall_s']:8.1f} s  CPU {timing['cpu_s']:8.1f} s"
+                  f"  (idle-machine wall >= CPU / {opts.n_jobs} = {timing['cpu_s'] / opts.n_jobs:.1f} s)"
                   f"   per model wall: " + ", ".join(f"{k} {v:.1f}" for k, v in timing["models"].items()))
         full = res.get("compiled")
         if opts.skip_fits:

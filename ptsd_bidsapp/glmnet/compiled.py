@@ -42,7 +42,7 @@ try:  # optional accelerator (declared dependency; the numpy solver works withou
 except ImportError:  # pragma: no cover - depends on the environment
     numba = None
 
-__all__ = ["AVAILABLE", "solve_paths"]
+__all__ = ["AVAILABLE", "nested_loo_lambda_min", "solve_paths"]
 
 #: True when numba imported: :func:`solve_paths` is compiled.
 AVAILABLE = numba is not None
@@ -389,3 +389,85 @@ def solve_paths(G, gidx, c, excluded, lam_std, n_valid, pf, alpha, early_stop, s
                alpha * pf, (1.0 - alpha) * pf, pf <= 0, bool(early_stop), np.asarray(settings, dtype=float), z, beta,
                pred, bool(keep_beta), predict, n_used, ok)
     return (beta if keep_beta else None), n_used, (pred if predict else None), ~ok
+
+
+# ---------------------------------------------------------------------------------------
+# nested leave-one-out: the inner cv.glmnet's λ_min of every outer fit
+
+
+@_jit
+def _nested_loo_lambda_min(pair_pred, pair_lam, pair_n_used, outer_lam, outer_n_used, pair_index, Y, i_min):
+    n = pair_index.shape[0]
+    Q = Y.shape[0]
+    L = outer_lam.shape[1]
+    cvm = np.zeros(L)
+    for i in range(n):
+        for q in range(Q):
+            o = i * Q + q
+            cvm[:] = 0.0
+            for j in range(n):
+                if j == i:
+                    continue
+                b = pair_index[i, j] * Q + q
+                slot = 1 if j > i else 0  # the pair {i, j} predicts its smaller subject in slot 0
+                last = max(pair_n_used[b] - 1, 0)
+                lam_first = pair_lam[b, 0]
+                lam_last = pair_lam[b, last]
+                step = -1.0
+                if pair_n_used[b] > 1 and L > 1:
+                    step = math.log(pair_lam[b, 1] / pair_lam[b, 0])
+                y = Y[q, j]
+                for t in range(L):
+                    s = min(max(outer_lam[o, t], lam_last), lam_first)
+                    left = int(math.floor(math.log(s / lam_first) / step + 1e-9))
+                    left = min(max(left, 0), last)
+                    right = min(left + 1, last)
+                    if left == right:
+                        frac = 1.0
+                    else:
+                        lam_r = pair_lam[b, right]
+                        frac = (s - lam_r) / (pair_lam[b, left] - lam_r)
+                    e = y - (frac * pair_pred[b, slot, left] + (1.0 - frac) * pair_pred[b, slot, right])
+                    cvm[t] += e * e
+            best = np.inf
+            for t in range(outer_n_used[o]):
+                cvm[t] = cvm[t] / (n - 1)
+                if cvm[t] < best or math.isnan(cvm[t]):  # a NaN minimum (numpy's min): λ_min = the first λ
+                    best = cvm[t]
+            i_min[o] = 0
+            for t in range(outer_n_used[o]):
+                if cvm[t] <= best:
+                    i_min[o] = t
+                    break
+
+
+def nested_loo_lambda_min(pair_pred, pair_lam, pair_n_used, outer_lam, outer_n_used, pair_index, Y):
+    """Index of λ_min of each outer fit of the nested leave-one-out CV (cv.glmnet's inner loop).
+
+    The same quantities as ``inference._nested_loo_predictions``' numpy code, one loop with no
+    (n(n−1)Q, L) intermediates: outer fit i (response row q) has the inner folds {i, j}, j ≠ i;
+    pair fit {i, j} predicts subject j along its own λ path; the predictions are interpolated
+    in λ at the outer fit's λs (glmnet's ``lambda.interp``, λs outside the fold's path clamped to
+    its ends); cvm = mean squared error over the n − 1 inner folds; λ_min = the largest λ at the
+    minimum cvm among the outer fit's used λs (cv.glmnet's ``getOptcv``).
+
+    Parameters
+    ----------
+    pair_pred : (P·Q, 2, L) predictions (units of y) of the pair fits, problem ``pair·Q + q``; slot 0
+        predicts the pair's smaller subject index, slot 1 the larger.
+    pair_lam : (P·Q, L) λ (units of y); ``pair_n_used`` (P·Q,) λs used.
+    outer_lam : (n·Q, L) λ of the outer fits, problem ``i·Q + q``; ``outer_n_used`` (n·Q,).
+    pair_index : (n, n) the pair of subjects {i, j}; ``Y`` (Q, n) the response rows.
+
+    Returns
+    -------
+    (n·Q,) int index of λ_min of each outer fit.
+    """
+    i_min = np.zeros(outer_lam.shape[0], dtype=np.int64)
+    _nested_loo_lambda_min(np.ascontiguousarray(pair_pred, dtype=float), np.ascontiguousarray(pair_lam, dtype=float),
+                           np.ascontiguousarray(pair_n_used, dtype=np.int64),
+                           np.ascontiguousarray(outer_lam, dtype=float),
+                           np.ascontiguousarray(outer_n_used, dtype=np.int64),
+                           np.ascontiguousarray(pair_index, dtype=np.int64), np.ascontiguousarray(Y, dtype=float),
+                           i_min)
+    return i_min

@@ -20,6 +20,7 @@ import numpy as np
 
 from ptsd_bidsapp.glmnet.cv import _fold_ids, _interpolate_in_lambda, _kfold_cv_batch, _select_lambda
 from ptsd_bidsapp.progress import Ticker
+from ptsd_bidsapp.glmnet import compiled
 from ptsd_bidsapp.glmnet.solver import (
     _BATCH_ELEMENTS,
     _fit_computed_paths,
@@ -27,6 +28,7 @@ from ptsd_bidsapp.glmnet.solver import (
     _lambda_min_ratio,
     _penalty_factor,
     _prescale,
+    resolve_solver,
 )
 
 __all__ = ["nested_cv", "permutation_test", "bootstrap_selection", "prediction_metrics", "sequential_p_value"]
@@ -71,15 +73,19 @@ def _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, solver
     pair_index = np.full((n, n), -1)
     pair_index[iu, ju] = np.arange(n_pairs)
     pair_index[ju, iu] = np.arange(n_pairs)
-    oi, oj = np.nonzero(~eye)  # outer i, inner held-out j (row-major: j ascending within i)
-    slot = (oj > oi).astype(int)  # the pair fit {i, j} predicts iu in slot 0, ju in slot 1
-    q = (pair_index[oi, oj][:, None] * Q + rows_q).ravel()  # (n(n−1)·Q,) pair problems
-    o = (oi[:, None] * Q + rows_q).ravel()  # their outer problems
-    own = pairs["pred"][q, np.repeat(slot, Q)]
-    interp = _interpolate_in_lambda(own, pairs["lam"][q], pairs["n_used"][q], outer["lam"][o])
-    err = (Y[np.tile(rows_q, oi.size), np.repeat(oj, Q)][:, None] - interp) ** 2
-    cvm = err.reshape(n, n - 1, Q, -1).mean(axis=1).reshape(n * Q, -1)  # outer problem order
-    i_min, _ = _select_lambda(cvm, np.zeros_like(cvm), outer["n_used"])
+    if resolve_solver(solver) == "compiled":  # the same λ_min, one compiled loop without the large intermediates
+        i_min = compiled.nested_loo_lambda_min(pairs["pred"], pairs["lam"], pairs["n_used"], outer["lam"],
+                                               outer["n_used"], pair_index, Y)
+    else:
+        oi, oj = np.nonzero(~eye)  # outer i, inner held-out j (row-major: j ascending within i)
+        slot = (oj > oi).astype(int)  # the pair fit {i, j} predicts iu in slot 0, ju in slot 1
+        q = (pair_index[oi, oj][:, None] * Q + rows_q).ravel()  # (n(n−1)·Q,) pair problems
+        o = (oi[:, None] * Q + rows_q).ravel()  # their outer problems
+        own = pairs["pred"][q, np.repeat(slot, Q)]
+        interp = _interpolate_in_lambda(own, pairs["lam"][q], pairs["n_used"][q], outer["lam"][o])
+        err = (Y[np.tile(rows_q, oi.size), np.repeat(oj, Q)][:, None] - interp) ** 2
+        cvm = err.reshape(n, n - 1, Q, -1).mean(axis=1).reshape(n * Q, -1)  # outer problem order
+        i_min, _ = _select_lambda(cvm, np.zeros_like(cvm), outer["n_used"])
     pred = outer["pred"][np.arange(n * Q), 0, i_min].reshape(n, Q).T
     train_mean = (Y.sum(axis=1, keepdims=True) - Y) / (n - 1)
     return pred, train_mean

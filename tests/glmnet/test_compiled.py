@@ -136,6 +136,45 @@ def test_predictions_along_the_path_and_inference_equal_numpy():
     np.testing.assert_array_equal(boot["compiled"]["frequency"], boot["numpy"]["frequency"])
 
 
+def test_nested_loo_lambda_min_is_the_inner_cv_minimum():
+    """The compiled inner-CV step of the nested LOO: λ_min from pair-fit predictions interpolated in λ.
+
+    Reference written independently: glmnet's lambda.interp is linear interpolation in λ between
+    a fold's path points, clamped at its ends (``np.interp`` on the increasing λs); cvm the mean
+    squared error over the n − 1 inner folds; λ_min the first (largest) λ at the minimum over
+    the outer fit's used λs.
+    """
+    rng = np.random.default_rng(4)
+    n, Q, L = 6, 3, 12
+    iu, ju = np.triu_indices(n, 1)
+    P = iu.size
+    pair_index = np.full((n, n), -1)
+    pair_index[iu, ju] = np.arange(P)
+    pair_index[ju, iu] = np.arange(P)
+    ratio = 0.3  # coarse λ steps: linear and log-λ interpolation pick different λ_min (4 of 18 here)
+    pair_lam = rng.uniform(0.5, 2.0, size=(P * Q, 1)) * ratio ** np.arange(L)
+    pair_n_used = rng.integers(1, L + 1, size=P * Q)
+    pair_n_used[0] = L
+    pair_pred = rng.normal(size=(P * Q, 2, L))
+    outer_lam = rng.uniform(0.5, 2.0, size=(n * Q, 1)) * ratio ** np.arange(L)
+    outer_n_used = rng.integers(2, L + 1, size=n * Q)
+    Y = rng.normal(size=(Q, n))
+    got = compiled.nested_loo_lambda_min(pair_pred, pair_lam, pair_n_used, outer_lam, outer_n_used, pair_index, Y)
+    for i in range(n):
+        for q in range(Q):
+            o = i * Q + q
+            err = []
+            for j in range(n):
+                if j == i:
+                    continue
+                b = pair_index[i, j] * Q + q
+                m = pair_n_used[b]
+                lam, pred = pair_lam[b, :m][::-1], pair_pred[b, int(j > i), :m][::-1]
+                err.append((Y[q, j] - np.interp(outer_lam[o], lam, pred)) ** 2)
+            cvm = np.mean(err, axis=0)[: outer_n_used[o]]
+            assert got[o] == np.flatnonzero(cvm <= cvm.min() + 1e-12)[0]
+
+
 def test_kfold_nested_cv_equal_numpy():
     """Above nested_max_loo: seeded K-fold outer and inner folds, coefficients interpolated in λ."""
     X, y = _design(n=24, seed=13)
