@@ -438,14 +438,20 @@ def gppi_matrix(signals: np.ndarray, roi_names: Sequence[str], task_design: pd.D
     directed = pd.DataFrame(np.nan, index=names, columns=names)
     nuisance = np.ones((n, 1)) if confounds is None else np.column_stack([np.ones(n), confounds])
     options = dict(method=method, fmri_t=fmri_t, fmri_t0=fmri_t0)
+    # the seed and nuisance columns get names no task condition has (a trial_type may be "seed")
+    taken = {str(c) for c in task_design.columns}
+    seed_column = _free_name("seed", taken)
+    nuisance_columns = [_free_name(f"nuis{i}", taken) for i in range(nuisance.shape[1])]
     for s, seed in enumerate(names):
         if (seeds is not None and seed not in seeds) or not np.all(np.isfinite(signals[:, s])):
             continue
         neural = deconvolve_seed(signals[:, s], t_r, confounds, precision, slice_time_ref, **options)
         ppi = interaction_regressors(neural, events, conditions, t_r, slice_time_ref, **options)
-        design = pd.concat([task_design.reset_index(drop=True), pd.DataFrame({"seed": signals[:, s]}), ppi,
-                            pd.DataFrame(nuisance, columns=[f"nuis{i}" for i in range(nuisance.shape[1])])], axis=1)
-        design = design.loc[:, ~design.columns.duplicated()]
+        design = pd.concat([task_design.reset_index(drop=True), pd.DataFrame({seed_column: signals[:, s]}), ppi,
+                            pd.DataFrame(nuisance, columns=nuisance_columns)], axis=1)
+        if design.columns.duplicated().any():  # a task column named like an interaction column
+            raise ValueError(f"gPPI design columns {sorted(set(design.columns[design.columns.duplicated()]))} "
+                             "appear twice: rename the condition(s) whose name starts with 'ppi_'")
         vec = np.asarray(expression_to_contrast_vector(_ppi_expression(contrast, conditions), list(design.columns)))
         targets = [t for t in range(n_rois) if t != s and np.all(np.isfinite(signals[:, t]))]
         if not targets:
@@ -455,6 +461,13 @@ def gppi_matrix(signals: np.ndarray, roi_names: Sequence[str], task_design: pd.D
         directed.iloc[s, targets] = effect
     symmetric = (directed + directed.T) / 2.0
     return directed, symmetric
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """``name``, prefixed with ``_`` until it is not in ``taken``."""
+    while name in taken:
+        name = "_" + name
+    return name
 
 
 def _ppi_expression(contrast: str, conditions: Sequence[str]) -> str:

@@ -114,3 +114,19 @@ def test_interaction_magnitude_ordering_and_null():
     # null: unrelated ROI and zero coupling give estimates well below the planted effect
     assert abs(np.mean([n[1] for n in null])) < 0.3 * big
     assert abs(np.mean([n[0] for n in null])) < 0.3 * big
+
+
+@pytest.mark.unit
+def test_condition_named_like_an_internal_column_changes_nothing():
+    # a trial_type may be called "seed" or "nuis0": the seed and nuisance regressors must stay in the
+    # design (they were dropped as duplicate columns), so renaming the conditions changes no number
+    rng = np.random.default_rng(5)
+    signals, events, task = _simulate(rng, 1.0, 0.0)
+    confounds = rng.standard_normal((N, 2))
+    plain, _ = gppi_matrix(signals, ["s", "t", "o"], task, events, ["fearful", "neutral"], "fearful - neutral", T_R,
+                           confounds=confounds, seeds=["s"])
+    rename = {"fearful": "seed", "neutral": "nuis0"}
+    clashing, _ = gppi_matrix(signals, ["s", "t", "o"], task.rename(columns=rename),
+                              events.replace({"trial_type": rename}), ["seed", "nuis0"], "seed - nuis0", T_R,
+                              confounds=confounds, seeds=["s"])
+    np.testing.assert_allclose(clashing.to_numpy(), plain.to_numpy(), rtol=1e-12, atol=0, equal_nan=True)
