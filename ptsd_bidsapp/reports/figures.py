@@ -54,7 +54,8 @@ def _drawn_texts(fig) -> list[Text]:
 def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of drawn texts of ``fig`` whose bounding boxes (display pixels) overlap.
 
-    The figure is drawn once (layout), then every visible text's window extent is compared
+    The figure is laid out once (``Figure.draw_without_rendering``: every artist's layout at the
+    figure's dpi, no pixels rasterised), then every visible text's window extent is compared
     with every other's, each shrunk by :data:`OVERLAP_TOLERANCE_PX`.
 
     Returns
@@ -62,7 +63,7 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
     list of (str, str)
         The overlapping texts, empty when none overlap.
     """
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     texts = _drawn_texts(fig)
     boxes = [t.get_window_extent(renderer).padded(-OVERLAP_TOLERANCE_PX) for t in texts]
@@ -77,13 +78,31 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
 def to_png_data_uri(fig, dpi: int = 110) -> str:
     """Render a matplotlib figure to a ``data:image/png;base64`` URI (no timestamps) and close it.
 
-    Warns :class:`FigureTextOverlapWarning` when texts of the figure overlap.
+    Warns :class:`FigureTextOverlapWarning` when texts of the figure overlap (checked at ``dpi``,
+    the resolution of the PNG). The one layout of that check also gives the tight bounding box
+    (``Figure.get_tightbbox`` padded by ``savefig.pad_inches``, what ``bbox_inches="tight"``
+    computes), so that ``savefig`` lays the figure out only once more, to draw it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; closed on return.
+    dpi : int
+        Resolution of the PNG (dots per inch).
+
+    Returns
+    -------
+    str
+        ``data:image/png;base64,...``
     """
     title = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "")
+    fig.set_dpi(dpi)
     for a, b in overlapping_texts(fig):
         warnings.warn(FigureTextOverlapWarning(f"figure '{title}': text {a!r} overlaps {b!r}"), stacklevel=2)
+    pad = matplotlib.rcParams["savefig.pad_inches"]
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(pad)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=bbox, metadata={"Software": None})
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
