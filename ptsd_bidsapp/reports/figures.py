@@ -1,10 +1,8 @@
 """Report figures (matplotlib/nilearn), returned as inline PNG data URIs for HTML embedding.
 
-Every figure goes through :func:`to_png_data_uri`, which draws the figure once, checks on that
-layout that no two drawn text boxes overlap (:func:`overlapping_texts`; an overlap is reported as a
-:class:`FigureTextOverlapWarning` naming both texts, the report tests turn it into an error) and
-encodes the same pixels, cropped to the drawn content, as the PNG (``savefig(bbox_inches="tight")``
-draws three times; a figure whose content lies outside its canvas is drawn a second time).
+Every figure goes through :func:`to_png_data_uri`, which first lays the figure out and checks
+that no two drawn text boxes overlap (:func:`overlapping_texts`); an overlap is reported as a
+:class:`FigureTextOverlapWarning` naming both texts (the report tests turn it into an error).
 Tick labels are horizontal or vertical only, so that their bounding boxes are their outlines.
 """
 
@@ -27,8 +25,6 @@ from ptsd_bidsapp.reports.names import roi_name  # noqa: E402
 #: shrink of each text box (pixels at the figure's dpi) before testing overlap: glyph boxes of
 #: stacked lines touch by design (line spacing), a touch is not an overlap
 OVERLAP_TOLERANCE_PX = 1.0
-#: margin (inches) around the drawn content of a figure's PNG (savefig's default ``pad_inches``)
-PAD_INCHES = 0.1
 
 
 class FigureTextOverlapWarning(UserWarning):
@@ -55,27 +51,20 @@ def _drawn_texts(fig) -> list[Text]:
     return texts
 
 
-def overlapping_texts(fig, renderer=None) -> list[tuple[str, str]]:
+def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of drawn texts of ``fig`` whose bounding boxes (display pixels) overlap.
 
-    The figure is drawn once (layout), then every visible text's window extent is compared
+    The figure is laid out once (``Figure.draw_without_rendering``: every artist's layout at the
+    figure's dpi, no pixels rasterised), then every visible text's window extent is compared
     with every other's, each shrunk by :data:`OVERLAP_TOLERANCE_PX`.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-    renderer : matplotlib renderer, optional
-        The renderer of a draw of ``fig`` just made (its layout is used as is); by default the
-        figure is drawn here.
 
     Returns
     -------
     list of (str, str)
         The overlapping texts, empty when none overlap.
     """
-    if renderer is None:
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
     texts = _drawn_texts(fig)
     boxes = [t.get_window_extent(renderer).padded(-OVERLAP_TOLERANCE_PX) for t in texts]
     pairs = []
@@ -86,49 +75,36 @@ def overlapping_texts(fig, renderer=None) -> list[tuple[str, str]]:
     return pairs
 
 
-def _png_of_drawn(fig, renderer, dpi: int) -> bytes:
-    """PNG bytes of the figure as just drawn, cropped to its content plus :data:`PAD_INCHES`.
-
-    When the content lies inside the canvas, the pixels of that draw are cropped (no new draw).
-    When it reaches outside (an axis label below a short figure, a legend beside the axes), the
-    figure is drawn once more onto a canvas of the content's box: ``savefig`` with that box,
-    which is what ``bbox_inches="tight"`` does after its own extra layout draw.
-    """
-    from PIL import Image
-
-    content = fig.get_tightbbox(renderer)  # inches, origin bottom left
-    tight = content.padded(PAD_INCHES)
-    width_in, height_in = fig.get_size_inches()
-    buffer = io.BytesIO()
-    if content.x0 < 0 or content.y0 < 0 or content.x1 > width_in or content.y1 > height_in:
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=tight, metadata={"Software": None})
-        return buffer.getvalue()
-    pixels = np.asarray(fig.canvas.buffer_rgba())
-    rows, cols = pixels.shape[:2]
-    # the margin is clipped to the canvas where the content comes near its edge
-    x0, x1 = max(int(np.floor(tight.x0 * dpi)), 0), min(int(np.ceil(tight.x1 * dpi)), cols)
-    top, bottom = max(rows - int(np.ceil(tight.y1 * dpi)), 0), min(rows - int(np.floor(tight.y0 * dpi)), rows)
-    Image.fromarray(np.ascontiguousarray(pixels[top:bottom, x0:x1])).save(buffer, format="png")
-    return buffer.getvalue()
-
-
 def to_png_data_uri(fig, dpi: int = 110) -> str:
     """Render a matplotlib figure to a ``data:image/png;base64`` URI (no timestamps) and close it.
 
-    The figure is drawn at ``dpi`` (dots per inch); that draw serves the overlap check and the
-    PNG, cropped to the drawn content as ``savefig(bbox_inches="tight")`` crops it (one draw, or
-    two when content lies outside the figure, where savefig's tight box costs three). Warns
-    :class:`FigureTextOverlapWarning` when texts of the figure overlap.
+    Warns :class:`FigureTextOverlapWarning` when texts of the figure overlap (checked at ``dpi``,
+    the resolution of the PNG). The one layout of that check also gives the tight bounding box
+    (``Figure.get_tightbbox`` padded by ``savefig.pad_inches``, what ``bbox_inches="tight"``
+    computes), so that ``savefig`` lays the figure out only once more, to draw it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure; closed on return.
+    dpi : int
+        Resolution of the PNG (dots per inch).
+
+    Returns
+    -------
+    str
+        ``data:image/png;base64,...``
     """
     title = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "")
     fig.set_dpi(dpi)
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    for a, b in overlapping_texts(fig, renderer):
+    for a, b in overlapping_texts(fig):
         warnings.warn(FigureTextOverlapWarning(f"figure '{title}': text {a!r} overlaps {b!r}"), stacklevel=2)
-    png = _png_of_drawn(fig, renderer, dpi)
+    pad = matplotlib.rcParams["savefig.pad_inches"]
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(pad)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=bbox, metadata={"Software": None})
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def fd_trace(fd: np.ndarray, censored: np.ndarray, threshold: float, title: str) -> str:

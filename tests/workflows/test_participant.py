@@ -300,7 +300,8 @@ def test_omp_nthreads_and_low_mem_reach_the_worker_processes(participant_run, tm
     assert not any(rt.low_mem for rt in runtimes.values())
     out, work = tmp_path / "out", tmp_path / "work"
     code = main([str(participant_run["bids"]), str(out), "participant", "-w", str(work), "--participant-label", "01",
-                 "--nprocs", "2", "--omp-nthreads", "2", "--low-mem", "--skip-bids-validation", "--seed", "3"])
+                 "--nprocs", "2", "--omp-nthreads", "2", "--low-mem", "--skip-bids-validation", "--seed", "3",
+                 "--no-reports"])   # the run nodes are under test here, not the report
     assert code == 0
     runtimes = _run_node_runtimes(work, "01")
     assert len(runtimes) == 6
