@@ -21,7 +21,6 @@ IMPORT_NAMES = {
     "scikit-learn": "sklearn",
     "pyyaml": "yaml",
     "pybids": "bids",
-    "pillow": "PIL",
 }
 
 
