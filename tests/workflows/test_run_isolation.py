@@ -17,6 +17,9 @@ import pytest
 
 from ptsd_bidsapp.cli.run import main
 
+# participant and group levels through the command line: an end-to-end run (tier `slow`)
+pytestmark = pytest.mark.slow
+
 PARTICIPANT_CONFIG = "dcm:\n  enabled: false\n"  # the DCM adds time, not coverage, here
 
 
