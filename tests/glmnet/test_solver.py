@@ -150,8 +150,8 @@ def test_lambda_max_is_the_smallest_lambda_with_every_penalised_coefficient_zero
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("name", ["basic", "penaltyfactor", "wide"])
 def test_default_lambda_path_is_r_glmnets(name, solver):
-    """glmnet_lambda_path with its defaults (α = 0.5, 100 λs, lambda.min.ratio 1e-4 if n > p
-    else 1e-2, glmnet's early stop) is the λ sequence R glmnet 4.1.6 computed for the same data
+    """glmnet_lambda_path with its defaults (α = 0.5, 100 λs, lambda.min.ratio 1e-2 if n < p
+    else 1e-4, glmnet's early stop) is the λ sequence R glmnet 4.1.6 computed for the same data
     with nlambda = 100 and α = 0.5 (tests/data/glmnet, scripts/glmnet_reference.R): the
     'wide' case (p > n) has the 1e-2 ratio and runs all 100 λs, the others have the 1e-4 ratio
     and stop early."""
@@ -177,6 +177,8 @@ def test_lambda_path_spacing_follows_n_lambda_and_lambda_min_ratio():
     y = X @ np.array([1.0, -0.5, 0.0, 0.2]) + rng.normal(size=30)
     path = glmnet_lambda_path(X, y, alpha=0.5, n_lambda=5, lambda_min_ratio=0.9)
     np.testing.assert_allclose(path, path[0] * 0.9 ** (np.arange(5) / 4), rtol=1e-12)
+    two = glmnet_lambda_path(X, y, alpha=0.5, n_lambda=2, lambda_min_ratio=0.9)
+    np.testing.assert_allclose(two, [path[0], 0.9 * path[0]], rtol=1e-12)
 
 
 def test_predictor_constant_in_one_training_fold_is_left_out_of_that_fold():
@@ -296,3 +298,61 @@ def test_training_set_blocks_are_recognised_only_when_exact(gidx, expected):
     from ptsd_bidsapp.glmnet.solver import _blocks
 
     assert _blocks(np.asarray(gidx, dtype=int)) == expected
+
+
+def test_default_lambda_min_ratio_is_glmnets_rule_at_n_equal_p():
+    """glmnet's default ``lambda.min.ratio = ifelse(nobs < nvars, 1e-2, 1e-4)``: n = p is not
+    'fewer observations than variables', so the path runs down to 1e-4 · λ_max (n < p: 1e-2)."""
+    from ptsd_bidsapp.glmnet.solver import _lambda_min_ratio
+
+    assert _lambda_min_ratio(6, 6, None) == 1e-4
+    assert _lambda_min_ratio(5, 6, None) == 1e-2
+    assert _lambda_min_ratio(7, 6, None) == 1e-4
+    assert _lambda_min_ratio(7, 6, 0.3) == 0.3
+
+
+def test_penalty_factors_are_rescaled_and_validated():
+    """glmnet rescales the penalty factors to sum to the number of predictors, so factors × 0.1
+    (summing to less than 1) give the same path; a negative factor, a wrong length or no penalised
+    predictor at all is refused."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(15, 3))
+    y = X @ np.array([1.0, 0.5, 0.0]) + rng.normal(size=15)
+    pf = np.array([1.0, 2.0, 0.0])
+    a = GlmnetCV(penalty_factor=pf).fit(X, y)
+    b = GlmnetCV(penalty_factor=0.1 * pf).fit(X, y)
+    np.testing.assert_allclose(b.lambdas_, a.lambdas_, rtol=1e-12)
+    np.testing.assert_allclose(b.coef_path_, a.coef_path_, rtol=1e-10, atol=1e-14)
+    for bad in ([1.0, -1.0, 1.0], [1.0, 1.0], [0.0, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="penalty_factor must be 3 non-negative|at least one predictor"):
+            GlmnetCV(penalty_factor=bad).fit(X, y)
+
+
+@pytest.mark.parametrize("gidx, size, expected", [
+    (np.arange(3), 1, [(0, 1), (1, 2), (2, 3)]),
+    (np.array([0, 1, 0, 1]), 3, [(0, 3), (3, 4)]),                       # no blocks: plain slices
+    (np.repeat(np.arange(3), 2), 3, [(0, 2), (2, 4), (4, 6)]),           # whole blocks of 2 only
+    (np.repeat(np.arange(3), 2), 5, [(0, 4), (4, 6)]),
+    (np.repeat(np.arange(2), 3), 2, [(0, 3), (3, 6)]),                   # a block larger than size
+])
+def test_batches_never_split_a_training_set_block(gidx, size, expected):
+    """``_batches``: slices of at most ``size`` problems covering every problem once, in order;
+    when the problems come in blocks per training set, whole blocks (at least one per batch)."""
+    from ptsd_bidsapp.glmnet.solver import _batches
+
+    assert [(s.start, s.stop) for s in _batches(gidx, size)] == expected
+
+
+def test_constant_predictor_never_enters_and_changes_nothing_else():
+    """A predictor constant over all subjects cannot be standardised: glmnet gives it coefficient 0
+    at every λ, and the fit of the other predictors is the fit without it."""
+    rng = np.random.default_rng(13)
+    X = rng.normal(size=(12, 3))
+    y = X[:, 0] - X[:, 2] + rng.normal(size=12)
+    with_constant = np.column_stack([X[:, :1], np.full(12, 7.0), X[:, 1:]])
+    a = GlmnetCV(alpha=0.5).fit(X, y)
+    b = GlmnetCV(alpha=0.5).fit(with_constant, y)
+    assert np.all(b.coef_path_[:, 1] == 0)
+    np.testing.assert_allclose(b.lambdas_, a.lambdas_, rtol=1e-12)
+    np.testing.assert_allclose(np.delete(b.coef_path_, 1, axis=1), a.coef_path_, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(b.cvm_, a.cvm_, rtol=1e-10)
