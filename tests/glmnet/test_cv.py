@@ -60,3 +60,27 @@ def test_coefficient_path_agrees_with_r_glmnet():
 def test_fewer_than_three_subjects_cannot_be_cross_validated():
     with pytest.raises(TooFewSubjectsError, match="at least 3 subjects"):
         GlmnetCV().fit(np.arange(4.0).reshape(2, 2), np.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_lambda_1se_fit_nonzero_counts_and_predictions_agree_with_r_glmnet(name):
+    """The rest of what cv.glmnet reports, against the same R glmnet 4.1.6 reference: the
+    coefficients at λ_1se (``coef(cv, s = "lambda.1se")``), the number of non-zero coefficients at
+    every λ (``cv$nzero``), and predictions = intercept + X β at λ_min / any λ index. The
+    per-SD coefficients are the raw ones times the 1/n SD of each predictor."""
+    X, y, pf, summary, path, coef = _case(name)
+    cv = GlmnetCV(alpha=float(summary["alpha"]), penalty_factor=pf).fit(X, y)
+    ref = coef["coef_lambda_1se"].to_numpy()
+    i = cv.index_1se_
+    ours = np.r_[cv.intercept_path_[i], cv.coef_path_[i]]
+    assert np.array_equal(ours == 0, ref == 0)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=3e-6 * np.abs(ref).max())
+    np.testing.assert_array_equal(cv.nzero_, path["nzero"].to_numpy())
+    np.testing.assert_allclose(cv.x_mean_, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(cv.x_sd_, X.std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(cv.coef_per_sd_, cv.coef_ * X.std(axis=0), rtol=1e-12, atol=1e-15)
+    assert (cv.n_, cv.p_) == X.shape
+    ref_min = coef["coef_lambda_min"].to_numpy()
+    np.testing.assert_allclose(cv.predict(X), ref_min[0] + X @ ref_min[1:], rtol=0,
+                               atol=3e-5 * np.abs(y).max())
+    np.testing.assert_allclose(cv.predict(X, index=i), ref[0] + X @ ref[1:], rtol=0, atol=3e-5 * np.abs(y).max())
