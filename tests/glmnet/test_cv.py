@@ -84,3 +84,49 @@ def test_lambda_1se_fit_nonzero_counts_and_predictions_agree_with_r_glmnet(name)
     np.testing.assert_allclose(cv.predict(X), ref_min[0] + X @ ref_min[1:], rtol=0,
                                atol=3e-5 * np.abs(y).max())
     np.testing.assert_allclose(cv.predict(X, index=i), ref[0] + X @ ref[1:], rtol=0, atol=3e-5 * np.abs(y).max())
+
+
+def _kfold_cvm(X, y, fold_ids, alpha, ratio):
+    """cv.glmnet with the given fold of each row (the K-fold route of ``_cv_batch``): λ path, cvm, cvsd."""
+    from ptsd_bidsapp.glmnet.cv import _cv_batch
+    from ptsd_bidsapp.glmnet.solver import _penalty_factor, _prescale
+
+    n, p = X.shape
+    x0, _, _ = _prescale(X)
+    one = np.zeros(1, dtype=int)
+    full, cvm, cvsd, i_min, i_1se = _cv_batch(x0, np.ones((1, n)), one, y[None, :], one, _penalty_factor(None, p),
+                                              alpha, 100, ratio, np.asarray(fold_ids)[None, :])
+    L = int(full["n_used"][0])
+    return full["lam"][0, :L], cvm[0, :L], cvsd[0, :L], int(i_min[0])
+
+
+def test_kfold_cv_of_replicated_subjects_is_r_glmnets_leave_one_out():
+    """Every subject of the R reference case three times, folds = the three copies of a subject:
+    each fold's training set is the other subjects, each with weight 3 (the same standardised fit
+    as leave-one-out), so K-fold cross-validation with three held-out rows per fold (coefficients
+    interpolated in λ, then predicted) must give R glmnet's leave-one-out cvm; cvsd scales by
+    sqrt((n − 1) / (3n − 1)) (3n errors instead of n)."""
+    X, y, pf, summary, path, _ = _case("basic")
+    n = len(y)
+    X3, y3 = np.repeat(X, 3, axis=0), np.repeat(y, 3)
+    lam, cvm, cvsd, i_min = _kfold_cvm(X3, y3, np.repeat(np.arange(n), 3), float(summary["alpha"]), 1e-4)
+    np.testing.assert_allclose(lam, path["lambda"], rtol=1e-10)
+    np.testing.assert_allclose(cvm, path["cvm"], rtol=1e-4)
+    np.testing.assert_allclose(cvsd, path["cvsd"] * np.sqrt((n - 1) / (3 * n - 1)), rtol=1e-4)
+    assert i_min + 1 == int(summary["index_min"])
+
+
+def test_kfold_cv_does_not_depend_on_the_order_of_subjects():
+    """Folds of unequal size (3, 4, 4: the first padded internally): cvm and cvsd are averages over
+    subjects, so listing the subjects in another order (each keeping its fold) changes nothing."""
+    rng = np.random.default_rng(7)
+    n = 11
+    X = rng.normal(size=(n, 4))
+    y = X[:, 0] - 0.5 * X[:, 1] + rng.normal(size=n)
+    folds = np.array([2, 1, 0, 2, 1, 0, 2, 1, 0, 2, 1])
+    a = _kfold_cvm(X, y, folds, 0.5, 1e-4)
+    for order in (np.arange(n)[::-1], rng.permutation(n)):
+        b = _kfold_cvm(X[order], y[order], folds[order], 0.5, 1e-4)
+        np.testing.assert_allclose(b[0], a[0], rtol=1e-12)
+        np.testing.assert_allclose(b[1], a[1], rtol=1e-10)
+        np.testing.assert_allclose(b[2], a[2], rtol=1e-10)
