@@ -130,3 +130,47 @@ def test_kfold_cv_does_not_depend_on_the_order_of_subjects():
         np.testing.assert_allclose(b[0], a[0], rtol=1e-12)
         np.testing.assert_allclose(b[1], a[1], rtol=1e-10)
         np.testing.assert_allclose(b[2], a[2], rtol=1e-10)
+
+
+def test_cross_validation_does_not_depend_on_batching(monkeypatch):
+    """Problems are independent: two responses cross-validated together (one stack, as the
+    permutation test does) give each one's own cvm/cvsd/λ_min, with or without the SDs (cvsd
+    zeros then), and so do tiny batch limits that split the fold fits and the prediction errors
+    into many batches (K-fold, three held-out rows per fold, and leave-one-out)."""
+    from ptsd_bidsapp.glmnet import cv as glmnet_cv
+    from ptsd_bidsapp.glmnet import solver as glmnet_solver
+
+    rng = np.random.default_rng(17)
+    n = 12
+    X = rng.normal(size=(n, 4))
+    y1 = X[:, 0] + rng.normal(size=n)
+    y2 = -0.5 * X[:, 2] + rng.normal(size=n)
+    x0, _, _ = glmnet_solver._prescale(X)
+    pf = glmnet_solver._penalty_factor(None, 4)
+    loo = np.arange(n)
+    kfold = np.arange(n) % 4
+
+    def run(Y, folds, with_sd=True):
+        B = Y.shape[0]
+        return glmnet_cv._cv_batch(x0, np.ones((1, n)), np.zeros(B, dtype=int), Y, np.arange(B), pf, 0.5, 100, 1e-4,
+                                   np.broadcast_to(folds, (B, n)).copy(), with_sd=with_sd)
+
+    for folds in (loo, kfold):
+        single = [run(y[None, :], folds) for y in (y1, y2)]
+        both = run(np.vstack([y1, y2]), folds)
+        no_sd = run(np.vstack([y1, y2]), folds, with_sd=False)
+        for b in range(2):
+            L = int(single[b][0]["n_used"][0])
+            np.testing.assert_allclose(both[1][b, :L], single[b][1][0, :L], rtol=1e-10)
+            np.testing.assert_allclose(both[2][b, :L], single[b][2][0, :L], rtol=1e-10)
+            np.testing.assert_allclose(no_sd[1][b, :L], single[b][1][0, :L], rtol=1e-10)
+            assert both[3][b] == single[b][3][0] and both[4][b] == single[b][4][0]
+        assert np.all(no_sd[2] == 0)
+    reference = [run(np.vstack([y1, y2]), folds) for folds in (loo, kfold)]
+    monkeypatch.setattr(glmnet_solver, "_BATCH_ELEMENTS", 3 * 16)      # 3 problems per batch (p = 4)
+    monkeypatch.setattr(glmnet_solver, "_PATH_ELEMENTS", 3 * 100 * 4)
+    monkeypatch.setattr(glmnet_cv, "_PREDICTION_ELEMENTS", 2 * 100 * 3)
+    for folds, ref in zip((loo, kfold), reference):
+        small = run(np.vstack([y1, y2]), folds)
+        for k in (1, 2, 3, 4):
+            np.testing.assert_allclose(small[k], ref[k], rtol=1e-12)
