@@ -174,3 +174,38 @@ def test_cross_validation_does_not_depend_on_batching(monkeypatch):
         small = run(np.vstack([y1, y2]), folds)
         for k in (1, 2, 3, 4):
             np.testing.assert_allclose(small[k], ref[k], rtol=1e-12)
+
+
+def test_interpolation_in_lambda_is_glmnets_lambda_interp():
+    """predict.glmnet reads a path between its λs by linear interpolation in λ (lambda.interp), and
+    at the path's end values outside it — np.interp on the path in increasing λ. Paths of 6 λs
+    (log-spaced, ratio 0.1 or 0.5 per step), one stopped early after 2 or 4 (entries beyond its end
+    are junk), one of a single λ; path arrays of 2 λs and 1 λ; targets above, below, on and between
+    the λs."""
+    from ptsd_bidsapp.glmnet.cv import _interpolate_in_lambda
+
+    rng = np.random.default_rng(21)
+    ratios = np.array([0.5, 0.1, 0.5, 0.1, 0.5])
+    lam = 3.0 * ratios[:, None] ** np.arange(6)[None, :]
+    n_used = np.array([6, 6, 4, 2, 1])
+    values = rng.normal(size=(5, 6))
+    junk = np.arange(6)[None, :] >= n_used[:, None]
+    lam = np.where(junk, 1e3, lam)
+    values = np.where(junk, 1e6, values)
+    targets = np.array([5.0, 3.0, 2.0, 1.5, 0.6, 0.31, 0.3, 0.02, 1e-6])[None, :].repeat(5, axis=0)
+    targets[1, 2] = lam[1, 2]                                    # exactly on a λ of the path
+    expected = np.array([np.interp(t, lam[e, :n_used[e]][::-1], values[e, :n_used[e]][::-1])
+                         for e, t in enumerate(targets)])
+    np.testing.assert_allclose(_interpolate_in_lambda(values, lam, n_used, targets), expected, rtol=1e-12)
+    # several predictions per path (E, r, L) and coefficient paths (E, L, p): the same weights
+    stacked = np.stack([values, 2 * values, -values], axis=1)
+    got = _interpolate_in_lambda(stacked, lam, n_used, targets)
+    np.testing.assert_allclose(got, np.stack([expected, 2 * expected, -expected], axis=1), rtol=1e-12)
+    got = _interpolate_in_lambda(stacked.transpose(0, 2, 1), lam, n_used, targets, axis=1)
+    np.testing.assert_allclose(got, np.stack([expected, 2 * expected, -expected], axis=2), rtol=1e-12)
+    # path arrays of two λs and of one λ
+    n2 = np.minimum(n_used, 2)
+    expected2 = np.array([np.interp(t, lam[e, :n2[e]][::-1], values[e, :n2[e]][::-1]) for e, t in enumerate(targets)])
+    np.testing.assert_allclose(_interpolate_in_lambda(values[:, :2], lam[:, :2], n2, targets), expected2, rtol=1e-12)
+    one = _interpolate_in_lambda(values[:, :1], lam[:, :1], np.ones(5, dtype=int), targets)
+    np.testing.assert_allclose(one, np.repeat(values[:, :1], targets.shape[1], axis=1), rtol=1e-12)
