@@ -209,3 +209,56 @@ def test_interpolation_in_lambda_is_glmnets_lambda_interp():
     np.testing.assert_allclose(_interpolate_in_lambda(values[:, :2], lam[:, :2], n2, targets), expected2, rtol=1e-12)
     one = _interpolate_in_lambda(values[:, :1], lam[:, :1], np.ones(5, dtype=int), targets)
     np.testing.assert_allclose(one, np.repeat(values[:, :1], targets.shape[1], axis=1), rtol=1e-12)
+
+
+def test_three_subjects_are_enough():
+    """cv.glmnet needs nfolds ≥ 3, so leave-one-out works from 3 subjects on (2 are refused above)."""
+    X = np.array([[0.0, 1.0], [1.0, 0.5], [2.0, 2.5]])
+    cv = GlmnetCV().fit(X, np.array([0.5, 1.0, 3.0]))
+    assert len(cv.lambdas_) >= 5 and np.all(np.isfinite(cv.cvm_))
+
+
+def test_select_lambda_is_cv_glmnets_getoptcv():
+    """getOptcv: λ_min = the largest λ (first index) with the smallest cvm, λ_1se = the largest λ
+    whose cvm ≤ cvm_min + cvsd_min — λ_min itself when cvsd is 0; λs past a path's end ignored."""
+    from ptsd_bidsapp.glmnet.cv import _select_lambda
+
+    cvm = np.array([[3.0, 1.0, 1.0, 2.0, 0.1],
+                    [3.0, 2.0, 1.2, 1.0, 1.5],
+                    [3.0, 2.0, 1.2, 1.0, 1.5]])
+    cvsd = np.array([[0.0, 0.0, 0.0, 0.0, 0.0],
+                     [0.1, 0.1, 0.1, 0.3, 0.1],
+                     [0.0, 0.0, 0.0, 0.0, 0.0]])
+    i_min, i_1se = _select_lambda(cvm, cvsd, np.array([4, 5, 5]))
+    np.testing.assert_array_equal(i_min, [1, 3, 3])
+    np.testing.assert_array_equal(i_1se, [1, 2, 3])
+
+
+def test_kfold_folds_are_seeded_balanced_splits_of_each_training_set():
+    """``_kfold_cv_batch``: the subjects of each problem's training set (weight > 0; the others are
+    in no fold) get folds arange(m) % K permuted by that problem's generator — the same
+    cross-validation as ``_cv_batch`` with those folds written out here."""
+    from ptsd_bidsapp.glmnet.cv import _cv_batch, _kfold_cv_batch
+    from ptsd_bidsapp.glmnet.solver import _penalty_factor, _prescale
+
+    rng = np.random.default_rng(23)
+    n = 13
+    X = rng.normal(size=(n, 3))
+    y = X[:, 0] + rng.normal(size=n)
+    x0, _, _ = _prescale(X)
+    pf = _penalty_factor(None, 3)
+    W = np.ones((2, n))
+    W[1, [2, 7]] = 0.0                                   # training set 1 leaves two subjects out
+    gidx = np.array([0, 1])
+    Y, yidx = y[None, :], np.zeros(2, dtype=int)
+    got = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, 0.5, 100, 1e-4, n_folds=3,
+                          rngs=[np.random.default_rng(5), np.random.default_rng(6)])
+    folds = np.full((2, n), -1)
+    for b, seed in enumerate((5, 6)):
+        members = np.flatnonzero(W[b] > 0)
+        folds[b, members] = np.random.default_rng(seed).permutation(np.arange(members.size) % 3)
+    expected = _cv_batch(x0, W, gidx, Y, yidx, pf, 0.5, 100, 1e-4, folds)
+    for k in (1, 2, 3, 4):
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-12)
+    loo = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, 0.5, 100, 1e-4)
+    assert not np.allclose(loo[1], got[1])               # 3 folds are not leave-one-out
