@@ -356,3 +356,15 @@ def test_constant_predictor_never_enters_and_changes_nothing_else():
     np.testing.assert_allclose(b.lambdas_, a.lambdas_, rtol=1e-12)
     np.testing.assert_allclose(np.delete(b.coef_path_, 1, axis=1), a.coef_path_, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(b.cvm_, a.cvm_, rtol=1e-10)
+
+
+def test_constant_outcome_has_nothing_to_explain():
+    """y constant: the least-squares loss is 0 at β = 0 and any β ≠ 0 only adds penalty, so every
+    coefficient is 0 at every λ, the intercept is the constant and the cross-validation error is 0
+    (R glmnet refuses such a y; here a bootstrap resample or a fold could be constant)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(8, 3))
+    cv = GlmnetCV().fit(X, np.full(8, 2.5))
+    assert np.all(cv.coef_path_ == 0)
+    np.testing.assert_allclose(cv.intercept_path_, 2.5, rtol=1e-15)
+    np.testing.assert_allclose(cv.cvm_, 0.0, atol=1e-24)
