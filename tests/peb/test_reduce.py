@@ -171,3 +171,25 @@ def test_range_basis_spans_the_positive_eigenspace():
     assert range_basis(np.zeros((0, 0))).shape == (0, 0)
     # only the symmetric part counts
     assert range_basis(np.array([[1.0, 5.0], [-5.0, 1.0]])).shape == (2, 2)
+
+
+@pytest.mark.parametrize("removed", [[1], [1, 3]])
+def test_switched_off_parameters_of_a_correlated_prior_match_reestimation(removed):
+    """``rC = R pC R`` with a full (correlated) pC: the removed directions of rC are zero only up to
+    round-off in its eigen-decomposition, and must still be recognised as removed (threshold
+    relative to pC's scale) — the evidence and posterior are those of re-estimation."""
+    design, noise_cov, y = _glm(31)
+    rng = np.random.default_rng(131)
+    root = rng.normal(size=(5, 5))
+    pC = root @ root.T / 5 + 0.5 * np.eye(5)
+    pE = rng.normal(size=5) * 0.2
+    qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
+    keep = np.ones(5)
+    keep[removed] = 0
+    R = np.diag(keep)
+    rE, rC = R @ pE, R @ pC @ R
+    dF, sE, sC = reduced_free_energy(qE, qC, pE, pC, rE, rC)
+    exact_sE, exact_sC = _exact_posterior(design, noise_cov, y, rE, rC)
+    assert dF == pytest.approx(_exact_log_evidence(design, noise_cov, y, rE, rC) - F_full, abs=TOL_F)
+    np.testing.assert_allclose(sE, exact_sE, atol=TOL_MOMENTS)
+    np.testing.assert_allclose(sC, exact_sC, atol=TOL_MOMENTS)
