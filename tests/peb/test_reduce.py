@@ -168,20 +168,25 @@ def test_range_basis_spans_the_positive_eigenspace():
     assert range_basis(np.diag([1.0, 1e-13])).shape == (2, 1)                     # below 1e-12 × max
     assert range_basis(np.diag([1.0, 1e-13]), rtol=1e-14).shape == (2, 2)
     assert range_basis(np.zeros((3, 3))).shape == (3, 0)
+    np.testing.assert_allclose(np.abs(range_basis(np.array([[2.0]]))), [[1.0]])
+    # the threshold is relative to the largest eigenvalue, whatever the units
+    assert range_basis(np.diag([1e-3, 1e-14])).shape == (2, 2)                    # 1e-14 > 1e-12 × 1e-3
+    assert range_basis(np.diag([1e-3, 1e-16])).shape == (2, 1)
     assert range_basis(np.zeros((0, 0))).shape == (0, 0)
     # only the symmetric part counts
     assert range_basis(np.array([[1.0, 5.0], [-5.0, 1.0]])).shape == (2, 2)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e3])
 @pytest.mark.parametrize("removed", [[1], [1, 3]])
-def test_switched_off_parameters_of_a_correlated_prior_match_reestimation(removed):
+def test_switched_off_parameters_of_a_correlated_prior_match_reestimation(removed, scale):
     """``rC = R pC R`` with a full (correlated) pC: the removed directions of rC are zero only up to
     round-off in its eigen-decomposition, and must still be recognised as removed (threshold
     relative to pC's scale) — the evidence and posterior are those of re-estimation."""
     design, noise_cov, y = _glm(31)
     rng = np.random.default_rng(131)
     root = rng.normal(size=(5, 5))
-    pC = root @ root.T / 5 + 0.5 * np.eye(5)
+    pC = scale * (root @ root.T / 5 + 0.5 * np.eye(5))
     pE = rng.normal(size=5) * 0.2
     qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
     keep = np.ones(5)
@@ -190,6 +195,20 @@ def test_switched_off_parameters_of_a_correlated_prior_match_reestimation(remove
     rE, rC = R @ pE, R @ pC @ R
     dF, sE, sC = reduced_free_energy(qE, qC, pE, pC, rE, rC)
     exact_sE, exact_sC = _exact_posterior(design, noise_cov, y, rE, rC)
-    assert dF == pytest.approx(_exact_log_evidence(design, noise_cov, y, rE, rC) - F_full, abs=TOL_F)
-    np.testing.assert_allclose(sE, exact_sE, atol=TOL_MOMENTS)
-    np.testing.assert_allclose(sC, exact_sC, atol=TOL_MOMENTS)
+    # × sqrt(scale): round-off grows with the scale of the prior
+    assert dF == pytest.approx(_exact_log_evidence(design, noise_cov, y, rE, rC) - F_full, abs=TOL_F * np.sqrt(scale))
+    np.testing.assert_allclose(sE, exact_sE, atol=TOL_MOMENTS * np.sqrt(scale))
+    np.testing.assert_allclose(sC, exact_sC, atol=TOL_MOMENTS * scale)
+
+
+def test_inadmissible_empirical_prior_has_minus_infinite_evidence():
+    """spm_dcm_peb's per-subject reduction: when the first-level posterior is less precise than its
+    prior (an approximate posterior) and the empirical prior is wide, the reduced posterior
+    precision qP − pP + rP is not positive definite; that prior is inadmissible (ΔF = −∞)."""
+    from ptsd_bidsapp.peb.reduce import _prepare_subject, _reduce
+
+    pE, pC = np.zeros(3), np.eye(3)
+    qE, qC = np.array([0.1, 0.2, -0.1]), 2.0 * np.eye(3)      # posterior wider than the prior
+    rP = 0.1 * np.eye(3)                                      # qP − pP + rP = −0.4 I
+    dF, _, _ = _reduce(_prepare_subject(qE, qC, pE, pC), np.zeros(3), rP, np.linalg.slogdet(rP)[1])
+    assert dF == -np.inf
