@@ -26,10 +26,10 @@ declare -A MODULES=(
   [ptsd_bidsapp/dcm/integrate.py]="tests/dcm/test_dcm_model.py tests/dcm/test_conventions.py"
   [ptsd_bidsapp/dcm/priors.py]="tests/dcm/test_dcm_model.py tests/dcm/test_spm12_reference.py"
   [ptsd_bidsapp/dcm/inversion.py]="tests/dcm/test_spm12_reference.py tests/dcm/test_conventions.py tests/dcm/test_unreached_branches.py"
-  [ptsd_bidsapp/peb/reduce.py]="tests/peb/test_reduce.py"
-  [ptsd_bidsapp/peb/fit.py]="tests/peb/test_fit.py tests/peb/test_conventions.py tests/peb/test_session_change.py"
-  [ptsd_bidsapp/peb/bmr.py]="tests/peb/test_conventions.py tests/peb/test_reduce.py"
-  [ptsd_bidsapp/glmnet/solver.py]="tests/glmnet/test_solver.py tests/glmnet/test_cv.py"
+  [ptsd_bidsapp/peb/reduce.py]="tests/peb/test_reduce.py tests/peb/test_fit.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
+  [ptsd_bidsapp/peb/fit.py]="tests/peb/test_fit.py tests/peb/test_conventions.py tests/peb/test_session_change.py tests/peb/test_spm12_peb.py"
+  [ptsd_bidsapp/peb/bmr.py]="tests/peb/test_conventions.py tests/peb/test_reduce.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
+  [ptsd_bidsapp/glmnet/solver.py]="tests/glmnet/test_solver.py tests/glmnet/test_cv.py tests/glmnet/test_bootstrap_truth.py tests/glmnet/test_unreached_branches.py"
   [ptsd_bidsapp/glmnet/cv.py]="tests/glmnet/test_cv.py tests/glmnet/test_solver.py"
   [ptsd_bidsapp/measures/restfc.py]="tests/measures/test_conventions.py tests/measures/test_signals.py"
   [ptsd_bidsapp/measures/voi.py]="tests/measures/test_conventions.py tests/measures/test_signals.py"
@@ -55,7 +55,8 @@ for module in "${targets[@]}"; do
   {
     printf '\n[mutmut]\nsource_paths = ptsd_bidsapp\nonly_mutate = %s\n' "$module"
     printf 'mutate_only_covered_lines = true\n'
-    printf 'pytest_add_cli_args = -p no:cacheprovider -q\n'
+    # one pytest argument per line (mutmut passes a one-line value as a single argument)
+    printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q\n    -m\n    not slow\n'
     printf 'pytest_add_cli_args_test_selection =\n'
     for t in $tests; do printf '    %s\n' "$t"; done
   } >> "$work/setup.cfg"

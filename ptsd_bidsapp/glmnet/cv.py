@@ -187,7 +187,7 @@ class GlmnetCV:
     n_lambda : int
         Length of the λ path before glmnet's early stop.
     lambda_min_ratio : float or None
-        Smallest λ as a fraction of λ_max; None = glmnet's default (1e-4 if n > p else 1e-2).
+        Smallest λ as a fraction of λ_max; None = glmnet's default (1e-2 if n < p else 1e-4).
     penalty_factor : array-like or None
         Per-predictor penalty factors (0 = unpenalised), rescaled to sum to p as glmnet does.
     solver : {"auto", "compiled", "numpy"}

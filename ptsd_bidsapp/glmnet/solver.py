@@ -12,7 +12,7 @@ What glmnet solves (Friedman, Hastie & Tibshirani 2010, J Stat Softw 33(1), eq. 
   predictor unpenalised);
 * the λ sequence: ``λ_max = max_j |x_j' r| / (n pf_j max(α, 0.001))`` (r the residual after
   the unpenalised predictors, all on the standardised scale), then ``n_lambda`` values
-  log-spaced down to ``λ_max · lambda.min.ratio`` (1e-4 if n > p, else 1e-2); the path stops
+  log-spaced down to ``λ_max · lambda.min.ratio`` (1e-2 if n < p, else 1e-4); the path stops
   early (at least 5 λs) when the fraction of deviance explained changes by less than 1e-5
   relative or exceeds 0.999 (glmnet.control ``fdev``, ``devmax``).
 
@@ -466,7 +466,7 @@ def _penalty_factor(pf, p: int) -> np.ndarray:
 def _lambda_min_ratio(n: int, p: int, ratio) -> float:
     if ratio is not None:
         return float(ratio)
-    return 1e-4 if n > p else 1e-2
+    return 1e-2 if n < p else 1e-4  # glmnet: lambda.min.ratio = ifelse(nobs < nvars, 1e-2, 1e-4)
 
 
 def _batches(gidx: np.ndarray, size: int):

@@ -115,3 +115,100 @@ def test_evidence_favours_removing_a_null_parameter_and_keeping_a_strong_one():
     dF_strong, _, _ = reduced_free_energy(qE, qC, pE, pC, pE, np.diag([1.0, 0.0]))
     assert dF_null > 1.0
     assert dF_strong < -20.0
+
+
+@pytest.mark.parametrize("changed_only", [True, False])
+def test_regularised_form_is_the_exact_evidence_for_full_rank_priors(changed_only):
+    """spm_log_evidence's regularised BMR (``regularised_reduced_free_energy``) on a linear Gaussian
+    model, where the evidence of any prior is exact: for a full-rank reduced prior that shrinks and
+    shifts two of five effects (prior factorising, so the changed effects' marginal is exact too)
+    it is ln p(y | reduced) − ln p(y | full) up to its regularisation — 1e-9 nats with tol = 1e-14,
+    1e-4 nats with SPM's e⁻¹⁶."""
+    from ptsd_bidsapp.peb.reduce import regularised_reduced_free_energy
+
+    design, noise_cov, y = _glm(21)
+    pE = np.array([0.1, -0.2, 0.0, 0.3, 0.0])
+    pC = np.diag([1.0, 0.5, 2.0, 1.0, 0.25])
+    qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
+    rE, rC = pE.copy(), pC.copy()
+    rE[[1, 3]] = [0.4, -0.1]
+    rC[1, 1], rC[3, 3] = 0.1, 0.3
+    expected = _exact_log_evidence(design, noise_cov, y, rE, rC) - F_full
+    tight = regularised_reduced_free_energy(qE, qC, pE, pC, rE, rC, tol=1e-14, changed_only=changed_only)
+    assert tight == pytest.approx(expected, abs=1e-9)
+    spm = regularised_reduced_free_energy(qE, qC, pE, pC, rE, rC, changed_only=changed_only)
+    assert spm == pytest.approx(expected, abs=1e-4)
+    assert abs(expected) > 0.5  # the case is not trivially zero
+
+
+def test_regularised_form_drops_parameters_fixed_in_the_full_model():
+    """A parameter with prior variance 0 (≤ tol) in the full model is fixed: it is left out, so the
+    score is that of the model without it (exact evidence difference of the linear Gaussian model)."""
+    from ptsd_bidsapp.peb.reduce import regularised_reduced_free_energy
+
+    design, noise_cov, y = _glm(22)
+    pE = np.array([0.0, 0.0, 0.5, 0.0, 0.0])
+    pC = np.diag([1.0, 1.0, 0.0, 1.0, 1.0])
+    qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
+    rC = pC.copy()
+    rC[0, 0] = 0.2
+    expected = _exact_log_evidence(design, noise_cov, y, pE, rC) - F_full
+    got = regularised_reduced_free_energy(qE, qC, pE, pC, pE, rC, tol=1e-14, changed_only=False)
+    assert got == pytest.approx(expected, abs=1e-8)
+
+
+def test_range_basis_spans_the_positive_eigenspace():
+    """Orthonormal columns spanning the eigenvectors whose eigenvalue exceeds rtol × the largest."""
+    from ptsd_bidsapp.peb import range_basis
+
+    B = range_basis(np.diag([2.0, 0.0, 1.0]))
+    assert B.shape == (3, 2)
+    np.testing.assert_allclose(B.T @ B, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(B @ B.T, np.diag([1.0, 0.0, 1.0]), atol=1e-12)   # projector on e0, e2
+    assert range_basis(np.diag([1.0, 1e-13])).shape == (2, 1)                     # below 1e-12 × max
+    assert range_basis(np.diag([1.0, 1e-13]), rtol=1e-14).shape == (2, 2)
+    assert range_basis(np.zeros((3, 3))).shape == (3, 0)
+    np.testing.assert_allclose(np.abs(range_basis(np.array([[2.0]]))), [[1.0]])
+    # the threshold is relative to the largest eigenvalue, whatever the units
+    assert range_basis(np.diag([1e-3, 1e-14])).shape == (2, 2)                    # 1e-14 > 1e-12 × 1e-3
+    assert range_basis(np.diag([1e-3, 1e-16])).shape == (2, 1)
+    assert range_basis(np.zeros((0, 0))).shape == (0, 0)
+    # only the symmetric part counts
+    assert range_basis(np.array([[1.0, 5.0], [-5.0, 1.0]])).shape == (2, 2)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+@pytest.mark.parametrize("removed", [[1], [1, 3]])
+def test_switched_off_parameters_of_a_correlated_prior_match_reestimation(removed, scale):
+    """``rC = R pC R`` with a full (correlated) pC: the removed directions of rC are zero only up to
+    round-off in its eigen-decomposition, and must still be recognised as removed (threshold
+    relative to pC's scale) — the evidence and posterior are those of re-estimation."""
+    design, noise_cov, y = _glm(31)
+    rng = np.random.default_rng(131)
+    root = rng.normal(size=(5, 5))
+    pC = scale * (root @ root.T / 5 + 0.5 * np.eye(5))
+    pE = rng.normal(size=5) * 0.2
+    qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
+    keep = np.ones(5)
+    keep[removed] = 0
+    R = np.diag(keep)
+    rE, rC = R @ pE, R @ pC @ R
+    dF, sE, sC = reduced_free_energy(qE, qC, pE, pC, rE, rC)
+    exact_sE, exact_sC = _exact_posterior(design, noise_cov, y, rE, rC)
+    # × sqrt(scale): round-off grows with the scale of the prior
+    assert dF == pytest.approx(_exact_log_evidence(design, noise_cov, y, rE, rC) - F_full, abs=TOL_F * np.sqrt(scale))
+    np.testing.assert_allclose(sE, exact_sE, atol=TOL_MOMENTS * np.sqrt(scale))
+    np.testing.assert_allclose(sC, exact_sC, atol=TOL_MOMENTS * scale)
+
+
+def test_inadmissible_empirical_prior_has_minus_infinite_evidence():
+    """spm_dcm_peb's per-subject reduction: when the first-level posterior is less precise than its
+    prior (an approximate posterior) and the empirical prior is wide, the reduced posterior
+    precision qP − pP + rP is not positive definite; that prior is inadmissible (ΔF = −∞)."""
+    from ptsd_bidsapp.peb.reduce import _prepare_subject, _reduce
+
+    pE, pC = np.zeros(3), np.eye(3)
+    qE, qC = np.array([0.1, 0.2, -0.1]), 2.0 * np.eye(3)      # posterior wider than the prior
+    rP = 0.1 * np.eye(3)                                      # qP − pP + rP = −0.4 I
+    dF, _, _ = _reduce(_prepare_subject(qE, qC, pE, pC), np.zeros(3), rP, np.linalg.slogdet(rP)[1])
+    assert dF == -np.inf
