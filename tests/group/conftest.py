@@ -9,13 +9,30 @@ tables, so these fixtures write them straight from ``ptsd_bidsapp.simulate.gener
 """
 
 import copy
+import fnmatch
 
 import pytest
 
 from ptsd_bidsapp.config import load_config
-from ptsd_bidsapp.simulate.features import write_feature_tables
+from ptsd_bidsapp.simulate.features import measure_ids, write_feature_tables
 
 FAST_ELASTIC_NET = {"n_permutations": 19, "n_bootstrap": 50}
+
+
+
+def a_priori_measures(config: dict) -> list[str]:
+    """Simulated measure ids the configured patterns select, worked out without the app's code: as
+    written or, for an undirected gppi_/fc_ pair, with the pair reversed (README: measure patterns)."""
+    def reversed_pair(measure):
+        head, _, pair = measure.rpartition("_")
+        a, b = pair.split("-")
+        return f"{head}_{b}-{a}"
+
+    def selected(measure):
+        candidates = [measure] + ([reversed_pair(measure)] if measure.startswith(("gppi_", "fc_")) else [])
+        return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in config["measures"])
+
+    return [m for m, _, _ in measure_ids() if selected(m)]
 
 
 def fast_config(**elastic_net):

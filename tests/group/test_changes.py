@@ -4,7 +4,6 @@ Ground truth comes from the fabricated files themselves (the features TSVs read 
 and from the simulator's subject parameters (the clinical scores it planted).
 """
 
-import fnmatch
 import json
 
 import numpy as np
@@ -15,7 +14,7 @@ from ptsd_bidsapp.bids.inputs import InputError
 from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.group.changes import build_change_table, change_table_sidecar
 from ptsd_bidsapp.simulate.features import measure_ids
-from tests.group.conftest import fabricate, fast_config
+from tests.group.conftest import a_priori_measures, fabricate, fast_config
 
 PLANTED_GPPI = "gppi_faces_fearfulMinusNeutral_vmpfc-amygdala"
 # sub-02 lacks the post session, sub-03 has the planted gPPI n/a in post, sub-04 failed motion QC
@@ -51,24 +50,10 @@ def incomplete(tmp_path_factory):
             "change": build_change_table(out, bids, config), "outside": outside}
 
 
-def _a_priori(config):
-    """Ids a pattern selects: as written, or (undirected gppi_/fc_ pairs) with the pair reversed."""
-    def reversed_pair(m):
-        head, _, pair = m.rpartition("_")
-        a, b = pair.split("-")
-        return f"{head}_{b}-{a}"
-
-    def selected(m):
-        candidates = [m] + ([reversed_pair(m)] if m.startswith(("gppi_", "fc_")) else [])
-        return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in config["measures"])
-
-    return [m for m, _, _ in measure_ids() if selected(m)]
-
-
 def test_change_is_post_minus_pre_of_every_a_priori_measure(incomplete):
     change, out = incomplete["change"], incomplete["out"]
     table = change["table"].set_index("subject")
-    expected_measures = _a_priori(incomplete["config"])
+    expected_measures = a_priori_measures(incomplete["config"])
     assert sorted(change["measures"]) == sorted(expected_measures)
     assert change["columns"] == {m: f"delta_{m}" for m in change["measures"]}
     assert sorted(c for c in table.columns if c.startswith("delta_")) == sorted(f"delta_{m}" for m in expected_measures)

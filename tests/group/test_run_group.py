@@ -7,7 +7,6 @@ in ``tests/workflows/test_participant.py`` (next to the session fixture it share
 built once per run).
 """
 
-import fnmatch
 import json
 import shutil
 import subprocess
@@ -21,8 +20,7 @@ import pytest
 from ptsd_bidsapp import errors as exitcodes
 from ptsd_bidsapp.cli.run import main
 from ptsd_bidsapp.config import load_config
-from ptsd_bidsapp.simulate.features import measure_ids
-from tests.group.conftest import fabricate
+from tests.group.conftest import a_priori_measures, fabricate
 
 MODELS = ("all", "drug_interaction", "depression_covariate", "ketamine_only")
 N_PERMUTATIONS = 20
@@ -47,21 +45,6 @@ def _raw_values(out: Path, subject: str, session: str) -> pd.Series:
     (path,) = (out / f"sub-{subject}" / f"ses-{session}").glob("*_desc-measures_features.tsv")
     table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
     return table.set_index("measure")["value"].astype(float)
-
-
-def _a_priori(config: dict) -> list[str]:
-    """Simulated measure ids the configured patterns select: as written or, for an undirected
-    gppi_/fc_ pair, with the pair reversed (README: measure patterns)."""
-    def reversed_pair(measure):
-        head, _, pair = measure.rpartition("_")
-        a, b = pair.split("-")
-        return f"{head}_{b}-{a}"
-
-    def selected(measure):
-        candidates = [measure] + ([reversed_pair(measure)] if measure.startswith(("gppi_", "fc_")) else [])
-        return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in config["measures"])
-
-    return [m for m, _, _ in measure_ids() if selected(m)]
 
 
 def _tables(out: Path) -> dict[str, bytes]:
@@ -115,7 +98,7 @@ def test_writes_changes_models_summary_and_report(fabricated, run_a):
     truth = fabricated["truth"]
     on_disk = pd.read_csv(group / "changes.tsv", sep="\t", dtype={"subject": str})
     assert list(on_disk["subject"]) == [s for s in sorted(truth) if s not in MISSING]
-    a_priori = _a_priori(load_config(fabricated["config"]))
+    a_priori = a_priori_measures(load_config(fabricated["config"]))
     deltas = [c for c in on_disk.columns if c.startswith("delta_")]
     assert len(a_priori) > 10 and sorted(deltas) == sorted(f"delta_{m}" for m in a_priori)
     for row in on_disk.to_dict("records"):

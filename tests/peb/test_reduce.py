@@ -61,6 +61,14 @@ def test_full_rank_reduced_prior_matches_reestimation(seed):
     np.testing.assert_allclose(sC, exact_sC, atol=TOL_MOMENTS)
 
 
+def _switched_off(pE, pC, removed):
+    """SPM's reduced prior with the ``removed`` parameters switched off: ``R pE``, ``R pC R``."""
+    keep = np.ones(len(pE))
+    keep[removed] = 0
+    R = np.diag(keep)
+    return R @ pE, R @ pC @ R
+
+
 @pytest.mark.parametrize("removed", [[0], [1, 3], [0, 2, 4], [0, 1, 2, 3, 4]])
 def test_switched_off_parameters_match_reestimation(removed):
     """Singular reduced prior (``rC = R pC R``, SPM's way of removing parameters)."""
@@ -68,10 +76,7 @@ def test_switched_off_parameters_match_reestimation(removed):
     pE = np.zeros(5)
     pC = np.diag([1.0, 0.5, 2.0, 1.0, 0.25])
     qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
-    keep = np.ones(5)
-    keep[removed] = 0
-    R = np.diag(keep)
-    rE, rC = R @ pE, R @ pC @ R
+    rE, rC = _switched_off(pE, pC, removed)
     dF, sE, sC = reduced_free_energy(qE, qC, pE, pC, rE, rC)
     F_reduced = _exact_log_evidence(design, noise_cov, y, rE, rC)
     exact_sE, exact_sC = _exact_posterior(design, noise_cov, y, rE, rC)
@@ -189,10 +194,7 @@ def test_switched_off_parameters_of_a_correlated_prior_match_reestimation(remove
     pC = scale * (root @ root.T / 5 + 0.5 * np.eye(5))
     pE = rng.normal(size=5) * 0.2
     qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
-    keep = np.ones(5)
-    keep[removed] = 0
-    R = np.diag(keep)
-    rE, rC = R @ pE, R @ pC @ R
+    rE, rC = _switched_off(pE, pC, removed)
     dF, sE, sC = reduced_free_energy(qE, qC, pE, pC, rE, rC)
     exact_sE, exact_sC = _exact_posterior(design, noise_cov, y, rE, rC)
     # × sqrt(scale): round-off grows with the scale of the prior
