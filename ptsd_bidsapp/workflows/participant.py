@@ -421,7 +421,7 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
         try:
             # nipype's resource monitor writes its raw samples (.proc-* files) into the folder the nodes
             # start from (MultiProc workers chdir to the cwd of the plugin's creation): the work dir's
-            with contextlib.chdir(monitor_dir(work_dir) if monitor else Path.cwd()):
+            with contextlib.chdir(monitor_dir(work_dir)) if monitor else contextlib.nullcontext():
                 run_graph(meta, args.plugin, settings, wait)
         except RuntimeError as err:
             stopped = stop_first == "true"
