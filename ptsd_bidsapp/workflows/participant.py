@@ -401,10 +401,11 @@ def run_participant_level(args, config: Mapping[str, Any], run_log=None) -> int:
     monitor = bool(getattr(args, "resource_monitor", False))
     if monitor:
         enable_resource_monitor(nipype_config)
+    else:  # nipype's config is process-wide: a run without the flag must not inherit an earlier run's monitor
+        nipype_config.disable_resource_monitor()
     # a Workflow copies the global config when created: set it on the graph too
     meta.config["execution"].update(execution)
-    if monitor:
-        meta.config["monitoring"] = {"enabled": "true", "sample_frequency": "0.5"}
+    meta.config["monitoring"] = {"enabled": "true" if monitor else "false", "sample_frequency": "0.5"}
     stopped = False
     started = time.time()
     progress = GraphProgress(totals, resource_monitor=monitor, heartbeat=HEARTBEAT_SECONDS)

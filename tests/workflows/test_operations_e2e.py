@@ -207,9 +207,13 @@ def test_clean_workdir_recomputes_from_scratch(faces_run, tmp_path):
     keep = work / "my_notes.txt"
     keep.write_text("not the app's\n")
     started = time.time()
+    samples_before = set(Path.cwd().glob(".proc-*"))
     code, stdout, _ = _main([faces_run["bids"], tmp_path / "out", "participant", "-w", work,
                              *faces_run["common"][4:], "--participant-label", "01", "--clean-workdir"])
     assert code == errors.SUCCESS, stdout
+    # no --resource-monitor here: the fixture's monitored run (same process) must not leave it on
+    assert set(Path.cwd().glob(".proc-*")) == samples_before
+    assert all(p.stat().st_mtime < started for p in work.glob("resource_monitor/.proc-*"))
     assert not marker.exists() and keep.is_file()
     results = list(work.glob("ptsd_bidsapp_wf/sub_01_wf/ses_*_task_faces_run/result_*.pklz"))
     assert len(results) == 2 and all(r.stat().st_mtime >= started for r in results)   # recomputed, not cached
