@@ -10,12 +10,18 @@ field           prior mean                prior variance
 ==============  ========================  =========================================
 ``A`` off-diag  1/128 where ``a`` = 1     1/64 where ``a`` = 1, else 0 (fixed)
 ``A`` diagonal  0 (log self-inhibition)   1/64 always (self-connections always free)
+``A`` (n = 1)   ``a`` - 1 (0 or -1)       ``a`` (1 or 0): SPM's vector branch, see below
 ``B``           0                         1 where ``b`` = 1, else 0
 ``C``           0                         1 where ``c`` = 1, else 0
 ``transit``     0 (log scale of 2 s)      1/256, one per region
 ``decay``       0 (log scale of 0.64/s)   1/256, ONE shared by all regions (r7771)
 ``epsilon``     0 (log scale of 1)        1/256
 ==============  ========================  =========================================
+
+One region: MATLAB's ``isvector`` is true for the 1x1 ``A``, and ``spm_dcm_fmri_priors`` then
+treats ``A`` as a vector of switches: ``pE.A = (a - 1)``, ``pC.A = a`` (``a`` as 0/1). A one-region
+model with ``a = 1`` has a free self-connection of prior variance 1 (not 1/64); with ``a = 0`` the
+self-connection is fixed at log scale -1.
 
 Revision followed: SPM12 r7771 ``spm_dcm_fmri_priors`` ($Id 7497), which has one ``decay``
 for all regions; the 2016 revision ($Id 6759) that earlier versions of this package
@@ -98,7 +104,8 @@ def dcm_fmri_priors(a, b, c, input_names: Sequence[str] | None = None) -> tuple[
     ----------
     a : array (n, n)
         Endogenous connection mask, ``a[to, from]`` (1 = present). The diagonal is ignored:
-        self-connections are always estimated.
+        self-connections are always estimated -- except for one region, where ``a`` switches
+        the self-connection (SPM's vector branch, see the module docstring).
     b : array (m, n, n) or mapping {input name: (n, n)}
         Modulatory mask ``b[input, to, from]``.
     c : array (n, m)
@@ -135,6 +142,13 @@ def dcm_fmri_priors(a, b, c, input_names: Sequence[str] | None = None) -> tuple[
         "decay": HEMODYNAMIC_VARIANCE,
         "epsilon": HEMODYNAMIC_VARIANCE,
     }
+    if n == 1:
+        # one region: MATLAB's isvector() is true for a 1x1 A, so spm_dcm_fmri_priors (r7771,
+        # $Id 7497) takes its vector branch: mean logical(a) - 1 (options.decay = 1), variance
+        # logical(a) -- a free log self-inhibition of prior variance 1, or one fixed at -1
+        present = float(a[0, 0] != 0)
+        pE["A"] = np.array([[present - 1.0]])
+        pC["A"] = np.array([[present]])
     return pE, pC
 
 
