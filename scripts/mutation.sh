@@ -23,8 +23,8 @@ REPORT="${REPORT:-$ROOT/scripts/mutation_report.md}"
 # module -> the unit-tier tests that pin it
 declare -A MODULES=(
   [ptsd_bidsapp/dcm/model.py]="tests/dcm/test_conventions.py tests/dcm/test_dcm_model.py"
-  [ptsd_bidsapp/dcm/integrate.py]="tests/dcm/test_dcm_model.py tests/dcm/test_conventions.py"
-  [ptsd_bidsapp/dcm/priors.py]="tests/dcm/test_dcm_model.py tests/dcm/test_spm12_reference.py"
+  [ptsd_bidsapp/dcm/integrate.py]="tests/dcm/test_integrate.py tests/dcm/test_dcm_model.py tests/dcm/test_conventions.py"
+  [ptsd_bidsapp/dcm/priors.py]="tests/dcm/test_priors.py tests/dcm/test_dcm_model.py"
   [ptsd_bidsapp/dcm/inversion.py]="tests/dcm/test_spm12_reference.py tests/dcm/test_conventions.py tests/dcm/test_unreached_branches.py"
   [ptsd_bidsapp/peb/reduce.py]="tests/peb/test_reduce.py tests/peb/test_fit.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/peb/fit.py]="tests/peb/test_fit.py tests/peb/test_conventions.py tests/peb/test_session_change.py tests/peb/test_spm12_peb.py"
