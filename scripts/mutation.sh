@@ -28,6 +28,7 @@ declare -A MODULES=(
   [ptsd_bidsapp/dcm/inversion.py]="tests/dcm/test_spm12_reference.py tests/dcm/test_conventions.py tests/dcm/test_unreached_branches.py"
   [ptsd_bidsapp/peb/reduce.py]="tests/peb/test_reduce.py tests/peb/test_fit.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/peb/fit.py]="tests/peb/test_fit.py tests/peb/test_conventions.py tests/peb/test_session_change.py tests/peb/test_spm12_peb.py"
+  [ptsd_bidsapp/peb/loo.py]="tests/peb/test_loo.py tests/peb/test_conventions.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/peb/bmr.py]="tests/peb/test_conventions.py tests/peb/test_reduce.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/glmnet/solver.py]="tests/glmnet/test_solver.py tests/glmnet/test_cv.py tests/glmnet/test_bootstrap_truth.py tests/glmnet/test_unreached_branches.py"
   [ptsd_bidsapp/glmnet/cv.py]="tests/glmnet/test_cv.py tests/glmnet/test_solver.py"
