@@ -1,0 +1,344 @@
+"""The compiled path solver called directly, against truth that does not come from it (unit tier).
+
+``compiled.solve_paths`` is called on standardised moments (G, c) built here, and every test
+checks that it solved the problems itself (``failed`` all False): a wrong compiled solver must
+not hide behind the numpy fallback that ``solver._solve_path`` would run. The truths:
+
+* an orthogonal design (G = I): the elastic-net solution is soft-thresholding in closed form,
+  β_j = S(c_j, λ α pf_j) / (1 + λ (1 − α) pf_j) (Friedman, Hastie & Tibshirani 2010, eq. 6),
+  β_j = c_j for an unpenalised predictor;
+* glmnet's stopping rule written out (fraction of deviance explained 2β'c − β'Gβ, ``fdev``,
+  ``devmax``, at least ``mnlam`` λs: glmnet.control);
+* an independent coordinate descent written here, on correlated designs whose paths drop and
+  re-add predictors;
+* R glmnet 4.1.6's coefficient paths and early stop (tests/data/glmnet, scripts/glmnet_reference.R).
+
+The tests are small (p ≤ 13, ≤ 100 λs) because the mutation run executes this module as plain
+Python (scripts/mutation.sh); there each takes well under a second, compiled a few ms.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptsd_bidsapp.glmnet import compiled
+
+pytestmark = [pytest.mark.unit, pytest.mark.skipif(not compiled.AVAILABLE, reason="numba not installed")]
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "glmnet"
+
+#: glmnet.control(): KKT tolerance, rounds per λ, all-at-once rounds, fdev, devmax, mnlam.
+GLMNET = (1e-10, 500, 10, 1e-5, 0.999, 5)
+
+
+def _solve(G, c, lam, pf, alpha, excluded=None, early_stop=False, settings=GLMNET, zrows=None, keep_beta=True,
+           n_valid=None):
+    """One Gram matrix shared by the problems (rows of c), λ (B, L) on the standardised scale."""
+    c = np.atleast_2d(c)
+    B, p = c.shape
+    lam = np.broadcast_to(np.asarray(lam, dtype=float), (B, np.shape(lam)[-1])).copy()
+    excluded = np.zeros((B, p), dtype=bool) if excluded is None else np.broadcast_to(excluded, (B, p))
+    n_valid = np.full(B, lam.shape[1]) if n_valid is None else np.asarray(n_valid)
+    return compiled.solve_paths(np.asarray(G, dtype=float)[None], np.zeros(B, dtype=int), c, excluded, lam,
+                                n_valid, np.asarray(pf, dtype=float), alpha, early_stop, settings, zrows=zrows,
+                                keep_beta=keep_beta)
+
+
+def _soft_threshold_solution(c, lam, pf, alpha):
+    """Closed-form elastic net for G = I: (L, p) for one row c."""
+    lam = np.asarray(lam)[:, None]
+    shrunk = np.sign(c) * np.maximum(np.abs(c) - lam * alpha * pf, 0.0)
+    return shrunk / (1.0 + lam * (1.0 - alpha) * pf)
+
+
+def _coordinate_descent(G, c, lam, pf, alpha, start=None, tol=1e-30, max_sweeps=200_000):
+    """Independent reference: minimise ½β'Gβ − c'β + λ Σ pf_j (α|β_j| + (1 − α)/2 β_j²) cyclically
+    (from ``start``, e.g. the previous λ's solution) until no coordinate moves by more than 1e-15."""
+    p = c.size
+    beta = np.zeros(p) if start is None else start.copy()
+    for _ in range(max_sweeps):
+        biggest = 0.0
+        for j in range(p):
+            z = c[j] - G[j] @ beta + G[j, j] * beta[j]
+            new = np.sign(z) * max(abs(z) - lam * alpha * pf[j], 0.0) / (G[j, j] + lam * (1 - alpha) * pf[j])
+            biggest = max(biggest, (new - beta[j]) ** 2)
+            beta[j] = new
+        if biggest < tol:
+            break
+    return beta
+
+
+def _moments(X, y):
+    """Standardised Gram matrix and X'y (1/n SDs), as glmnet standardises, and the SDs."""
+    n = len(y)
+    sx, sy = X.std(axis=0), y.std()
+    Z = (X - X.mean(axis=0)) / sx
+    r = (y - y.mean()) / sy
+    G = Z.T @ Z / n
+    G[np.diag_indices_from(G)] = 1.0  # exactly 1, as the solver assumes (the diagonal it builds itself)
+    return G, Z.T @ r / n, sx, sy
+
+
+# ---------------------------------------------------------------------------------------
+# orthogonal design: soft-thresholding in closed form
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.1])
+def test_orthogonal_design_is_soft_thresholding(alpha):
+    """G = I, unequal penalty factors, one unpenalised predictor, three problems (rows of c).
+
+    The solver's Cholesky factor of a diagonal system is exact, so the only error is the
+    rounding of a division and a square root: 1e-14.
+    """
+    pf = np.array([1.0, 0.5, 2.0, 0.0, 1.5])
+    c = np.array([[0.8, -0.5, 0.3, 0.2, -0.05],
+                  [-0.2, 0.9, -0.7, -0.4, 0.6],
+                  [0.05, 0.1, 0.45, 0.0, -0.33]])
+    lam = np.geomspace(2.0, 1e-3, 25) / alpha  # from above every λ_max to nearly unpenalised
+    beta, n_used, pred, failed = _solve(np.eye(5), c, lam, pf, alpha)
+    assert not failed.any()
+    assert n_used.tolist() == [25, 25, 25]
+    assert pred is None
+    for b in range(3):
+        expected = _soft_threshold_solution(c[b], lam, pf, alpha)
+        np.testing.assert_allclose(beta[b], expected, rtol=0, atol=1e-14)
+        np.testing.assert_array_equal(beta[b] != 0, expected != 0)  # exactly zero off the support
+    # the path starts above every λ_max (only the unpenalised β_3 = c_3 non-zero) and ends with
+    # every predictor whose c is non-zero in the model
+    np.testing.assert_array_equal(beta[:, 0] != 0, np.tile([False, False, False, True, False], (3, 1)) & (c != 0))
+    np.testing.assert_array_equal(beta[:, -1] != 0, c != 0)
+
+
+def test_orthogonal_design_with_excluded_predictors_and_predictions():
+    """Excluded (constant) predictors never enter, whatever their c; predictions are z'β at every λ."""
+    pf = np.ones(4)
+    c = np.array([[0.6, -0.4, 0.9, 0.25], [0.3, 0.7, -0.2, -0.5]])
+    excluded = np.array([[False, False, True, False], [True, False, False, False]])
+    lam = np.geomspace(1.5, 0.01, 12)
+    z = np.random.default_rng(0).normal(size=(2, 3, 4))
+    beta, n_used, pred, failed = _solve(np.eye(4), c, lam, pf, 0.5, excluded=excluded, zrows=z)
+    assert not failed.any()
+    for b in range(2):
+        expected = _soft_threshold_solution(np.where(excluded[b], 0.0, c[b]), lam, pf, 0.5)
+        np.testing.assert_allclose(beta[b], expected, rtol=0, atol=1e-14)
+        assert not beta[b][:, excluded[b]].any()
+        np.testing.assert_allclose(pred[b], z[b] @ expected.T, rtol=0, atol=1e-14)
+    # predictions without keeping the coefficient paths: the same numbers
+    none, n_used2, pred2, failed2 = _solve(np.eye(4), c, lam, pf, 0.5, excluded=excluded, zrows=z, keep_beta=False)
+    assert none is None and not failed2.any()
+    np.testing.assert_array_equal(n_used2, n_used)
+    np.testing.assert_allclose(pred2, pred, rtol=0, atol=1e-15)
+
+
+def test_only_the_leading_valid_lambdas_are_solved():
+    """``n_valid``: the first n_valid[b] λs of problem b; zeros after them."""
+    c = np.array([[0.6, -0.4, 0.3], [0.2, 0.5, -0.7]])
+    lam = np.geomspace(1.0, 0.01, 10)
+    beta, n_used, _, failed = _solve(np.eye(3), c, lam, np.ones(3), 1.0, n_valid=[4, 10])
+    assert not failed.any() and n_used.tolist() == [4, 10]
+    np.testing.assert_allclose(beta[0, :4], _soft_threshold_solution(c[0], lam[:4], np.ones(3), 1.0), atol=1e-14)
+    assert not beta[0, 4:].any()
+    np.testing.assert_allclose(beta[1], _soft_threshold_solution(c[1], lam, np.ones(3), 1.0), atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------
+# glmnet's stopping rule
+
+
+def _glmnet_stop(beta, G, c, fdev, devmax, mnlam):
+    """Number of λs glmnet keeps: stop after the first λ k (k + 1 ≥ mnlam) whose deviance
+    explained rsq = 2β'c − β'Gβ changed by less than fdev·rsq or exceeds devmax."""
+    previous = 0.0
+    for k, b in enumerate(beta):
+        rsq = 2 * b @ c - b @ G @ b
+        if k + 1 >= mnlam and (rsq - previous < fdev * rsq or rsq > devmax):
+            return k + 1
+        previous = rsq
+    return len(beta)
+
+
+@pytest.mark.parametrize("case", ["devmax", "fdev", "mnlam", "none"])
+def test_early_stop_is_glmnets_rule(case):
+    """G = I: rsq_k = Σ_j (2 β_j c_j − β_j²) from the closed-form path; the stop written out."""
+    pf = np.ones(3)
+    lam = np.geomspace(1.0, 1e-4, 30)
+    settings = list(GLMNET)
+    if case == "devmax":  # Σ c² = 0.9994: rsq passes devmax = 0.999 near the end of the path
+        c = np.array([0.8, -0.5, np.sqrt(0.9994 - 0.89)])
+    elif case == "fdev":  # a flat end of the path: rsq stops changing (λ repeated)
+        c = np.array([0.5, -0.3, 0.2])
+        lam = np.r_[np.geomspace(1.0, 0.05, 12), np.full(18, 0.05)]
+    elif case == "mnlam":  # a path flat from the start: the stop waits for mnlam = 7 λs
+        c = np.array([0.5, -0.3, 0.2])
+        lam = np.full(30, 0.05)
+        settings[5] = 7
+    else:  # small c, fdev = 0, devmax above 1: the rule never fires
+        c = np.array([0.3, -0.2, 0.1])
+        settings[3], settings[4] = 0.0, 2.0
+    beta, n_used, _, failed = _solve(np.eye(3), c, lam, pf, 0.5, early_stop=True, settings=tuple(settings))
+    assert not failed.any()
+    path = _soft_threshold_solution(c, lam, pf, 0.5)
+    expected = _glmnet_stop(path, np.eye(3), c, settings[3], settings[4], int(settings[5]))
+    assert n_used[0] == expected
+    assert {"devmax": 3 < expected < 30, "fdev": 12 < expected < 30, "mnlam": expected == 7,
+            "none": expected == 30}[case]
+    np.testing.assert_allclose(beta[0, :expected], path[:expected], atol=1e-14)
+    assert not beta[0, expected:].any()
+    # without early_stop every λ is solved
+    _, all_used, _, _ = _solve(np.eye(3), c, lam, pf, 0.5, early_stop=False, settings=tuple(settings))
+    assert all_used[0] == 30
+
+
+# ---------------------------------------------------------------------------------------
+# correlated designs against an independent coordinate descent
+
+
+def _correlated(n=40, p=6, seed=0, rho=0.85):
+    rng = np.random.default_rng(seed)
+    cov = rho ** np.abs(np.subtract.outer(np.arange(p), np.arange(p)))
+    X = rng.multivariate_normal(np.zeros(p), cov, size=n)
+    y = 2.0 * X[:, 0] - 1.6 * X[:, 1] + 0.8 * X[:, 3] + rng.normal(size=n)
+    return X, y
+
+
+@pytest.mark.parametrize("alpha, pf", [(1.0, None), (0.5, None), (0.3, [1.0, 0.0, 1.0, 2.0, 1.0, 0.5])])
+def test_correlated_paths_equal_coordinate_descent(alpha, pf):
+    """Lasso (the factor carried from λ to λ), elastic net, unpenalised + unequal factors.
+
+    The design (ρ = 0.85 between neighbours, opposite-signed effects of x0 and x1) makes the
+    paths drop predictors that entered earlier (checked), so the zero-crossing step is
+    exercised. Tolerance 1e-9: the reference stops when no coordinate moves by more than 1e-15,
+    and the systems' condition numbers (< 1e3 here) amplify that at most to ~1e-12.
+    """
+    X, y = _correlated()
+    G, c, _, _ = _moments(X, y)
+    p = c.size
+    pf = np.ones(p) if pf is None else np.asarray(pf) * p / np.sum(pf)
+    pen = pf > 0
+    # λ_max after the unpenalised predictors (glmnet): their least-squares fit, then max |grad| / (α pf)
+    u = ~pen
+    grad = c.copy()
+    if u.any():
+        grad = c - G[:, u] @ np.linalg.solve(G[np.ix_(u, u)], c[u])
+    lam_max = np.max(np.abs(grad[pen]) / pf[pen]) / alpha
+    lam = lam_max * np.geomspace(1.0, 1e-3, 30)
+    beta, n_used, _, failed = _solve(G, c, lam, pf, alpha)
+    assert not failed.any() and n_used[0] == 30
+    expected = np.zeros((lam.size, p))
+    for k, l in enumerate(lam):
+        expected[k] = _coordinate_descent(G, c, l, pf, alpha, start=expected[k - 1] if k else None)
+    np.testing.assert_allclose(beta[0], expected, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(beta[0] != 0, np.abs(expected) > 1e-12)
+    assert not beta[0, 0, pen].any()  # λ_max: only the unpenalised are non-zero
+    dropped = (beta[0, :-1] != 0) & (beta[0, 1:] == 0) & pen
+    assert dropped.any()  # a predictor leaves the active set along the path
+
+
+def test_simultaneous_entries_need_the_all_at_once_rounds():
+    """Four predictors entering between two λs (G = I): with all-at-once rounds the λ takes two
+    active-set rounds; one at a time it would take five, so a budget of two rounds per λ fails
+    exactly when the all-at-once rounds are switched off (``failed``: the numpy solver's turn)."""
+    c = np.array([0.51, -0.52, 0.53, -0.54, 0.1])
+    lam = np.array([1.0, 0.3, 0.2])
+    two_rounds = (1e-10, 2, 10, 1e-5, 0.999, 5)
+    beta, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=two_rounds)
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], _soft_threshold_solution(c, lam, np.ones(5), 1.0), atol=1e-15)
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 2, 0, 1e-5, 0.999, 5))
+    assert failed.all()
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 5, 0, 1e-5, 0.999, 5))
+    assert not failed.any()  # one at a time: four additions and the final check, five rounds
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
+    assert failed.all()  # one round per λ cannot both add and confirm
+
+
+def test_kkt_tolerance_keeps_a_predictor_at_the_edge_out():
+    """|c_j| = λ α pf_j (1 + 1e-11): inside the 1e-10 relative KKT tolerance, so the predictor stays
+    out (β exactly 0); at 1 + 1e-8 it enters."""
+    lam = np.array([2.0, 1.0])
+    inside = np.array([0.5 * (1 + 1e-11), 0.1])
+    beta, _, _, failed = _solve(np.eye(2), inside, lam, np.ones(2), 0.5)
+    assert not failed.any() and not beta[0, 1].any()
+    outside = np.array([0.5 * (1 + 1e-8), 0.1])
+    beta, _, _, _ = _solve(np.eye(2), outside, lam, np.ones(2), 0.5)
+    assert beta[0, 1, 0] == pytest.approx(0.5e-8 / 1.5, rel=1e-6)  # S(c, 0.5) / (1 + 0.5)
+
+
+# ---------------------------------------------------------------------------------------
+# R glmnet
+
+
+@pytest.mark.parametrize("name", ["basic", "penaltyfactor", "wide"])
+def test_paths_and_early_stop_equal_r_glmnet(name):
+    """glmnet(x, y, alpha = 0.5) on the reference cases: R's λs (continued to 100 log-spaced
+    values as glmnet generates them) solved directly; the path stops where R's stopped, and the
+    raw coefficients agree within R's convergence: measured at λ_min 2.5e-7, 5.6e-7, 1.6e-7 of
+    the largest coefficient (basic, penaltyfactor, wide), bound 3e-6 as in test_cv.py; along
+    R's whole path (case basic) 1.7e-6, bound 1e-5 as in test_cv.py."""
+    data = pd.read_csv(REFERENCE / f"case-{name}_data.tsv", sep="\t")
+    y = data.pop("y").to_numpy()
+    X = data.to_numpy()
+    n, p = X.shape
+    summary = pd.read_csv(REFERENCE / f"case-{name}_summary.tsv", sep="\t").set_index("key")["value"]
+    r_lam = pd.read_csv(REFERENCE / f"case-{name}_path.tsv", sep="\t")["lambda"].to_numpy()
+    pf = np.ones(p)
+    if name == "penaltyfactor":
+        pf[-1] = 0.0
+    pf = pf * p / pf.sum()  # glmnet rescales the factors to sum to p
+    G, c, sx, sy = _moments(X, y)
+    ratio = 1e-2 if n < p else 1e-4
+    lam = r_lam[0] * ratio ** (np.arange(100) / 99)
+    np.testing.assert_allclose(lam[: r_lam.size], r_lam, rtol=1e-10)  # R's path is this sequence, cut early
+    beta, n_used, _, failed = _solve(G, c, lam / sy, pf, float(summary["alpha"]), early_stop=True)
+    assert not failed.any()
+    assert n_used[0] == int(summary["n_lambda"]) == r_lam.size
+    raw = sy * beta[0, : r_lam.size] / sx  # per unit of x
+    coef = pd.read_csv(REFERENCE / f"case-{name}_coef.tsv", sep="\t")["coef_lambda_min"].to_numpy()[1:]
+    k = int(summary["index_min"]) - 1
+    np.testing.assert_allclose(raw[k], coef, rtol=0, atol=3e-6 * np.abs(coef).max())
+    np.testing.assert_array_equal(raw[k] != 0, coef != 0)
+    if name == "basic":
+        r_beta = pd.read_csv(REFERENCE / "case-basic_betapath.tsv", sep="\t").set_index("term").to_numpy().T
+        np.testing.assert_allclose(raw, r_beta, rtol=0, atol=1e-5 * np.abs(r_beta).max())
+
+
+# ---------------------------------------------------------------------------------------
+# the inner cross-validation of the nested LOO: ties and NaN
+
+
+def _pairs(n):
+    iu, ju = np.triu_indices(n, 1)
+    index = np.full((n, n), -1)
+    index[iu, ju] = np.arange(iu.size)
+    index[ju, iu] = np.arange(iu.size)
+    return index, iu.size
+
+
+def test_nested_loo_lambda_min_ties_and_nan():
+    """Predictions constant along λ: every λ ties, λ_min is the first (largest) λ — cv.glmnet's
+    ``which(cvm == min(cvm))[1]``-style choice; a NaN outcome makes the outer fits that use it
+    NaN at every λ: λ_min is the first λ too (numpy's min of a NaN array is NaN); the others
+    are unaffected."""
+    n, L = 4, 6
+    index, P = _pairs(n)
+    lam = np.geomspace(1.0, 0.01, L)
+    pair_lam = np.tile(lam, (P, 1))
+    outer_lam = np.tile(lam, (n, 1))
+    flat = np.ones((P, 2, L))
+    Y = np.array([[1.0, 2.0, 3.0, 4.0]])
+    got = compiled.nested_loo_lambda_min(flat, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    assert got.tolist() == [0, 0, 0, 0]
+    # predictions improving down the path for every pair: λ_min the last used λ of each outer fit
+    improving = np.zeros((P, 2, L))
+    iu, ju = np.triu_indices(n, 1)
+    for pair in range(P):
+        for slot, subject in enumerate((iu[pair], ju[pair])):
+            improving[pair, slot] = Y[0, subject] * (1 - lam)  # error Y·λ, smallest at the last λ
+    outer_used = np.array([6, 4, 5, 3])
+    got = compiled.nested_loo_lambda_min(improving, pair_lam, np.full(P, L), outer_lam, outer_used, index, Y)
+    assert got.tolist() == (outer_used - 1).tolist()
+    Y_nan = np.array([[1.0, np.nan, 3.0, 4.0]])
+    got = compiled.nested_loo_lambda_min(improving, pair_lam, np.full(P, L), outer_lam, outer_used, index, Y_nan)
+    assert got.tolist() == [0, 3, 0, 0]  # subject 1's own outer fit does not use its outcome

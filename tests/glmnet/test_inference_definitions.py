@@ -1,0 +1,281 @@
+"""Nested CV, permutation test, bootstrap: their definitions written out independently (unit tier).
+
+Each expected value here is computed without the function under test: prediction metrics from
+their textbook formulas on hand-made numbers; nested leave-one-out by refitting ``GlmnetCV`` (the
+cv.glmnet pinned against R in ``test_cv.py``) without each subject; the permutation null as the
+nested R² of each permuted outcome, the permutation drawn from the documented seed stream; the
+p-values by counting; the seed streams by their documented property (``SeedSequence.spawn``:
+the first k streams do not depend on how many are drawn).
+"""
+
+import numpy as np
+import pytest
+
+from ptsd_bidsapp.glmnet import (
+    GlmnetCV,
+    bootstrap_selection,
+    nested_cv,
+    permutation_test,
+    prediction_metrics,
+    sequential_p_value,
+)
+from ptsd_bidsapp.glmnet.inference import _spawn
+
+pytestmark = pytest.mark.unit
+
+SOLVERS = ("numpy", "compiled")
+
+
+def _data(n=9, p=4, seed=0, signal=2.0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p)) * np.array([1.0, 3.0, 0.5, 2.0, 1.0, 1.0][:p])  # unequal scales
+    y = signal * X[:, 0] + rng.normal(size=n)
+    return X, y
+
+
+# ---------------------------------------------------------------------------------------
+# prediction metrics on hand-made numbers
+
+
+def test_prediction_metrics_by_hand():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    pred = np.array([1.5, 1.5, 3.5, 3.0])
+    train_mean = (y.sum() - y) / 3  # leave-one-out means: 3, 8/3, 7/3, 2
+    got = prediction_metrics(y, pred, train_mean)
+    sse = 0.25 + 0.25 + 0.25 + 1.0
+    sst = 4.0 + 4.0 / 9 + 4.0 / 9 + 4.0  # around the training means, not around mean(y) (= 5)
+    assert got["r2"] == pytest.approx(1 - sse / sst, rel=1e-14)
+    # Pearson r: y − 2.5 = (−1.5, −0.5, 0.5, 1.5), pred − 2.375 = (−0.875, −0.875, 1.125, 0.625)
+    sxy = 1.5 * 0.875 + 0.5 * 0.875 + 0.5 * 1.125 + 1.5 * 0.625
+    sxx = 2 * 1.5**2 + 2 * 0.5**2
+    syy = 2 * 0.875**2 + 1.125**2 + 0.625**2
+    assert got["pearson_r"] == pytest.approx(sxy / np.sqrt(sxx * syy), rel=1e-14)
+    assert got["mae"] == pytest.approx(0.625, rel=1e-14)
+
+
+def test_prediction_metrics_constant_prediction_and_rows():
+    """A constant prediction has no correlation (r = 0, not NaN); rows of a stack are independent."""
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    flat = prediction_metrics(y, np.full(4, 2.0), np.full(4, 2.5))
+    assert flat["pearson_r"] == 0.0
+    assert flat["r2"] == pytest.approx(1 - (1 + 0 + 1 + 4) / 5.0, rel=1e-14)  # SST around 2.5 = 5
+    assert flat["mae"] == pytest.approx(1.0, rel=1e-14)
+    Y = np.stack([y, y[::-1] * 2.0])
+    P = np.stack([np.full(4, 2.0), np.array([8.0, 5.0, 4.5, 1.0])])
+    M = np.stack([np.full(4, 2.5), np.full(4, 5.0)])
+    stacked = prediction_metrics(Y, P, M)
+    second = prediction_metrics(Y[1], P[1], M[1])
+    for key in ("r2", "pearson_r", "mae"):
+        assert stacked[key].shape == (2,)
+        assert stacked[key][0] == pytest.approx(flat[key], rel=1e-14, abs=1e-15)
+        assert stacked[key][1] == pytest.approx(second[key], rel=1e-14)
+    # the second row by hand: y = (8, 6, 4, 2), pred = (8, 5, 4.5, 1), mean 5
+    assert second["r2"] == pytest.approx(1 - (0 + 1 + 0.25 + 1) / (9 + 1 + 1 + 9), rel=1e-14)
+    assert second["mae"] == pytest.approx((0 + 1 + 0.5 + 1) / 4, rel=1e-14)
+
+
+# ---------------------------------------------------------------------------------------
+# nested cross-validation
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_nested_loo_is_cv_glmnet_refitted_without_each_subject(solver):
+    """Outer LOO: subject i predicted by cv.glmnet (LOO) on the others at its λ_min, for both solvers.
+
+    1e-8 relative: the same exact path solutions reached by a different batching (pair fits
+    shared by two outer folds; the compiled inner-CV loop) — rounding only.
+    """
+    X, y = _data(n=9, p=4, seed=2)
+    got = nested_cv(X, y, alpha=0.5, n_lambda=40, seed=0, solver=solver)
+    other = SOLVERS[1 - SOLVERS.index(solver)]  # the reference refits with the other path solver
+    n = len(y)
+    predicted, train_mean = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        keep = np.arange(n) != i
+        cv = GlmnetCV(alpha=0.5, n_lambda=40, solver=other).fit(X[keep], y[keep])
+        predicted[i] = cv.predict(X[i:i + 1])[0]
+        train_mean[i] = y[keep].mean()
+    np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got["train_mean"], train_mean, rtol=1e-13)
+    np.testing.assert_array_equal(got["observed"], y)
+    np.testing.assert_array_equal(got["outer_folds"], np.arange(n))
+    assert got["inner_folds"] == "loo"
+    assert got["r2"] == pytest.approx(1 - np.sum((y - predicted) ** 2) / np.sum((y - train_mean) ** 2), rel=1e-8)
+    assert got["pearson_r"] == pytest.approx(np.corrcoef(y, predicted)[0, 1], rel=1e-8)
+    assert got["mae"] == pytest.approx(np.mean(np.abs(y - predicted)), rel=1e-8)
+
+
+def test_nested_loo_penalty_factor_and_alpha_reach_the_inner_fits():
+    """An unpenalised predictor and the lasso: the refit reference with the same options."""
+    X, y = _data(n=8, p=4, seed=5, signal=0.7)
+    pf = np.array([1.0, 0.0, 1.0, 2.0])
+    got = nested_cv(X, y, alpha=1.0, penalty_factor=pf, n_lambda=30, seed=0)
+    n = len(y)
+    predicted = np.zeros(n)
+    for i in range(n):
+        keep = np.arange(n) != i
+        cv = GlmnetCV(alpha=1.0, n_lambda=30, penalty_factor=pf, solver="numpy").fit(X[keep], y[keep])
+        predicted[i] = cv.predict(X[i:i + 1])[0]
+    np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
+
+
+def test_kfold_nested_with_as_many_folds_as_subjects_is_the_loo_nested_cv():
+    """Above ``nested_max_loo`` with K ≥ n: the K-fold code path has LOO outer and inner folds, so it
+    must give the LOO path's predictions (two implementations of one definition)."""
+    X, y = _data(n=9, p=4, seed=3)
+    loo = nested_cv(X, y, seed=1)
+    kfold = nested_cv(X, y, seed=1, nested_max_loo=8, nested_k_folds=9)
+    assert kfold["inner_folds"] == 9
+    np.testing.assert_array_equal(kfold["outer_folds"], np.arange(9))
+    np.testing.assert_allclose(kfold["predicted"], loo["predicted"], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(kfold["train_mean"], loo["train_mean"], rtol=1e-13)
+
+
+@pytest.mark.parametrize("max_loo", [9, 4])
+def test_held_out_outcomes_do_not_reach_their_own_predictions(max_loo):
+    """No leakage: changing the outcomes of one outer fold leaves that fold's predictions unchanged
+    (LOO, and seeded 3-fold above ``nested_max_loo``: the folds depend on the seed only)."""
+    X, y = _data(n=9, p=4, seed=4)
+    kw = {"seed": 2, "nested_max_loo": max_loo, "nested_k_folds": 3}
+    base = nested_cv(X, y, **kw)
+    folds = base["outer_folds"]
+    held = folds == folds[0]
+    y2 = y.copy()
+    y2[held] += np.array([5.0, -3.0, 8.0])[: held.sum()]  # folds of 1 (LOO) or 3 subjects
+    moved = nested_cv(X, y2, **kw)
+    np.testing.assert_array_equal(moved["outer_folds"], folds)
+    np.testing.assert_allclose(moved["predicted"][held], base["predicted"][held], rtol=1e-10, atol=1e-12)
+    assert not np.allclose(moved["predicted"][~held], base["predicted"][~held])  # the others did see them
+
+
+def test_kfold_outer_folds_and_training_means():
+    """n = 10 above ``nested_max_loo``, K = 3: balanced folds (4, 3, 3), each subject held out once;
+    the reference of the R² is the mean of y outside the subject's fold."""
+    X, y = _data(n=10, p=3, seed=6)
+    got = nested_cv(X, y, seed=4, nested_max_loo=9, nested_k_folds=3)
+    folds = got["outer_folds"]
+    assert got["inner_folds"] == 3
+    assert sorted(np.bincount(folds).tolist()) == [3, 3, 4]
+    expected_mean = np.array([y[folds != folds[i]].mean() for i in range(10)])
+    np.testing.assert_allclose(got["train_mean"], expected_mean, rtol=1e-13)
+    pred = got["predicted"]
+    assert np.all(np.isfinite(pred))
+    assert got["r2"] == pytest.approx(1 - np.sum((y - pred) ** 2) / np.sum((y - expected_mean) ** 2), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# permutation test
+
+
+def test_permutation_null_is_the_nested_r2_of_each_seeded_permutation():
+    """null_r2[b] = nested-CV R² of y permuted by the b-th generator of the "permutations" stream;
+    p = (1 + #{null ≥ observed}) / (1 + B), a tie counting as reaching the observed."""
+    X, y = _data(n=8, p=3, seed=7)
+    B, seed = 5, 11
+    rngs = _spawn(seed, "permutations", B)
+    null = np.array([nested_cv(X, rng.permutation(y), seed=seed)["r2"] for rng in rngs])
+    observed = float(np.sort(null)[2])  # the third smallest: 3 null values reach it (itself a tie)
+    got = permutation_test(X, y, observed, n_permutations=B, seed=seed)
+    np.testing.assert_allclose(got["null_r2"], null, rtol=1e-8, atol=1e-10)
+    assert got["p_value"] == (1 + 3) / (1 + B)
+    assert got["n_permutations"] == B and got["n_permutations_max"] == B and got["sequential_h"] is None
+    # above every null value: the smallest p the test can give
+    assert permutation_test(X, y, null.max() + 1e-6, n_permutations=B, seed=seed)["p_value"] == 1 / (1 + B)
+
+
+def test_permutation_streams_do_not_depend_on_how_many_are_drawn_or_on_chunks():
+    X, y = _data(n=7, p=3, seed=8)
+    five = permutation_test(X, y, 0.0, n_permutations=5, seed=3, chunk_size=2)
+    three = permutation_test(X, y, 0.0, n_permutations=3, seed=3)
+    np.testing.assert_array_equal(five["null_r2"][:3], three["null_r2"])
+    other_seed = permutation_test(X, y, 0.0, n_permutations=3, seed=4)
+    assert not np.array_equal(other_seed["null_r2"], three["null_r2"])
+
+
+def test_permutation_test_edge_cases():
+    X, y = _data(n=7, p=3, seed=9)
+    none = permutation_test(X, y, 0.3, n_permutations=0)
+    assert none["n_permutations"] == 0 and none["p_value"] is None and none["null_r2"].size == 0
+    assert none["n_permutations_max"] == 0
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="sequential_h must be a positive integer"):
+            permutation_test(X, y, 0.3, n_permutations=4, sequential_h=bad)
+
+
+def test_sequential_permutation_test_reads_the_fixed_sequence():
+    """h = 1 stops at the first null R² reaching the observed: p = 1 / L (Besag & Clifford)."""
+    X, y = _data(n=7, p=3, seed=10)
+    fixed = permutation_test(X, y, -0.5, n_permutations=6, seed=2)
+    first = int(np.flatnonzero(fixed["null_r2"] >= -0.5)[0])
+    seq = permutation_test(X, y, -0.5, n_permutations=6, seed=2, sequential_h=1)
+    assert seq["n_permutations"] == first + 1 and seq["p_value"] == 1 / (first + 1)
+    assert seq["sequential_h"] == 1 and seq["n_permutations_max"] == 6
+    np.testing.assert_array_equal(seq["null_r2"], fixed["null_r2"][: first + 1])
+
+
+# ---------------------------------------------------------------------------------------
+# sequential p-value: the boundaries
+
+
+def test_sequential_p_value_boundaries():
+    null = np.array([0.1, 0.5, 0.2, 0.6])  # reaching 0.45 at positions 2 and 4 (1-based)
+    assert sequential_p_value(null, 0.45, 2, 4) == (2 / 4, 4)  # the h-th reaching one is the last allowed
+    assert sequential_p_value(null, 0.45, 2, 3) == ((1 + 1) / (1 + 3), 3)  # it lies beyond n_max: fixed p
+    assert sequential_p_value(null, 0.45, 1, 1) == ((1 + 0) / (1 + 1), 1)
+    assert sequential_p_value(null, 0.45, 1, 2) == (1 / 2, 2)
+    # a sequential stop needs no more statistics than it read; the fixed test needs n_max of them
+    assert sequential_p_value(null, 0.45, 1, 10) == (1 / 2, 2)
+    with pytest.raises(ValueError, match="4 null statistics for a test of 10"):
+        sequential_p_value(null, 0.45, 3, 10)
+    with pytest.raises(ValueError, match="4 null statistics for a test of 5"):
+        sequential_p_value(null, 0.45, None, 5)
+
+
+def test_sequential_p_value_ties_within_rounding():
+    """A null statistic equal to the observed up to 1e-12 (rounding of equal R²) reaches it."""
+    null = np.array([0.3, 0.5 - 5e-13, 0.1])
+    assert sequential_p_value(null, 0.5, None, 3) == ((1 + 1) / 4, 3)
+    assert sequential_p_value(null, 0.5, 1, 3) == (1 / 2, 2)
+    null = np.array([0.3, 0.5 - 1e-9, 0.1])  # a real difference does not
+    assert sequential_p_value(null, 0.5, None, 3) == (1 / 4, 3)
+    assert sequential_p_value(null, 0.5, 1, 3) == (1 / 4, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# bootstrap
+
+
+def test_bootstrap_streams_and_empty_request():
+    X, y = _data(n=10, p=4, seed=12)
+    cv = GlmnetCV(solver="numpy").fit(X, y)
+    eight = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=8, seed=5)
+    five = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=5, seed=5)
+    np.testing.assert_array_equal(eight["beta_per_sd"][:5], five["beta_per_sd"])
+    assert eight["n_bootstrap"] == 8
+    # the frequency is the share of resamples with a non-zero coefficient
+    np.testing.assert_array_equal(eight["frequency"], (eight["beta_per_sd"] != 0).sum(axis=0) / 8)
+    assert 0 < eight["frequency"].sum() < 4
+    empty = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=0)
+    assert empty["n_bootstrap"] == 0 and empty["beta_per_sd"].shape == (0, 4)
+    assert np.all(np.isnan(empty["frequency"])) and empty["frequency"].shape == (4,)
+
+
+def test_bootstrap_resample_equals_duplicated_rows_at_the_full_data_lambdas():
+    """Resample b = rows drawn by the b-th generator of the "bootstrap" stream; its fit along the
+    full-data λs down to λ_min equals glmnet on the duplicated rows (GlmnetCV's path solver on
+    those rows, given the same λs), read at λ_min, per full-data SD."""
+    from ptsd_bidsapp.glmnet import solver as S
+
+    X, y = _data(n=10, p=4, seed=13)
+    cv = GlmnetCV(solver="numpy").fit(X, y)
+    k = cv.index_min_
+    got = bootstrap_selection(X, y, cv.lambdas_, k, n_bootstrap=4, seed=6)
+    for b, rng in enumerate(_spawn(6, "bootstrap", 4)):
+        rows = rng.integers(0, 10, 10)
+        Xb, yb = X[rows], y[rows]
+        x0, _, _ = S._prescale(Xb)
+        fit = S._fit_given_paths(x0, np.ones((1, 10)), np.zeros(1, dtype=int), yb[None, :], np.zeros(1, dtype=int),
+                                 S._penalty_factor(None, 4), 0.5, cv.lambdas_[None, : k + 1].copy(),
+                                 np.array([k + 1]), solver="numpy")
+        per_unit = fit["ys"][0] * fit["beta"][0, k] / fit["xs"][0] / Xb.std(axis=0)  # x0 is per resample SD
+        np.testing.assert_allclose(got["beta_per_sd"][b], per_unit * X.std(axis=0), rtol=1e-8, atol=1e-12)
