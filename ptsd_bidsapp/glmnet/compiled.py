@@ -15,7 +15,10 @@ only how the work is done:
   for the lasso, α = 1, it does not, and the factor carries over from λ to λ), a predictor
   that enters is appended (one triangular solve, O(k²); Golub & Van Loan 2013, §6.5.4) and one
   that leaves is deleted with Givens rotations (O(k²); ibid. §6.5.3), instead of a new
-  factorisation.
+  factorisation. The reciprocals of the factor's diagonal are kept beside it (the substitutions
+  multiply instead of divide), a new factorisation does the forward substitution of the
+  right-hand side in the same pass, and a round that steps to a zero crossing (infeasible signs)
+  skips the gradient and KKT check whose result the numpy solver discards then.
 
 The active-set system is solved by Cholesky here and by LU (``numpy.linalg.solve``) in the numpy
 solver, so the coefficients agree to rounding (well within 1e-10 on standardised data; the
@@ -64,44 +67,61 @@ def _jit(function):
 
 # ---------------------------------------------------------------------------------------
 # Cholesky factor of the active-set system, kept in the order the predictors entered
+#
+# ``R`` lower triangular (M = R R') with the reciprocals of its diagonal in ``rinv``, so that the
+# substitutions multiply instead of divide; the inner loops are dot products along rows of R
+# (contiguous memory, the running sum kept in a register).
 
 
 @_jit
-def _factor(G, order, k, diag, R):
-    """Cholesky factor ``R`` (lower) of ``G[order, order]`` with diagonal ``diag[order]``; False if singular."""
+def _factor_forward(G, order, k, diag, rhs, R, rinv, z):
+    """Factor ``G[order, order]`` (diagonal ``diag[order]``) and forward-substitute ``z = R⁻¹ rhs[order]`` in one pass.
+
+    Row i of R and z[i] need only rows < i, so both come out row by row. False if singular.
+    """
     for i in range(k):
-        for j in range(i + 1):
-            s = diag[order[i]] if i == j else G[order[i], order[j]]
+        oi = order[i]
+        for j in range(i):
+            s = G[oi, order[j]]
             for m in range(j):
                 s -= R[i, m] * R[j, m]
-            if i == j:
-                if s <= _PIVOT_RTOL * diag[order[i]]:
-                    return False
-                R[i, i] = math.sqrt(s)
-            else:
-                R[i, j] = s / R[j, j]
+            R[i, j] = s * rinv[j]
+        d = diag[oi]
+        for m in range(i):
+            d -= R[i, m] * R[i, m]
+        if d <= _PIVOT_RTOL * diag[oi]:
+            return False
+        r = math.sqrt(d)
+        R[i, i] = r
+        rinv[i] = 1.0 / r
+        s = rhs[oi]
+        for m in range(i):
+            s -= R[i, m] * z[m]
+        z[i] = s * rinv[i]
     return True
 
 
 @_jit
-def _append(G, order, k, col, diag, R):
+def _append(G, order, k, col, diag, R, rinv):
     """Add predictor ``col`` as row/column k of the factor (Golub & Van Loan §6.5.4); False if singular."""
     d = diag[col]
     for i in range(k):
         s = G[order[i], col]
         for m in range(i):
             s -= R[i, m] * R[k, m]
-        R[k, i] = s / R[i, i]
+        R[k, i] = s * rinv[i]
         d -= R[k, i] * R[k, i]
     if d <= _PIVOT_RTOL * diag[col]:
         return False
-    R[k, k] = math.sqrt(d)
+    r = math.sqrt(d)
+    R[k, k] = r
+    rinv[k] = 1.0 / r
     order[k] = col
     return True
 
 
 @_jit
-def _delete(order, k, pos, R):
+def _delete(order, k, pos, R, rinv):
     """Remove row/column ``pos`` of the factor: shift the rows up, Givens rotations restore R (§6.5.3)."""
     for i in range(pos, k - 1):
         for m in range(i + 2):
@@ -123,22 +143,28 @@ def _delete(order, k, pos, R):
         R[j, j + 1] = 0.0
     for m in range(k):
         R[k - 1, m] = 0.0
+    for j in range(pos, k - 1):
+        rinv[j] = 1.0 / R[j, j]
 
 
 @_jit
-def _solve_factored(R, order, k, rhs, x):
-    """``x[order] = (R R')⁻¹ rhs[order]`` (forward then back substitution); x is zero elsewhere."""
-    z = np.empty(k)
+def _forward(R, rinv, order, k, rhs, z):
+    """``z = R⁻¹ rhs[order]`` (forward substitution)."""
     for i in range(k):
         s = rhs[order[i]]
         for m in range(i):
             s -= R[i, m] * z[m]
-        z[i] = s / R[i, i]
+        z[i] = s * rinv[i]
+
+
+@_jit
+def _back(R, rinv, order, k, z, x):
+    """``x[order] = R'⁻¹ z`` (back substitution, z overwritten); x zero elsewhere."""
     for i in range(k - 1, -1, -1):
         s = z[i]
         for m in range(i + 1, k):
             s -= R[m, i] * z[m]
-        z[i] = s / R[i, i]
+        z[i] = s * rinv[i]
     x[:] = 0.0
     for i in range(k):
         x[order[i]] = z[i]
@@ -183,6 +209,8 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
     diag = np.zeros(p)
     excess = np.zeros(p)
     R = np.zeros((p, p))
+    rinv = np.zeros(p)
+    work = np.zeros(p)
     order = np.zeros(p, dtype=np.int64)
     in_factor = np.zeros(p, dtype=np.bool_)
     n_factor = 0
@@ -207,17 +235,18 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
             if not math.isfinite(rho):
                 rho = 0.0
             for j in range(p):
-                g_guess = grad_1[j] + rho * (grad_1[j] - grad_2[j])
-                b_guess = cur[j] + rho * (cur[j] - beta_2[j])
-                enter = (not A[j]) and pen[j] and (not ex[j]) and abs(g_guess) > lam * l1w[j]
-                leave = A[j] and pen[j] and b_guess * s[j] < 0.0
-                if enter:
-                    A[j] = True
-                    s[j] = np.sign(g_guess)
-                elif leave:
-                    A[j] = False
-                    s[j] = 0.0
-                    cur[j] = 0.0
+                if not pen[j]:
+                    continue
+                if A[j]:
+                    if (cur[j] + rho * (cur[j] - beta_2[j])) * s[j] < 0.0:  # leaves
+                        A[j] = False
+                        s[j] = 0.0
+                        cur[j] = 0.0
+                elif not ex[j]:
+                    g_guess = grad_1[j] + rho * (grad_1[j] - grad_2[j])
+                    if abs(g_guess) > lam * l1w[j]:  # enters
+                        A[j] = True
+                        s[j] = np.sign(g_guess)
         # the system on A at this λ: refactor when λ changed (its diagonal did), else up/downdate
         for j in range(p):
             diag[j] = 1.0 + lam * l2w[j]  # the standardised Gram matrix has exactly 1 on its diagonal
@@ -225,12 +254,11 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
         if not (factor_lam == lam or (lasso and factor_lam == factor_lam)):
             n_factor = 0
             for j in range(p):
-                in_factor[j] = False
+                in_factor[j] = A[j]
                 if A[j]:
                     order[n_factor] = j
-                    in_factor[j] = True
                     n_factor += 1
-            if not _factor(G, order, n_factor, diag, R):
+            if not _factor_forward(G, order, n_factor, diag, rhs, R, rinv, work):
                 return k, False
             factor_lam = lam
         else:
@@ -238,21 +266,23 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
             while pos >= 0:
                 if not A[order[pos]]:
                     in_factor[order[pos]] = False
-                    _delete(order, n_factor, pos, R)
+                    _delete(order, n_factor, pos, R, rinv)
                     n_factor -= 1
                 pos -= 1
             for j in range(p):
                 if A[j] and not in_factor[j]:
-                    if not _append(G, order, n_factor, j, diag, R):
+                    if not _append(G, order, n_factor, j, diag, R, rinv):
                         return k, False
                     in_factor[j] = True
                     n_factor += 1
-        _solve_factored(R, order, n_factor, rhs, b)
+            _forward(R, rinv, order, n_factor, rhs, work)
+        _back(R, rinv, order, n_factor, work, b)  # work holds R⁻¹ rhs (forward substitution) from either branch
         # one active-set round
         infeasible = False
         for j in range(p):
             if A[j] and pen[j] and b[j] * s[j] <= 0.0:
                 infeasible = True
+                break
         if infeasible:
             # move from the current (sign-consistent) point towards b up to the first zero crossing
             t = np.inf
@@ -273,15 +303,23 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
                     A[j] = False
             if t <= 0.0:  # no progress: one violator at a time from now on, or this problem could cycle
                 one_at_a_time = True
-        else:
+            # no predictor is added after a step (the numpy solver's KKT check is void then): next round
             for j in range(p):
-                new[j] = b[j]
-        # gradient c − G new over the non-zero coefficients only (G is symmetric: row m = column m)
+                if not A[j]:
+                    s[j] = 0.0
+                beta[j] = new[j]
+                active[j] = A[j]
+                sign[j] = s[j]
+            if rounds + 1 >= max_rounds:  # the numpy solver's coordinate-descent safety net decides
+                return k, False
+            rounds += 1
+            continue
+        # gradient c − G b over the non-zero coefficients only (G is symmetric: row m = column m)
         for j in range(p):
             grad[j] = c[j]
         for m in range(p):
-            if new[m] != 0.0:
-                g = new[m]
+            g = b[m]
+            if g != 0.0:
                 for j in range(p):
                     grad[j] -= G[m, j] * g
         any_violated = False
@@ -289,55 +327,60 @@ def _one_path(G, c, ex, lam_path, n_valid, l1w, l2w, unpen, early_stop, settings
         best_excess = -np.inf
         for j in range(p):
             if (not A[j]) and pen[j] and not ex[j]:
-                excess[j] = abs(grad[j]) - lam * l1w[j] * (1.0 + kkt_rtol) - 1e-14
+                e = abs(grad[j]) - lam * l1w[j] * (1.0 + kkt_rtol) - 1e-14
+                if e > 0:
+                    any_violated = True
             else:
-                excess[j] = -np.inf
-            if excess[j] > best_excess or (best < 0 and excess[j] == best_excess):
-                best_excess = excess[j]
+                e = -np.inf
+            excess[j] = e
+            if e > best_excess or (best < 0 and e == best_excess):
+                best_excess = e
                 best = j
-            if excess[j] > 0 and not infeasible:
-                any_violated = True
-        all_at_once = rounds < pd_rounds and not one_at_a_time
-        for j in range(p):
-            add = excess[j] > 0 and not infeasible and (all_at_once or j == best)
-            if add:
-                A[j] = True
-                s[j] = np.sign(grad[j])
-            elif not A[j]:
-                s[j] = 0.0
-            beta[j] = new[j]
-            active[j] = A[j]
-            sign[j] = s[j]
-        ok = not infeasible and not any_violated
-        if not ok:
+        if any_violated:
+            all_at_once = rounds < pd_rounds and not one_at_a_time
+            for j in range(p):
+                if excess[j] > 0 and (all_at_once or j == best):
+                    A[j] = True
+                    s[j] = np.sign(grad[j])
+                elif not A[j]:
+                    s[j] = 0.0
+                beta[j] = b[j]
+                active[j] = A[j]
+                sign[j] = s[j]
             if rounds + 1 >= max_rounds:  # the numpy solver's coordinate-descent safety net decides
                 return k, False
             rounds += 1
             continue
-        # solved at this λ: record, glmnet's stopping rule, next λ
+        # solved at this λ (b is feasible and satisfies the KKT conditions): record, glmnet's stopping rule, next λ
+        for j in range(p):
+            if not A[j]:
+                s[j] = 0.0
+            beta[j] = b[j]
+            active[j] = A[j]
+            sign[j] = s[j]
         if keep_beta:
             for j in range(p):
-                beta_out[k, j] = new[j]
+                beta_out[k, j] = b[j]
         if predict:
             for r in range(z.shape[0]):
                 acc = 0.0
                 for j in range(p):
-                    acc += z[r, j] * new[j]
+                    acc += z[r, j] * b[j]
                 pred_out[r, k] = acc
         if early_stop:
             rsq = 0.0
             for j in range(p):
-                rsq += new[j] * c[j]
+                rsq += b[j] * c[j]
             acc = 0.0
             for j in range(p):
-                acc += new[j] * grad[j]
+                acc += b[j] * grad[j]
             rsq += acc
             if k + 1 >= mnlam and (rsq - rsq_prev < fdev * rsq or rsq > devmax):
                 n_used = k + 1
             rsq_prev = rsq
         for j in range(p):
             beta_2[j] = beta_1[j]
-            beta_1[j] = new[j]
+            beta_1[j] = b[j]
             grad_2[j] = grad_1[j]
             grad_1[j] = grad[j]
         k += 1

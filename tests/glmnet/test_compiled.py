@@ -195,16 +195,17 @@ def test_cholesky_appends_and_deletes_keep_the_factor_of_the_active_system():
     G = np.corrcoef(Z, rowvar=False)
     diag = 1.0 + 0.3 * rng.uniform(size=p)
     R = np.zeros((p, p))
+    rinv = np.zeros(p)
     order = np.zeros(p, dtype=np.int64)
     k = 0
     members = []
     for step, col in enumerate([4, 0, 7, 2, 8, 1, 5]):
-        assert compiled._append(G, order, k, col, diag, R)
+        assert compiled._append(G, order, k, col, diag, R, rinv)
         k += 1
         members.append(col)
         if step in (2, 4, 5):  # delete the second, then the first, then the last member
             pos = {2: 1, 4: 0, 5: k - 1}[step]
-            compiled._delete(order, k, pos, R)
+            compiled._delete(order, k, pos, R, rinv)
             k -= 1
             del members[pos]
         assert order[:k].tolist() == members
@@ -213,20 +214,47 @@ def test_cholesky_appends_and_deletes_keep_the_factor_of_the_active_system():
         Rk = R[:k, :k]
         assert np.all(np.triu(Rk, 1) == 0)
         np.testing.assert_allclose(Rk @ Rk.T, M, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(rinv[:k] * np.diag(Rk), 1.0, rtol=1e-15)  # the reciprocals follow the rotations
     rhs = rng.normal(size=p)
     x = np.zeros(p)
-    compiled._solve_factored(R, order, k, rhs, x)
+    z = np.zeros(p)
+    compiled._forward(R, rinv, order, k, rhs, z)
+    compiled._back(R, rinv, order, k, z, x)
     np.testing.assert_allclose(x[members], np.linalg.solve(M, rhs[members]), rtol=0, atol=1e-12)
     assert not np.any(np.delete(x, members))
+
+
+def test_factor_forward_is_the_cholesky_factor_and_the_forward_substitution():
+    """One pass: R of the active block in the given order (numpy's Cholesky) and z = R⁻¹ rhs (numpy's solve)."""
+    rng = np.random.default_rng(2)
+    p = 8
+    G = np.corrcoef(rng.normal(size=(25, p)), rowvar=False)
+    diag = 1.0 + 0.5 * rng.uniform(size=p)
+    order = np.array([6, 1, 3, 0, 7, 0, 0, 0], dtype=np.int64)
+    k = 5
+    members = order[:k].tolist()
+    rhs = rng.normal(size=p)
+    R, rinv, z = np.zeros((p, p)), np.zeros(p), np.zeros(p)
+    assert compiled._factor_forward(G, order, k, diag, rhs, R, rinv, z)
+    M = G[np.ix_(members, members)].copy()
+    M[np.diag_indices(k)] = diag[members]
+    L = np.linalg.cholesky(M)
+    np.testing.assert_allclose(R[:k, :k], L, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(rinv[:k], 1.0 / np.diag(L), rtol=1e-14)
+    np.testing.assert_allclose(z[:k], np.linalg.solve(L, rhs[members]), rtol=0, atol=1e-13)
+    G2 = G.copy()
+    G2[1, 3] = G2[3, 1] = np.sqrt(diag[1] * diag[3])  # predictors 1 and 3 perfectly correlated: singular
+    assert not compiled._factor_forward(G2, order, k, diag, rhs, R, rinv, z)
 
 
 def test_append_refuses_a_column_that_makes_the_system_singular():
     G = np.array([[1.0, 1.0], [1.0, 1.0]])  # two identical standardised predictors
     R = np.zeros((2, 2))
+    rinv = np.zeros(2)
     order = np.zeros(2, dtype=np.int64)
     diag = np.ones(2)
-    assert compiled._append(G, order, 0, 0, diag, R)
-    assert not compiled._append(G, order, 1, 1, diag, R)
+    assert compiled._append(G, order, 0, 0, diag, R, rinv)
+    assert not compiled._append(G, order, 1, 1, diag, R, rinv)
 
 
 # ---------------------------------------------------------------------------------------
