@@ -123,12 +123,46 @@ def test_schedule_refuses_samples_after_the_inputs_and_empty_designs():
     with pytest.raises(ValueError, match=r"a response sample falls after the last input bin \(bin 10 of 10\): "
                                          r"the inputs must cover every scan plus the regional delays"):
         integrate.make_schedule(np.zeros(10), 1.0, 5, [3.0])      # last scan: s = 8, D = 3 -> bin 10
-    with pytest.raises(ValueError, match="need at least one scan and one microtime bin"):
+    with pytest.raises(ValueError, match=r"^need at least one scan and one microtime bin$"):
         integrate.make_schedule(np.zeros((0, 1)), 1.0, 1, [1.0])
-    with pytest.raises(ValueError, match="need at least one scan and one microtime bin"):
+    with pytest.raises(ValueError, match=r"^need at least one scan and one microtime bin$"):
         integrate.make_schedule(np.zeros(4), 1.0, 0, [1.0])
     # the last bin itself is allowed (D = 2 -> bin 9)
     assert integrate.make_schedule(np.zeros(10), 1.0, 5, [2.0]).sample_bins.max() == 9
+
+
+def test_one_scan_of_one_bin_is_rest():
+    """The smallest design spm_int accepts: one scan, one microtime bin, one event (the sample at
+    bin 0) and no update at all; the state is rest, so the BOLD is 0."""
+    sched = integrate.make_schedule(np.ones((1, 1)), 0.5, 1, [0.25])
+    assert sched.sample_bins.tolist() == [[0]]
+    assert sched.step_keys.shape == (0, 2) and sched.step_keys.dtype.kind == "i"
+    assert sched.event_key.tolist() == [-1] and sched.sample_event.tolist() == [0]
+    params = _params([1.0], 1, 1, [0.2])
+    params["A"][:] = -0.5
+    params["C"][:] = 1.0
+    y, x = integrate.integrate(params, sched, 0.04, return_states=True)
+    assert y.tolist() == [[[0.0]]] and x.tolist() == [[[[0.0] * 5]]]
+    # two scans of one bin each: the second sample is after one bin of input
+    two = integrate.make_schedule(np.ones((2, 1)), 0.5, 2, [0.25])
+    assert two.sample_bins.tolist() == [[0], [1]]
+    assert [tuple(two.step_keys[k]) if k >= 0 else None for k in two.event_key] == [(0, 1), None]
+
+
+def test_schedule_bins_are_integers_and_inputs_of_any_numeric_type_are_read_alike():
+    u = np.zeros((40, 2), dtype=bool)
+    u[5:17, 0] = True
+    u[9:30, 1] = True
+    reference = integrate.make_schedule(u.astype(float), 0.25, 10, [0.5, 0.75])
+    for inputs in (u, u.astype(int)):
+        sched = integrate.make_schedule(inputs, 0.25, 10, [0.5, 0.75])
+        np.testing.assert_array_equal(sched.patterns, reference.patterns)
+        np.testing.assert_array_equal(sched.step_keys, reference.step_keys)
+        np.testing.assert_array_equal(sched.event_key, reference.event_key)
+    # bins and event indices index arrays: integer dtype
+    for name in ("sample_bins", "step_keys", "event_key", "sample_event", "sample_scan", "sample_region"):
+        assert getattr(reference, name).dtype.kind == "i", name
+    assert reference.sample_bins.tolist()[:2] == [[1, 2], [5, 6]]   # D = 2 and 3
 
 
 # --------------------------------------------------------------------------------- linear systems
@@ -216,6 +250,23 @@ def test_state_blowing_past_norm_1e6_stops_the_integration(monkeypatch):
         np.testing.assert_allclose(got, z[:first], rtol=1e-9)
         assert np.all(x[b, first:] == 0) and np.all(y[b, first:] == 0)
         assert np.all(y[b, 1:first] != 0) and np.all(np.isfinite(y[b]))    # y = 0 at rest (t = 0)
+
+
+def test_blow_up_threshold_is_1e6_exactly(monkeypatch):
+    """A state growing linearly, z' = c (J = 0): z(t) = c t exactly, so the norm 1 + c t at a
+    sample can be put 0.5 above or below 1e6: above stops the integration there, below does not."""
+    dt, v = 1.0, 4
+    sched = integrate.make_schedule(np.ones((4, 1)), dt, v, [dt])   # samples at t = 0, 1, 2, 3 s
+    for norm_at_2s, stopped in ((1e6 + 0.5, True), (1e6 - 0.5, False)):
+        drive = np.zeros((1, 5))
+        drive[0, 0] = (norm_at_2s - 1.0) / 2.0
+        _use_operators(monkeypatch, np.zeros((5, 5)), np.zeros((1, 5, 5)), drive)
+        _, x = integrate.integrate(_params([1.0], 1, 1, [0.0]), sched, 0.04, return_states=True)
+        assert x[0, 1, 0, 0] == pytest.approx(drive[0, 0], rel=1e-12)
+        if stopped:
+            assert np.all(x[0, 2:] == 0)
+        else:
+            assert x[0, 2, 0, 0] == pytest.approx(2 * drive[0, 0], rel=1e-12) and np.all(x[0, 3] == 0)
 
 
 # --------------------------------------------------------------------------------- SPM12 itself

@@ -204,3 +204,18 @@ def test_parameter_names_are_the_contract_names_typed_in():
     assert len(names) == priors.n_parameters(2, 1) == 14
     assert names[-4:] == ["transit_amy", "transit_vmpfc", "decay", "epsilon"]
     assert names[1] == "A_amy-vmpfc"          # A[1, 0]: from amy (column 0) to vmpfc (row 1)
+
+
+def test_integer_inputs_come_back_as_float_arrays():
+    # the masks and vectors are float64 whatever the caller passed: an integer array handed back
+    # would truncate any later in-place update (e.g. a prior override of 0.5 written into A)
+    out = priors.unpack_parameters(np.arange(14), 2, 1)
+    for key in ("A", "B", "C", "transit"):
+        assert out[key].dtype == np.float64, key
+    out["A"][0, 0] = 0.5
+    assert out["A"][0, 0] == 0.5
+    b = priors._as_b_array(np.ones((1, 2, 2), dtype=int), 2, 1)
+    assert b.dtype == np.float64
+    b[0, 0, 0] = 0.5
+    assert b[0, 0, 0] == 0.5
+    assert priors._as_b_array([[[True, False], [False, True]]], 2, 1).dtype == np.float64
