@@ -62,6 +62,16 @@ def _sym(matrix):
     return (matrix + matrix.T) / 2
 
 
+def _vectors(*arrays):
+    """Each argument as a flat float vector."""
+    return [np.asarray(a, dtype=float).ravel() for a in arrays]
+
+
+def _matrices(*arrays):
+    """Each argument as a 2-D float array (a scalar variance as 1 × 1)."""
+    return [np.atleast_2d(np.asarray(a, dtype=float)) for a in arrays]
+
+
 def _inv(matrix):
     return _sym(np.linalg.inv(matrix))
 
@@ -100,12 +110,8 @@ def reduced_free_energy(qE, qC, pE, pC, rE, rC, rtol: float = 1e-12):
     sC : ndarray, (n, n)
         Posterior covariance of the reduced model.
     """
-    qE = np.asarray(qE, dtype=float).ravel()
-    pE = np.asarray(pE, dtype=float).ravel()
-    rE = np.asarray(rE, dtype=float).ravel()
-    qC = np.atleast_2d(np.asarray(qC, dtype=float))
-    pC = np.atleast_2d(np.asarray(pC, dtype=float))
-    rC = np.atleast_2d(np.asarray(rC, dtype=float))
+    qE, pE, rE = _vectors(qE, pE, rE)
+    qC, pC, rC = _matrices(qC, pC, rC)
 
     # Restrict to the parameters that are free in the full model (range of pC).
     U = range_basis(pC, rtol)
@@ -162,7 +168,6 @@ def _logdet_pd(matrix) -> float:
 class _Subject:
     """Precomputed terms of one subject's BMR (full-rank case, Friston & Penny 2011 eq. 7)."""
 
-    qP: np.ndarray
     likelihood_precision: np.ndarray  # qP − pP
     likelihood_linear: np.ndarray  # qP qE − pP pE
     constant: float  # ½ln|qP| − ½ln|pP| − ½qE'qP qE + ½pE'pP pE
@@ -171,7 +176,7 @@ class _Subject:
 def _prepare_subject(qE, qC, pE, pC) -> _Subject:
     qP, pP = _inv(qC), _inv(pC)
     constant = 0.5 * (_logdet_pd(qP) - _logdet_pd(pP)) - 0.5 * qE @ qP @ qE + 0.5 * pE @ pP @ pE
-    return _Subject(qP, qP - pP, qP @ qE - pP @ pE, float(constant))
+    return _Subject(qP - pP, qP @ qE - pP @ pE, float(constant))
 
 
 def _reduce(subject: _Subject, rE, rP, logdet_rP):
@@ -204,8 +209,8 @@ def regularised_reduced_free_energy(qE, qC, pE, pC, rE, rC, tol: float = float(n
     for precisely estimated effects; ``spm_dcm_bmr_all`` ranks and selects models with
     these scores, so the search uses them to take SPM's path.
     """
-    qE, pE, rE = (np.asarray(v, dtype=float).ravel() for v in (qE, pE, rE))
-    qC, pC, rC = (np.atleast_2d(np.asarray(m, dtype=float)) for m in (qC, pC, rC))
+    qE, pE, rE = _vectors(qE, pE, rE)
+    qC, pC, rC = _matrices(qC, pC, rC)
     if changed_only:
         k = np.flatnonzero((pE != rE) | np.any(pC != rC, axis=1))
         if k.size:

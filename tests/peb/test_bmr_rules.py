@@ -222,7 +222,7 @@ def test_without_prior_variances_below_1024_every_effect_with_a_prior_is_free():
 
 def test_no_free_effect_is_an_error():
     qE, qC, pE, pC = _independent([0.0, 0.0])
-    with pytest.raises(ValueError, match="no free group effects"):
+    with pytest.raises(ValueError, match=r"^the PEB has no free group effects to reduce$"):
         bmr_search(_peb(qE, qC, pE, np.zeros((2, 2))))
 
 

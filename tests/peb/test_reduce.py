@@ -214,3 +214,55 @@ def test_inadmissible_empirical_prior_has_minus_infinite_evidence():
     rP = 0.1 * np.eye(3)                                      # qP − pP + rP = −0.4 I
     dF, _, _ = _reduce(_prepare_subject(qE, qC, pE, pC), np.zeros(3), rP, np.linalg.slogdet(rP)[1])
     assert dF == -np.inf
+
+
+def _prior_changed_on(pE, pC, changed, rE_k, rC_kk):
+    """Joint prior whose marginal on ``changed`` is N(rE_k, rC_kk) and whose conditional of the
+    other effects given the changed ones is the full prior's (Gaussian conditioning)."""
+    k = np.asarray(changed)
+    o = np.setdiff1d(np.arange(len(pE)), k)
+    B = pC[np.ix_(o, k)] @ np.linalg.inv(pC[np.ix_(k, k)])          # regression of others on changed
+    residual = pC[np.ix_(o, o)] - B @ pC[np.ix_(k, o)]
+    mean = np.empty(len(pE))
+    cov = np.empty_like(pC)
+    mean[k], mean[o] = rE_k, pE[o] + B @ (rE_k - pE[k])
+    cov[np.ix_(k, k)] = rC_kk
+    cov[np.ix_(o, k)] = B @ rC_kk
+    cov[np.ix_(k, o)] = cov[np.ix_(o, k)].T
+    cov[np.ix_(o, o)] = residual + B @ rC_kk @ B.T
+    return mean, cov
+
+
+def test_changed_only_score_is_the_evidence_of_the_changed_effects_marginal():
+    """spm_log_evidence keeps only the effects whose prior changes (``changed_only``, the
+    default): it scores the marginal of those effects. For a correlated (non-factorised) full
+    prior that is the exact evidence of the reduced model whose prior is the new one on the
+    changed effects and the full prior's conditional for the others — not of the prior passed
+    in (whose off-diagonal blocks are the full prior's), which ``changed_only=False`` scores.
+    Linear Gaussian model, exact evidences (tol 1e-14: regularisation below 1e-9 nats)."""
+    from ptsd_bidsapp.peb.reduce import regularised_reduced_free_energy
+
+    design, noise_cov, y = _glm(41)
+    rng = np.random.default_rng(141)
+    root = rng.normal(size=(5, 5))
+    pC = root @ root.T / 5 + 0.5 * np.eye(5)
+    pE = rng.normal(size=5) * 0.2
+    qE, qC, F_full = _full_model(design, noise_cov, y, pE, pC)
+    changed = [1, 3]
+    rE, rC = pE.copy(), pC.copy()
+    rE[changed] = [0.4, -0.1]
+    rC[np.ix_(changed, changed)] = [[0.2, 0.05], [0.05, 0.3]]
+    marginal_prior = _prior_changed_on(pE, pC, changed, rE[changed], rC[np.ix_(changed, changed)])
+    expected_marginal = _exact_log_evidence(design, noise_cov, y, *marginal_prior) - F_full
+    expected_whole = _exact_log_evidence(design, noise_cov, y, rE, rC) - F_full
+    assert abs(expected_marginal - expected_whole) > 0.05, "the case must tell the two apart"
+    got = regularised_reduced_free_energy(qE, qC, pE, pC, rE, rC, tol=1e-14)
+    assert got == pytest.approx(expected_marginal, abs=1e-9)
+    whole = regularised_reduced_free_energy(qE, qC, pE, pC, rE, rC, tol=1e-14, changed_only=False)
+    assert whole == pytest.approx(expected_whole, abs=1e-9)
+    # a prior mean change alone also marks an effect as changed
+    rE_only = pE.copy()
+    rE_only[2] += 0.3
+    marginal_prior = _prior_changed_on(pE, pC, [2], rE_only[[2]], pC[np.ix_([2], [2])])
+    got = regularised_reduced_free_energy(qE, qC, pE, pC, rE_only, pC, tol=1e-14)
+    assert got == pytest.approx(_exact_log_evidence(design, noise_cov, y, *marginal_prior) - F_full, abs=1e-9)
