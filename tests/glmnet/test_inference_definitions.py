@@ -8,6 +8,8 @@ p-values by counting; the seed streams by their documented property (``SeedSeque
 the first k streams do not depend on how many are drawn).
 """
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -19,9 +21,14 @@ from ptsd_bidsapp.glmnet import (
     prediction_metrics,
     sequential_p_value,
 )
-from ptsd_bidsapp.glmnet.inference import _spawn
-
 pytestmark = pytest.mark.unit
+
+
+def _spawn(seed, key, count):
+    """The documented seed streams, written out: ``SeedSequence(seed)`` with the task's CRC-32 as
+    spawn key, one child per permutation / bootstrap resample (inference.py's module docstring)."""
+    root = np.random.SeedSequence(entropy=seed, spawn_key=(zlib.crc32(key.encode()),))
+    return [np.random.default_rng(child) for child in root.spawn(count)]
 
 SOLVERS = ("numpy", "compiled")
 
@@ -156,6 +163,8 @@ def test_kfold_outer_folds_and_training_means():
     folds = got["outer_folds"]
     assert got["inner_folds"] == 3
     assert sorted(np.bincount(folds).tolist()) == [3, 3, 4]
+    # the split: fold labels 0, 1, 2, 0, 1, ... permuted by the "outer-folds" stream of the seed
+    np.testing.assert_array_equal(folds, _spawn(4, "outer-folds", 1)[0].permutation(np.arange(10) % 3))
     expected_mean = np.array([y[folds != folds[i]].mean() for i in range(10)])
     np.testing.assert_allclose(got["train_mean"], expected_mean, rtol=1e-13)
     pred = got["predicted"]
