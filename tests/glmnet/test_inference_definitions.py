@@ -205,7 +205,7 @@ def test_permutation_test_edge_cases():
     X, y = _data(n=7, p=3, seed=9)
     none = permutation_test(X, y, 0.3, n_permutations=0)
     assert none["n_permutations"] == 0 and none["p_value"] is None and none["null_r2"].size == 0
-    assert none["n_permutations_max"] == 0
+    assert none["n_permutations_max"] == 0 and none["sequential_h"] is None
     for bad in (0, -1):
         with pytest.raises(ValueError, match="sequential_h must be a positive integer"):
             permutation_test(X, y, 0.3, n_permutations=4, sequential_h=bad)
@@ -288,3 +288,69 @@ def test_bootstrap_resample_equals_duplicated_rows_at_the_full_data_lambdas():
                                  np.array([k + 1]), solver="numpy")
         per_unit = fit["ys"][0] * fit["beta"][0, k] / fit["xs"][0] / Xb.std(axis=0)  # x0 is per resample SD
         np.testing.assert_allclose(got["beta_per_sd"][b], per_unit * X.std(axis=0), rtol=1e-8, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# permutation test: options, work done, progress lines
+
+
+def test_permutation_options_reach_every_permutation():
+    """α, the λ path (length, smallest ratio) and the penalty factors of the permutation test are
+    those of the nested CV it permutes: null_r2[b] = nested R² of permutation b with the same options."""
+    X, y = _data(n=8, p=3, seed=14)
+    options = {"alpha": 1.0, "n_lambda": 20, "lambda_min_ratio": 0.05, "penalty_factor": [1.0, 0.0, 2.0]}
+    B, seed = 3, 21
+    null = np.array([nested_cv(X, rng.permutation(y), seed=seed, **options)["r2"]
+                     for rng in _spawn(seed, "permutations", B)])
+    got = permutation_test(X, y, 0.0, n_permutations=B, seed=seed, **options)
+    np.testing.assert_allclose(got["null_r2"], null, rtol=1e-8, atol=1e-10)
+    default = permutation_test(X, y, 0.0, n_permutations=B, seed=seed)
+    assert not np.allclose(default["null_r2"], null)  # the options do change the null
+
+
+def test_kfold_permutations_draw_their_own_inner_folds():
+    """Above ``nested_max_loo`` each permutation runs the seeded K-fold nested CV (its generator
+    draws the permutation, then its inner folds): finite R², not the LOO null, chunking-invariant."""
+    X, y = _data(n=9, p=3, seed=15)
+    kfold = {"nested_max_loo": 6, "nested_k_folds": 3}
+    a = permutation_test(X, y, 0.0, n_permutations=4, seed=2, **kfold)
+    b = permutation_test(X, y, 0.0, n_permutations=4, seed=2, chunk_size=1, **kfold)
+    loo = permutation_test(X, y, 0.0, n_permutations=4, seed=2)
+    assert np.all(np.isfinite(a["null_r2"])) and a["null_r2"].shape == (4,)
+    np.testing.assert_array_equal(a["null_r2"], b["null_r2"])
+    assert not np.allclose(a["null_r2"], loo["null_r2"])
+
+
+def test_each_permutation_is_run_once(monkeypatch):
+    """The fixed-size test runs every permutation exactly once, in order, whatever the chunks; the
+    sequential test stops after the chunk in which the h-th reaching statistic appears."""
+    from ptsd_bidsapp.glmnet import inference
+
+    X, y = _data(n=7, p=3, seed=16)
+    runs = []
+    original = inference._permutation_chunk
+
+    def spy(*args):
+        values = original(*args)
+        runs.append(len(values))
+        return values
+
+    monkeypatch.setattr(inference, "_permutation_chunk", spy)
+    fixed = permutation_test(X, y, -0.3, n_permutations=7, seed=1, chunk_size=3)
+    assert runs == [3, 3, 1] and fixed["null_r2"].size == 7
+    runs.clear()
+    seq = permutation_test(X, y, -0.3, n_permutations=7, seed=1, sequential_h=1, chunk_size=2)
+    first = int(np.flatnonzero(fixed["null_r2"] >= -0.3)[0])  # 0-based: in chunk first // 2
+    assert seq["n_permutations"] == first + 1
+    assert sum(runs) == 2 * (first // 2 + 1) and all(r == 2 for r in runs)
+
+
+def test_one_permutation_and_the_progress_lines(caplog):
+    X, y = _data(n=7, p=3, seed=17)
+    with caplog.at_level("INFO", logger="ptsd_bidsapp.progress"):
+        one = permutation_test(X, y, -10.0, n_permutations=1, seed=0)
+        permutation_test(X, y, -10.0, n_permutations=2, seed=0, progress="model all: permutations")
+    assert one["p_value"] == (1 + 1) / (1 + 1) and one["null_r2"].size == 1  # R² ≥ −10: reached
+    lines = [r.getMessage() for r in caplog.records if r.name == "ptsd_bidsapp.progress"]
+    assert any(line.startswith("permutation test: 1/1 done") for line in lines)
+    assert any(line.startswith("model all: permutations: 2/2 done") for line in lines)
