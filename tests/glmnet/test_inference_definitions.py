@@ -259,7 +259,7 @@ def test_bootstrap_streams_and_empty_request():
     cv = GlmnetCV(solver="numpy").fit(X, y)
     eight = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=8, seed=5)
     five = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=5, seed=5)
-    np.testing.assert_array_equal(eight["beta_per_sd"][:5], five["beta_per_sd"])
+    np.testing.assert_allclose(eight["beta_per_sd"][:5], five["beta_per_sd"], rtol=1e-12, atol=1e-15)  # batch rounding
     assert eight["n_bootstrap"] == 8
     # the frequency is the share of resamples with a non-zero coefficient
     np.testing.assert_array_equal(eight["frequency"], (eight["beta_per_sd"] != 0).sum(axis=0) / 8)
@@ -354,3 +354,42 @@ def test_one_permutation_and_the_progress_lines(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "ptsd_bidsapp.progress"]
     assert any(line.startswith("permutation test: 1/1 done") for line in lines)
     assert any(line.startswith("model all: permutations: 2/2 done") for line in lines)
+
+
+# ---------------------------------------------------------------------------------------
+# bootstrap options; defaults
+
+
+def test_bootstrap_one_resample_and_unpenalised_predictor():
+    """An unpenalised predictor is in every resample's model; a single resample is a valid request."""
+    X, y = _data(n=10, p=4, seed=18, signal=0.3)
+    pf = np.array([1.0, 1.0, 0.0, 1.0])
+    cv = GlmnetCV(penalty_factor=pf, solver="numpy").fit(X, y)
+    boot = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=6, penalty_factor=pf, seed=3)
+    assert boot["frequency"][2] == 1.0
+    plain = bootstrap_selection(X, y, cv.lambdas_, 0, n_bootstrap=6, seed=3)  # λ_max, all penalised
+    assert plain["frequency"][2] < 1.0
+    one = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=1, penalty_factor=pf, seed=3)
+    assert one["n_bootstrap"] == 1 and one["beta_per_sd"].shape == (1, 4)
+    # the same resample fitted in a batch of 1 instead of 6: rounding only
+    np.testing.assert_allclose(one["beta_per_sd"][0], boot["beta_per_sd"][0], rtol=1e-12, atol=1e-15)
+
+
+def test_function_defaults_are_the_packaged_configuration():
+    """Called without options, the inference functions use the documented defaults (the packaged
+    configuration; README: 1000 permutations, 500 bootstrap resamples, α = 0.5, 100 λs, LOO up
+    to 30 subjects, then 10 folds)."""
+    import inspect
+
+    from ptsd_bidsapp.config import load_config
+
+    en = load_config(None)["elastic_net"]
+    expected = {"alpha": en["alpha"], "n_lambda": en["n_lambda"], "nested_max_loo": en["nested_max_loo"],
+                "nested_k_folds": en["nested_k_folds"], "n_permutations": en["n_permutations"],
+                "n_bootstrap": en["n_bootstrap"], "lambda_min_ratio": en.get("lambda_min_ratio"),
+                "solver": en["solver"], "n_jobs": 1, "seed": 0, "sequential_h": en.get("sequential_h")}
+    assert (en["alpha"], en["n_permutations"], en["n_bootstrap"]) == (0.5, 1000, 500)
+    for function in (nested_cv, permutation_test, bootstrap_selection):
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in expected:
+                assert parameter.default == expected[name], (function.__name__, name)
