@@ -113,15 +113,16 @@ def test_nested_loo_is_cv_glmnet_refitted_without_each_subject(solver):
 
 
 def test_nested_loo_penalty_factor_and_alpha_reach_the_inner_fits():
-    """An unpenalised predictor and the lasso: the refit reference with the same options."""
+    """An unpenalised predictor, the lasso, a shorter λ path: the refit reference with the same options."""
     X, y = _data(n=8, p=4, seed=5, signal=0.7)
     pf = np.array([1.0, 0.0, 1.0, 2.0])
-    got = nested_cv(X, y, alpha=1.0, penalty_factor=pf, n_lambda=30, seed=0)
+    got = nested_cv(X, y, alpha=1.0, penalty_factor=pf, n_lambda=30, lambda_min_ratio=0.05, seed=0)
     n = len(y)
     predicted = np.zeros(n)
     for i in range(n):
         keep = np.arange(n) != i
-        cv = GlmnetCV(alpha=1.0, n_lambda=30, penalty_factor=pf, solver="numpy").fit(X[keep], y[keep])
+        cv = GlmnetCV(alpha=1.0, n_lambda=30, lambda_min_ratio=0.05, penalty_factor=pf,
+                      solver="numpy").fit(X[keep], y[keep])
         predicted[i] = cv.predict(X[i:i + 1])[0]
     np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
 
@@ -170,6 +171,36 @@ def test_kfold_outer_folds_and_training_means():
     pred = got["predicted"]
     assert np.all(np.isfinite(pred))
     assert got["r2"] == pytest.approx(1 - np.sum((y - pred) ** 2) / np.sum((y - expected_mean) ** 2), rel=1e-12)
+
+
+def test_kfold_nested_is_kfold_cv_glmnet_on_each_outer_training_set():
+    """Outer fold f (in order) trains on the others: cv.glmnet with K folds over its m training
+    subjects, fold labels 0..K−1 repeated and permuted by the "inner-folds" stream (one generator,
+    drawn outer fold after outer fold); the held-out subjects are predicted at that λ_min.
+    The reference fits each training set on its own (``cv._cv_batch``, pinned against R glmnet
+    in test_cv.py), scaled on the training set only: the same fits up to rounding (1e-8)."""
+    from ptsd_bidsapp.glmnet import cv as glmnet_cv
+    from ptsd_bidsapp.glmnet import solver as S
+
+    X, y = _data(n=10, p=3, seed=19)
+    k, seed = 3, 8
+    got = nested_cv(X, y, seed=seed, nested_max_loo=9, nested_k_folds=k, lambda_min_ratio=0.01, n_lambda=40)
+    folds = got["outer_folds"]
+    inner_rng = _spawn(seed, "inner-folds", 1)[0]
+    predicted = np.zeros(10)
+    for f in range(k):
+        train = folds != f
+        m = int(train.sum())
+        ids = inner_rng.permutation(np.arange(m) % k)
+        mean, sd = X[train].mean(axis=0), X[train].std(axis=0)
+        x0 = (X[train] - mean) / sd
+        one = np.zeros(1, dtype=int)
+        full, _, _, i_min, _ = glmnet_cv._cv_batch(x0, np.ones((1, m)), one, y[train][None, :], one,
+                                                   S._penalty_factor(None, 3), 0.5, 40, 0.01, ids[None, :],
+                                                   with_sd=False, solver="numpy")
+        z = ((X[~train] - mean) / sd - full["xm"][0]) / full["xs"][0]
+        predicted[~train] = full["ym"][0] + full["ys"][0] * z @ full["beta"][0, i_min[0]]
+    np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------
