@@ -127,6 +127,39 @@ def test_nested_loo_penalty_factor_and_alpha_reach_the_inner_fits():
     np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("p", [5, 6, 7])
+def test_nested_loo_inner_folds_compute_their_own_lambda_path(p):
+    """cv.glmnet (R glmnet 4.1.6, cv.glmnet.raw: "each call generates its own lambda sequence") fits
+    each fold with glmnet's defaults for *that fold*: λ_max of the fold and lambda.min.ratio =
+    1e-2 if its n < p else 1e-4. n = 7 subjects: the outer fits train on 6, the inner folds on 5,
+    so p = 5, 6, 7 put the rule's switch between or on them. Written out: every fit by glmnet's
+    own path (``GlmnetCV(...).lambdas_`` and ``predict`` along it, on the subset), the fold
+    predictions interpolated linearly in λ at the outer fit's λs (lambda.interp, clamped at the
+    fold path's ends), cvm averaged over the 6 inner folds, λ_min the first λ at the minimum."""
+    rng = np.random.default_rng(4)
+    n = 7
+    X = rng.normal(size=(n, p))
+    y = X[:, :3] @ np.array([1.5, -1.0, 0.7]) + rng.normal(size=n)
+    got = nested_cv(X, y, n_lambda=30, seed=0)
+    expected = np.zeros(n)
+    for i in range(n):
+        rest = np.flatnonzero(np.arange(n) != i)
+        outer = GlmnetCV(n_lambda=30, solver="compiled").fit(X[rest], y[rest])
+        errors = []
+        for j in rest:
+            keep = rest[rest != j]
+            fold = GlmnetCV(n_lambda=30, solver="compiled").fit(X[keep], y[keep])
+            along = [fold.predict(X[j:j + 1], index=k)[0] for k in range(fold.lambdas_.size)]
+            interp = np.interp(outer.lambdas_, fold.lambdas_[::-1], np.array(along)[::-1])
+            errors.append((y[j] - interp) ** 2)
+        cvm = np.mean(errors, axis=0)
+        i_min = int(np.flatnonzero(cvm <= cvm.min() * (1 + 1e-12))[0])
+        expected[i] = outer.predict(X[i:i + 1], index=i_min)[0]
+    # (at p = 6 the folds' own rule matters here: with the outer fits' ratio, 1e-4, for the folds
+    # the predictions move by up to 0.99 — checked when the test was written)
+    np.testing.assert_allclose(got["predicted"], expected, rtol=1e-8, atol=1e-10)
+
+
 def test_kfold_nested_with_as_many_folds_as_subjects_is_the_loo_nested_cv():
     """Above ``nested_max_loo`` with K ≥ n: the K-fold code path has LOO outer and inner folds, so it
     must give the LOO path's predictions (two implementations of one definition)."""
