@@ -136,8 +136,8 @@ def test_only_the_leading_valid_lambdas_are_solved():
     """``n_valid``: the first n_valid[b] λs of problem b; zeros after them."""
     c = np.array([[0.6, -0.4, 0.3], [0.2, 0.5, -0.7]])
     lam = np.geomspace(1.0, 0.01, 10)
-    beta, n_used, _, failed = _solve(np.eye(3), c, lam, np.ones(3), 1.0, n_valid=[4, 10])
-    assert not failed.any() and n_used.tolist() == [4, 10]
+    beta, n_used, _, failed = _solve(np.eye(3), c, lam, np.ones(3), 1.0, n_valid=[4, 12])
+    assert not failed.any() and n_used.tolist() == [4, 10]  # more valid λs than given: all 10 solved
     np.testing.assert_allclose(beta[0, :4], _soft_threshold_solution(c[0], lam[:4], np.ones(3), 1.0), atol=1e-14)
     assert not beta[0, 4:].any()
     np.testing.assert_allclose(beta[1], _soft_threshold_solution(c[1], lam, np.ones(3), 1.0), atol=1e-14)
@@ -159,7 +159,7 @@ def _glmnet_stop(beta, G, c, fdev, devmax, mnlam):
     return len(beta)
 
 
-@pytest.mark.parametrize("case", ["devmax", "fdev", "mnlam", "none"])
+@pytest.mark.parametrize("case", ["devmax", "fdev", "mnlam", "mnlam1", "none"])
 def test_early_stop_is_glmnets_rule(case):
     """G = I: rsq_k = Σ_j (2 β_j c_j − β_j²) from the closed-form path; the stop written out."""
     pf = np.ones(3)
@@ -174,6 +174,10 @@ def test_early_stop_is_glmnets_rule(case):
         c = np.array([0.5, -0.3, 0.2])
         lam = np.full(30, 0.05)
         settings[5] = 7
+    elif case == "mnlam1":  # the rule may fire from the first λ on: rsq is compared with 0 there
+        c = np.array([0.5, -0.3, 0.2])
+        lam = np.r_[0.4, np.full(29, 0.4)]
+        settings[5] = 1
     else:  # small c, fdev = 0, devmax above 1: the rule never fires
         c = np.array([0.3, -0.2, 0.1])
         settings[3], settings[4] = 0.0, 2.0
@@ -183,7 +187,7 @@ def test_early_stop_is_glmnets_rule(case):
     expected = _glmnet_stop(path, np.eye(3), c, settings[3], settings[4], int(settings[5]))
     assert n_used[0] == expected
     assert {"devmax": 3 < expected < 30, "fdev": 12 < expected < 30, "mnlam": expected == 7,
-            "none": expected == 30}[case]
+            "mnlam1": expected == 2, "none": expected == 30}[case]
     np.testing.assert_allclose(beta[0, :expected], path[:expected], atol=1e-14)
     assert not beta[0, expected:].any()
     # without early_stop every λ is solved
@@ -252,6 +256,38 @@ def test_simultaneous_entries_need_the_all_at_once_rounds():
     assert not failed.any()  # one at a time: four additions and the final check, five rounds
     _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
     assert failed.all()  # one round per λ cannot both add and confirm
+
+
+@pytest.mark.parametrize("direction", ["decreasing", "increasing"])
+def test_linear_extrapolation_guesses_entries_and_exits(direction):
+    """G = I, lasso: β_j(λ) = c_j − λ sign(c_j) is linear in λ and an inactive gradient is c_j, so
+    the guess at λ_k extrapolated from the solutions at λ_{k−1}, λ_{k−2} is the exact active set
+    (predictors enter down the path, leave up it) and one active-set round per λ suffices from
+    the third λ on (the first two have no guess).
+
+    Down the path: a budget of one round per λ, no predictor entering at the first two λs.
+    Up the path: every predictor enters at the first λ (two rounds: add all, confirm), so the
+    budget is two rounds; two predictors leave together at λ = 0.45, which without the guess
+    takes three rounds (step to the first zero crossing, then to the second, then confirm).
+    """
+    lam = np.linspace(0.9, 0.05, 18)  # no |c_j| equals a λ: no predictor exactly at its threshold
+    if direction == "decreasing":
+        c = np.array([0.55, -0.42, 0.31, -0.2, 0.12])
+        budget = 1
+    else:
+        c = np.array([0.55, -0.42, 0.41, -0.2, 0.12])
+        lam = lam[::-1].copy()
+        budget = 2
+    settings = (1e-10, budget, 10, 1e-5, 0.999, 5)
+    beta, n_used, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=settings)
+    assert not failed.any() and n_used[0] == 18
+    expected = _soft_threshold_solution(c, lam, np.ones(5), 1.0)
+    np.testing.assert_allclose(beta[0], expected, rtol=0, atol=1e-14)
+    support = (expected != 0).sum(axis=1)
+    if direction == "decreasing":
+        assert support[0] == support[1] == 0 and set(support.tolist()) == {0, 1, 2, 3, 4, 5}
+    else:
+        assert support[0] == 5 and set(support.tolist()) == {5, 4, 3, 1, 0}  # 3 -> 1: two leave at once
 
 
 def test_kkt_tolerance_keeps_a_predictor_at_the_edge_out():

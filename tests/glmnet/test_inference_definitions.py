@@ -8,6 +8,8 @@ p-values by counting; the seed streams by their documented property (``SeedSeque
 the first k streams do not depend on how many are drawn).
 """
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -19,9 +21,14 @@ from ptsd_bidsapp.glmnet import (
     prediction_metrics,
     sequential_p_value,
 )
-from ptsd_bidsapp.glmnet.inference import _spawn
-
 pytestmark = pytest.mark.unit
+
+
+def _spawn(seed, key, count):
+    """The documented seed streams, written out: ``SeedSequence(seed)`` with the task's CRC-32 as
+    spawn key, one child per permutation / bootstrap resample (inference.py's module docstring)."""
+    root = np.random.SeedSequence(entropy=seed, spawn_key=(zlib.crc32(key.encode()),))
+    return [np.random.default_rng(child) for child in root.spawn(count)]
 
 SOLVERS = ("numpy", "compiled")
 
@@ -106,17 +113,51 @@ def test_nested_loo_is_cv_glmnet_refitted_without_each_subject(solver):
 
 
 def test_nested_loo_penalty_factor_and_alpha_reach_the_inner_fits():
-    """An unpenalised predictor and the lasso: the refit reference with the same options."""
+    """An unpenalised predictor, the lasso, a shorter λ path: the refit reference with the same options."""
     X, y = _data(n=8, p=4, seed=5, signal=0.7)
     pf = np.array([1.0, 0.0, 1.0, 2.0])
-    got = nested_cv(X, y, alpha=1.0, penalty_factor=pf, n_lambda=30, seed=0)
+    got = nested_cv(X, y, alpha=1.0, penalty_factor=pf, n_lambda=30, lambda_min_ratio=0.05, seed=0)
     n = len(y)
     predicted = np.zeros(n)
     for i in range(n):
         keep = np.arange(n) != i
-        cv = GlmnetCV(alpha=1.0, n_lambda=30, penalty_factor=pf, solver="numpy").fit(X[keep], y[keep])
+        cv = GlmnetCV(alpha=1.0, n_lambda=30, lambda_min_ratio=0.05, penalty_factor=pf,
+                      solver="numpy").fit(X[keep], y[keep])
         predicted[i] = cv.predict(X[i:i + 1])[0]
     np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("p", [5, 6, 7])
+def test_nested_loo_inner_folds_compute_their_own_lambda_path(p):
+    """cv.glmnet (R glmnet 4.1.6, cv.glmnet.raw: "each call generates its own lambda sequence") fits
+    each fold with glmnet's defaults for *that fold*: λ_max of the fold and lambda.min.ratio =
+    1e-2 if its n < p else 1e-4. n = 7 subjects: the outer fits train on 6, the inner folds on 5,
+    so p = 5, 6, 7 put the rule's switch between or on them. Written out: every fit by glmnet's
+    own path (``GlmnetCV(...).lambdas_`` and ``predict`` along it, on the subset), the fold
+    predictions interpolated linearly in λ at the outer fit's λs (lambda.interp, clamped at the
+    fold path's ends), cvm averaged over the 6 inner folds, λ_min the first λ at the minimum."""
+    rng = np.random.default_rng(4)
+    n = 7
+    X = rng.normal(size=(n, p))
+    y = X[:, :3] @ np.array([1.5, -1.0, 0.7]) + rng.normal(size=n)
+    got = nested_cv(X, y, n_lambda=30, seed=0)
+    expected = np.zeros(n)
+    for i in range(n):
+        rest = np.flatnonzero(np.arange(n) != i)
+        outer = GlmnetCV(n_lambda=30, solver="compiled").fit(X[rest], y[rest])
+        errors = []
+        for j in rest:
+            keep = rest[rest != j]
+            fold = GlmnetCV(n_lambda=30, solver="compiled").fit(X[keep], y[keep])
+            along = [fold.predict(X[j:j + 1], index=k)[0] for k in range(fold.lambdas_.size)]
+            interp = np.interp(outer.lambdas_, fold.lambdas_[::-1], np.array(along)[::-1])
+            errors.append((y[j] - interp) ** 2)
+        cvm = np.mean(errors, axis=0)
+        i_min = int(np.flatnonzero(cvm <= cvm.min() * (1 + 1e-12))[0])
+        expected[i] = outer.predict(X[i:i + 1], index=i_min)[0]
+    # (at p = 6 the folds' own rule matters here: with the outer fits' ratio, 1e-4, for the folds
+    # the predictions move by up to 0.99 — checked when the test was written)
+    np.testing.assert_allclose(got["predicted"], expected, rtol=1e-8, atol=1e-10)
 
 
 def test_kfold_nested_with_as_many_folds_as_subjects_is_the_loo_nested_cv():
@@ -156,11 +197,43 @@ def test_kfold_outer_folds_and_training_means():
     folds = got["outer_folds"]
     assert got["inner_folds"] == 3
     assert sorted(np.bincount(folds).tolist()) == [3, 3, 4]
+    # the split: fold labels 0, 1, 2, 0, 1, ... permuted by the "outer-folds" stream of the seed
+    np.testing.assert_array_equal(folds, _spawn(4, "outer-folds", 1)[0].permutation(np.arange(10) % 3))
     expected_mean = np.array([y[folds != folds[i]].mean() for i in range(10)])
     np.testing.assert_allclose(got["train_mean"], expected_mean, rtol=1e-13)
     pred = got["predicted"]
     assert np.all(np.isfinite(pred))
     assert got["r2"] == pytest.approx(1 - np.sum((y - pred) ** 2) / np.sum((y - expected_mean) ** 2), rel=1e-12)
+
+
+def test_kfold_nested_is_kfold_cv_glmnet_on_each_outer_training_set():
+    """Outer fold f (in order) trains on the others: cv.glmnet with K folds over its m training
+    subjects, fold labels 0..K−1 repeated and permuted by the "inner-folds" stream (one generator,
+    drawn outer fold after outer fold); the held-out subjects are predicted at that λ_min.
+    The reference fits each training set on its own (``cv._cv_batch``, pinned against R glmnet
+    in test_cv.py), scaled on the training set only: the same fits up to rounding (1e-8)."""
+    from ptsd_bidsapp.glmnet import cv as glmnet_cv
+    from ptsd_bidsapp.glmnet import solver as S
+
+    X, y = _data(n=10, p=3, seed=19)
+    k, seed = 3, 8
+    got = nested_cv(X, y, seed=seed, nested_max_loo=9, nested_k_folds=k, lambda_min_ratio=0.01, n_lambda=40)
+    folds = got["outer_folds"]
+    inner_rng = _spawn(seed, "inner-folds", 1)[0]
+    predicted = np.zeros(10)
+    for f in range(k):
+        train = folds != f
+        m = int(train.sum())
+        ids = inner_rng.permutation(np.arange(m) % k)
+        mean, sd = X[train].mean(axis=0), X[train].std(axis=0)
+        x0 = (X[train] - mean) / sd
+        one = np.zeros(1, dtype=int)
+        full, _, _, i_min, _ = glmnet_cv._cv_batch(x0, np.ones((1, m)), one, y[train][None, :], one,
+                                                   S._penalty_factor(None, 3), 0.5, 40, 0.01, ids[None, :],
+                                                   with_sd=False, solver="numpy")
+        z = ((X[~train] - mean) / sd - full["xm"][0]) / full["xs"][0]
+        predicted[~train] = full["ym"][0] + full["ys"][0] * z @ full["beta"][0, i_min[0]]
+    np.testing.assert_allclose(got["predicted"], predicted, rtol=1e-8, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,7 +269,7 @@ def test_permutation_test_edge_cases():
     X, y = _data(n=7, p=3, seed=9)
     none = permutation_test(X, y, 0.3, n_permutations=0)
     assert none["n_permutations"] == 0 and none["p_value"] is None and none["null_r2"].size == 0
-    assert none["n_permutations_max"] == 0
+    assert none["n_permutations_max"] == 0 and none["sequential_h"] is None
     for bad in (0, -1):
         with pytest.raises(ValueError, match="sequential_h must be a positive integer"):
             permutation_test(X, y, 0.3, n_permutations=4, sequential_h=bad)
@@ -250,7 +323,7 @@ def test_bootstrap_streams_and_empty_request():
     cv = GlmnetCV(solver="numpy").fit(X, y)
     eight = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=8, seed=5)
     five = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=5, seed=5)
-    np.testing.assert_array_equal(eight["beta_per_sd"][:5], five["beta_per_sd"])
+    np.testing.assert_allclose(eight["beta_per_sd"][:5], five["beta_per_sd"], rtol=1e-12, atol=1e-15)  # batch rounding
     assert eight["n_bootstrap"] == 8
     # the frequency is the share of resamples with a non-zero coefficient
     np.testing.assert_array_equal(eight["frequency"], (eight["beta_per_sd"] != 0).sum(axis=0) / 8)
@@ -279,3 +352,108 @@ def test_bootstrap_resample_equals_duplicated_rows_at_the_full_data_lambdas():
                                  np.array([k + 1]), solver="numpy")
         per_unit = fit["ys"][0] * fit["beta"][0, k] / fit["xs"][0] / Xb.std(axis=0)  # x0 is per resample SD
         np.testing.assert_allclose(got["beta_per_sd"][b], per_unit * X.std(axis=0), rtol=1e-8, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# permutation test: options, work done, progress lines
+
+
+def test_permutation_options_reach_every_permutation():
+    """α, the λ path (length, smallest ratio) and the penalty factors of the permutation test are
+    those of the nested CV it permutes: null_r2[b] = nested R² of permutation b with the same options."""
+    X, y = _data(n=8, p=3, seed=14)
+    options = {"alpha": 1.0, "n_lambda": 20, "lambda_min_ratio": 0.05, "penalty_factor": [1.0, 0.0, 2.0]}
+    B, seed = 3, 21
+    null = np.array([nested_cv(X, rng.permutation(y), seed=seed, **options)["r2"]
+                     for rng in _spawn(seed, "permutations", B)])
+    got = permutation_test(X, y, 0.0, n_permutations=B, seed=seed, **options)
+    np.testing.assert_allclose(got["null_r2"], null, rtol=1e-8, atol=1e-10)
+    default = permutation_test(X, y, 0.0, n_permutations=B, seed=seed)
+    assert not np.allclose(default["null_r2"], null)  # the options do change the null
+
+
+def test_kfold_permutations_draw_their_own_inner_folds():
+    """Above ``nested_max_loo`` each permutation runs the seeded K-fold nested CV (its generator
+    draws the permutation, then its inner folds): finite R², not the LOO null, chunking-invariant."""
+    X, y = _data(n=9, p=3, seed=15)
+    kfold = {"nested_max_loo": 6, "nested_k_folds": 3}
+    a = permutation_test(X, y, 0.0, n_permutations=4, seed=2, **kfold)
+    b = permutation_test(X, y, 0.0, n_permutations=4, seed=2, chunk_size=1, **kfold)
+    loo = permutation_test(X, y, 0.0, n_permutations=4, seed=2)
+    assert np.all(np.isfinite(a["null_r2"])) and a["null_r2"].shape == (4,)
+    np.testing.assert_array_equal(a["null_r2"], b["null_r2"])
+    assert not np.allclose(a["null_r2"], loo["null_r2"])
+
+
+def test_each_permutation_is_run_once(monkeypatch):
+    """The fixed-size test runs every permutation exactly once, in order, whatever the chunks; the
+    sequential test stops after the chunk in which the h-th reaching statistic appears."""
+    from ptsd_bidsapp.glmnet import inference
+
+    X, y = _data(n=7, p=3, seed=16)
+    runs = []
+    original = inference._permutation_chunk
+
+    def spy(*args):
+        values = original(*args)
+        runs.append(len(values))
+        return values
+
+    monkeypatch.setattr(inference, "_permutation_chunk", spy)
+    fixed = permutation_test(X, y, -0.3, n_permutations=7, seed=1, chunk_size=3)
+    assert runs == [3, 3, 1] and fixed["null_r2"].size == 7
+    runs.clear()
+    seq = permutation_test(X, y, -0.3, n_permutations=7, seed=1, sequential_h=1, chunk_size=2)
+    first = int(np.flatnonzero(fixed["null_r2"] >= -0.3)[0])  # 0-based: in chunk first // 2
+    assert seq["n_permutations"] == first + 1
+    assert sum(runs) == 2 * (first // 2 + 1) and all(r == 2 for r in runs)
+
+
+def test_one_permutation_and_the_progress_lines(caplog):
+    X, y = _data(n=7, p=3, seed=17)
+    with caplog.at_level("INFO", logger="ptsd_bidsapp.progress"):
+        one = permutation_test(X, y, -10.0, n_permutations=1, seed=0)
+        permutation_test(X, y, -10.0, n_permutations=2, seed=0, progress="model all: permutations")
+    assert one["p_value"] == (1 + 1) / (1 + 1) and one["null_r2"].size == 1  # R² ≥ −10: reached
+    lines = [r.getMessage() for r in caplog.records if r.name == "ptsd_bidsapp.progress"]
+    assert any(line.startswith("permutation test: 1/1 done") for line in lines)
+    assert any(line.startswith("model all: permutations: 2/2 done") for line in lines)
+
+
+# ---------------------------------------------------------------------------------------
+# bootstrap options; defaults
+
+
+def test_bootstrap_one_resample_and_unpenalised_predictor():
+    """An unpenalised predictor is in every resample's model; a single resample is a valid request."""
+    X, y = _data(n=10, p=4, seed=18, signal=0.3)
+    pf = np.array([1.0, 1.0, 0.0, 1.0])
+    cv = GlmnetCV(penalty_factor=pf, solver="numpy").fit(X, y)
+    boot = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=6, penalty_factor=pf, seed=3)
+    assert boot["frequency"][2] == 1.0
+    plain = bootstrap_selection(X, y, cv.lambdas_, 0, n_bootstrap=6, seed=3)  # λ_max, all penalised
+    assert plain["frequency"][2] < 1.0
+    one = bootstrap_selection(X, y, cv.lambdas_, cv.index_min_, n_bootstrap=1, penalty_factor=pf, seed=3)
+    assert one["n_bootstrap"] == 1 and one["beta_per_sd"].shape == (1, 4)
+    # the same resample fitted in a batch of 1 instead of 6: rounding only
+    np.testing.assert_allclose(one["beta_per_sd"][0], boot["beta_per_sd"][0], rtol=1e-12, atol=1e-15)
+
+
+def test_function_defaults_are_the_packaged_configuration():
+    """Called without options, the inference functions use the documented defaults (the packaged
+    configuration; README: 1000 permutations, 500 bootstrap resamples, α = 0.5, 100 λs, LOO up
+    to 30 subjects, then 10 folds)."""
+    import inspect
+
+    from ptsd_bidsapp.config import load_config
+
+    en = load_config(None)["elastic_net"]
+    expected = {"alpha": en["alpha"], "n_lambda": en["n_lambda"], "nested_max_loo": en["nested_max_loo"],
+                "nested_k_folds": en["nested_k_folds"], "n_permutations": en["n_permutations"],
+                "n_bootstrap": en["n_bootstrap"], "lambda_min_ratio": en.get("lambda_min_ratio"),
+                "solver": en["solver"], "n_jobs": 1, "seed": 0, "sequential_h": en.get("sequential_h")}
+    assert (en["alpha"], en["n_permutations"], en["n_bootstrap"]) == (0.5, 1000, 500)
+    for function in (nested_cv, permutation_test, bootstrap_selection):
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in expected:
+                assert parameter.default == expected[name], (function.__name__, name)
