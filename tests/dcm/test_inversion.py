@@ -49,6 +49,8 @@ def test_spm_inv_ridge_grows_with_the_matrix_norm():
     (np.diag([1e-17, 5.0]), math.log(5.0)),                        # outside (1e-16, 1e16): dropped
     (np.diag([1e17, 5.0]), math.log(5.0)),
     (np.diag([2e-16, 5e15]), math.log(2e-16) + math.log(5e15)),    # just inside
+    (np.diag([1e-16, 5.0]), math.log(5.0)),                        # the bounds themselves are out
+    (np.diag([1e16, 5.0]), math.log(5.0)),
     (np.zeros((0, 0)), 0.0),
 ])
 def test_spm_logdet(matrix, expected):
@@ -86,6 +88,9 @@ def test_spm_dx_beyond_exp16_is_the_newton_step():
     J = np.array([[2.0, 1.0], [1.0, 3.0]])
     f = np.array([1.0, -1.0])
     np.testing.assert_allclose(inversion.spm_dx(J, f, 18.0), -np.linalg.solve(J, f), rtol=1e-12)
+    # just past the switch: t = exp(16.5) (log_t = 16.5 + ln|J|/2, ln|J| = ln 5); expm(t J) of this
+    # positive J would overflow, the Newton branch is exact
+    np.testing.assert_allclose(inversion.spm_dx(J, f, 16.5 + math.log(5.0) / 2), -np.linalg.solve(J, f), rtol=1e-12)
     # a 2-D f is read as a vector
     np.testing.assert_allclose(inversion.spm_dx(J, f[:, None], 18.0), -np.linalg.solve(J, f), rtol=1e-12)
 
