@@ -143,6 +143,14 @@ def test_perfect_predictions_have_p_0_or_1(monkeypatch, sign, p_expected):
     assert result.covariate == "covariate2"
 
 
+def test_an_integer_design_gives_float_observations(monkeypatch):
+    """Design columns as integers (e.g. a 0/1 drug column): the observed values and levels are floats."""
+    X = np.array([[1, 0], [1, 1], [1, 0], [1, 1]])
+    result, _ = _stubbed_loo(monkeypatch, lambda x: 0.5 * x[1] + 0.1 * x[0], X=X)
+    assert result.observed.dtype == np.float64 and result.levels.dtype == np.float64
+    np.testing.assert_array_equal(result.levels, [0.0, 1.0])
+
+
 def test_constant_predictions_have_no_correlation(monkeypatch):
     X = np.column_stack([np.ones(4), [1.0, 2.0, 4.0, 8.0]])
     result, _ = _stubbed_loo(monkeypatch, lambda x: 0.7, X=X)
