@@ -365,7 +365,7 @@ def test_nested_loo_lambda_min_ties_and_nan():
     flat = np.ones((P, 2, L))
     Y = np.array([[1.0, 2.0, 3.0, 4.0]])
     got = compiled.nested_loo_lambda_min(flat, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
-    assert got.tolist() == [0, 0, 0, 0]
+    assert got.tolist() == [0, 0, 0, 0] and got.dtype.kind == "i"  # indices, not floats
     # predictions improving down the path for every pair: λ_min the last used λ of each outer fit
     improving = np.zeros((P, 2, L))
     iu, ju = np.triu_indices(n, 1)
@@ -378,3 +378,48 @@ def test_nested_loo_lambda_min_ties_and_nan():
     Y_nan = np.array([[1.0, np.nan, 3.0, 4.0]])
     got = compiled.nested_loo_lambda_min(improving, pair_lam, np.full(P, L), outer_lam, outer_used, index, Y_nan)
     assert got.tolist() == [0, 3, 0, 0]  # subject 1's own outer fit does not use its outcome
+
+
+def test_nested_loo_lambda_min_with_two_point_fold_paths():
+    """Fold paths of two λs (a fold path stopped early) a decade apart, outer λs between them:
+    lambda.interp is linear in λ between the two points (np.interp), e.g. at λ = 0.2 on [1, 0.1]
+    the weight of the first point is (0.2 − 0.1) / 0.9, not that of the nearer point in log λ."""
+    rng = np.random.default_rng(9)
+    n, L = 5, 4
+    index, P = _pairs(n)
+    pair_lam = np.zeros((P, L))
+    pair_lam[:, :2] = [1.0, 0.1]
+    pair_pred = rng.normal(size=(P, 2, L))
+    outer_lam = np.tile([1.0, 0.5, 0.2, 0.12], (n, 1))
+    Y = rng.normal(size=(1, n))
+    got = compiled.nested_loo_lambda_min(pair_pred, pair_lam, np.full(P, 2), outer_lam, np.full(n, L), index, Y)
+    for i in range(n):
+        err = []
+        for j in range(n):
+            if j != i:
+                pred = pair_pred[index[i, j], int(j > i), :2]
+                err.append((Y[0, j] - np.interp(outer_lam[i], [0.1, 1.0], pred[::-1])) ** 2)
+        cvm = np.mean(err, axis=0)
+        assert got[i] == np.flatnonzero(cvm <= cvm.min() + 1e-12)[0]
+
+
+def test_lasso_path_where_the_first_predictor_leaves_and_returns():
+    """x0 correlated 0.7 with x1 and x2 (uncorrelated), c = G (−0.3, 1, 1)/2: x0 enters first, leaves
+    when x1 and x2 are in (its least-squares coefficient is negative) and re-enters with the other
+    sign. For the lasso the Cholesky factor is carried from λ to λ, so the exit removes the factor's
+    first row (Givens rotations, where every row of R has norm exactly 1). Reference: the
+    independent coordinate descent (1e-9, as in the correlated tests; condition number of G ≈ 200)."""
+    G = np.array([[1.0, 0.7, 0.7], [0.7, 1.0, 0.0], [0.7, 0.0, 1.0]])
+    c = G @ np.array([-0.3, 1.0, 1.0]) * 0.5
+    pf = np.ones(3)
+    lam = np.max(np.abs(c)) * np.geomspace(1.0, 1e-3, 40)
+    beta, n_used, _, failed = _solve(G, c, lam, pf, 1.0)
+    assert not failed.any() and n_used[0] == 40
+    expected = np.zeros((40, 3))
+    for k, l in enumerate(lam):
+        expected[k] = _coordinate_descent(G, c, l, pf, 1.0, start=expected[k - 1] if k else None)
+    np.testing.assert_allclose(beta[0], expected, rtol=0, atol=1e-9)
+    support = expected != 0
+    first_out = np.flatnonzero(support[:, 1:].all(axis=1) & ~support[:, 0])
+    assert support[1, 0] and not support[1, 1:].any() and first_out.size  # x0 first; later out with x1, x2 in
+    assert support[-1].all() and np.sign(expected[-1, 0]) != np.sign(expected[1, 0])  # back, other sign

@@ -67,15 +67,24 @@ def test_prediction_metrics_constant_prediction_and_rows():
     assert flat["pearson_r"] == 0.0
     assert flat["r2"] == pytest.approx(1 - (1 + 0 + 1 + 4) / 5.0, rel=1e-14)  # SST around 2.5 = 5
     assert flat["mae"] == pytest.approx(1.0, rel=1e-14)
-    Y = np.stack([y, y[::-1] * 2.0])
-    P = np.stack([np.full(4, 2.0), np.array([8.0, 5.0, 4.5, 1.0])])
-    M = np.stack([np.full(4, 2.5), np.full(4, 5.0)])
+    # three rows: the constant one, a second, and a third at 1/10 scale (r is scale-free, so its
+    # r must be the second row's although its SDs are below 1)
+    Y = np.stack([y, y[::-1] * 2.0, y[::-1] * 0.2])
+    P = np.stack([np.full(4, 2.0), np.array([8.0, 5.0, 4.5, 1.0]), np.array([0.8, 0.5, 0.45, 0.1])])
+    M = np.stack([np.full(4, 2.5), np.full(4, 5.0), np.full(4, 0.5)])
     stacked = prediction_metrics(Y, P, M)
     second = prediction_metrics(Y[1], P[1], M[1])
     for key in ("r2", "pearson_r", "mae"):
-        assert stacked[key].shape == (2,)
+        assert stacked[key].shape == (3,)
         assert stacked[key][0] == pytest.approx(flat[key], rel=1e-14, abs=1e-15)
         assert stacked[key][1] == pytest.approx(second[key], rel=1e-14)
+    assert stacked["r2"][2] == pytest.approx(second["r2"], rel=1e-12)
+    assert stacked["pearson_r"][2] == pytest.approx(second["pearson_r"], rel=1e-12)
+    assert stacked["mae"][2] == pytest.approx(second["mae"] / 10, rel=1e-12)
+    # Pearson r of the second row by hand: y − 5 = (3, 1, −1, −3), pred − 4.625 = (3.375, 0.375, −0.125, −3.625)
+    sxy = 3 * 3.375 + 1 * 0.375 + 1 * 0.125 + 3 * 3.625
+    assert second["pearson_r"] == pytest.approx(sxy / np.sqrt(20 * (3.375**2 + 0.375**2 + 0.125**2 + 3.625**2)),
+                                                rel=1e-14)
     # the second row by hand: y = (8, 6, 4, 2), pred = (8, 5, 4.5, 1), mean 5
     assert second["r2"] == pytest.approx(1 - (0 + 1 + 0.25 + 1) / (9 + 1 + 1 + 9), rel=1e-14)
     assert second["mae"] == pytest.approx((0 + 1 + 0.5 + 1) / 4, rel=1e-14)
@@ -189,6 +198,14 @@ def test_held_out_outcomes_do_not_reach_their_own_predictions(max_loo):
     assert not np.allclose(moved["predicted"][~held], base["predicted"][~held])  # the others did see them
 
 
+def test_leave_one_out_up_to_and_including_nested_max_loo():
+    X, y = _data(n=9, p=3, seed=22)
+    at = nested_cv(X, y, seed=1, nested_max_loo=9, nested_k_folds=3)
+    above = nested_cv(X, y, seed=1, nested_max_loo=8, nested_k_folds=3)
+    assert at["inner_folds"] == "loo" and at["outer_folds"].tolist() == list(range(9))
+    assert above["inner_folds"] == 3 and sorted(np.bincount(above["outer_folds"]).tolist()) == [3, 3, 3]
+
+
 def test_kfold_outer_folds_and_training_means():
     """n = 10 above ``nested_max_loo``, K = 3: balanced folds (4, 3, 3), each subject held out once;
     the reference of the R² is the mean of y outside the subject's fold."""
@@ -240,20 +257,22 @@ def test_kfold_nested_is_kfold_cv_glmnet_on_each_outer_training_set():
 # permutation test
 
 
-def test_permutation_null_is_the_nested_r2_of_each_seeded_permutation():
-    """null_r2[b] = nested-CV R² of y permuted by the b-th generator of the "permutations" stream;
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_permutation_null_is_the_nested_r2_of_each_seeded_permutation(solver):
+    """null_r2[b] = nested-CV R² of y permuted by the b-th generator of the "permutations" stream
+    (several permutations share one batch of fits: both solvers' inner-CV steps);
     p = (1 + #{null ≥ observed}) / (1 + B), a tie counting as reaching the observed."""
     X, y = _data(n=8, p=3, seed=7)
     B, seed = 5, 11
     rngs = _spawn(seed, "permutations", B)
-    null = np.array([nested_cv(X, rng.permutation(y), seed=seed)["r2"] for rng in rngs])
+    null = np.array([nested_cv(X, rng.permutation(y), seed=seed, solver=solver)["r2"] for rng in rngs])
     observed = float(np.sort(null)[2])  # the third smallest: 3 null values reach it (itself a tie)
-    got = permutation_test(X, y, observed, n_permutations=B, seed=seed)
+    got = permutation_test(X, y, observed, n_permutations=B, seed=seed, solver=solver)
     np.testing.assert_allclose(got["null_r2"], null, rtol=1e-8, atol=1e-10)
     assert got["p_value"] == (1 + 3) / (1 + B)
     assert got["n_permutations"] == B and got["n_permutations_max"] == B and got["sequential_h"] is None
     # above every null value: the smallest p the test can give
-    assert permutation_test(X, y, null.max() + 1e-6, n_permutations=B, seed=seed)["p_value"] == 1 / (1 + B)
+    assert permutation_test(X, y, null.max() + 1e-6, n_permutations=B, seed=seed, solver=solver)["p_value"] == 1 / (1 + B)
 
 
 def test_permutation_streams_do_not_depend_on_how_many_are_drawn_or_on_chunks():
