@@ -45,7 +45,25 @@ INTEGRATION_FILES = {
 INTEGRATION_FOLDERS = ("workflows/", "faults/")
 
 
+#: Session fixtures that run the app end to end (tests/workflows/conftest.py): ``make test`` distributes
+#: by file (``--dist loadfile``) and every xdist worker builds its own session fixtures, so each of
+#: these may be requested from one test file only, or it is built once per worker that runs such a file
+#: (the participant run: ~90 CPU-s). Issue 20: "the participant fixture built once per session".
+ONE_FILE_SESSION_FIXTURES = ("participant_run",)
+
+
+def _check_one_file_session_fixtures(items) -> None:
+    for fixture in ONE_FILE_SESSION_FIXTURES:
+        files = sorted({Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
+                        for item in items if fixture in getattr(item, "fixturenames", ())})
+        if len(files) > 1:
+            raise pytest.UsageError(
+                f"the session fixture {fixture!r} is requested from {len(files)} test files ({', '.join(files)}): "
+                "under `--dist loadfile` each of their workers would build it again; move the tests into one file")
+
+
 def pytest_collection_modifyitems(config, items):
+    _check_one_file_session_fixtures(items)
     for item in items:
         relative = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
         integration = relative in INTEGRATION_FILES or relative.startswith(INTEGRATION_FOLDERS)
