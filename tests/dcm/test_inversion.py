@@ -12,11 +12,12 @@ The inversion itself is compared with SPM12 in ``test_spm12_reference.py``. Unit
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
-from ptsd_bidsapp.dcm import inversion
+from ptsd_bidsapp.dcm import inversion, priors
 from tests.dcm.dcm_fixtures import faces_spec
 
 pytestmark = pytest.mark.unit
@@ -147,9 +148,41 @@ def test_estimation_refuses_a_model_without_driving_input_and_warns_for_nine_reg
     from ptsd_bidsapp.dcm import DCMSpec
 
     big = DCMSpec(np.ones((9, 9)), None, np.ones((9, 1)), np.ones((40, 1)), 0.5, 2.0, 0.03, centre_inputs=False)
-    with pytest.warns(UserWarning, match=r"^9 regions: SPM12 would constrain the A prior to 8 principal modes"):
+    with pytest.warns(UserWarning, match=r"^9 regions: SPM12 would constrain the A prior to 8 principal modes "
+                                         r"\(options\.maxnodes\); this implementation uses the full prior$") as record:
         with pytest.raises(ValueError, match="needs data"):
             inversion.estimate_dcm(big)
+    # attributed to the caller's line (stacklevel), not to the package
+    assert [w.filename for w in record] == [__file__]
+    # eight regions are within SPM's maxnodes: no warning
+    eight = DCMSpec(np.ones((8, 8)), None, np.ones((8, 1)), np.ones((40, 1)), 0.5, 2.0, 0.03, centre_inputs=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="needs data"):
+            inversion.estimate_dcm(eight)
+
+
+def test_starting_point_and_verbose_output(capsys):
+    """P0 is where the ascent starts (SPM options.P): after one iteration the best accepted point is
+    still the expansion point, so the posterior mean returned is P0 itself (the prior mean without
+    P0); verbose prints one spm_nlsi_GN line per iteration, and nothing is printed by default."""
+    from ptsd_bidsapp.dcm import simulate_dcm
+
+    truth = {"A": [[-0.1, -0.3], [0.4, 0.0]], "B": {"fearful": [[0.0, 0.0], [0.3, 0.0]]},
+             "C": [[0.5, 0.0], [0.0, 0.0]]}
+    clean, _ = simulate_dcm(faces_spec(n_scans=60), truth)
+    spec = faces_spec(y=clean, max_iter=1)
+    from_prior = inversion.estimate_dcm(spec)
+    from_truth = inversion.estimate_dcm(spec, P0=truth)
+    np.testing.assert_array_equal(from_prior.Ep_vector, from_prior.pE)
+    expected = priors.pack_parameters(truth, 2, 2, spec.input_names)
+    np.testing.assert_allclose(from_truth.Ep_vector, expected, rtol=0, atol=1e-15)
+    # the same start given as a vector
+    np.testing.assert_allclose(inversion.estimate_dcm(spec, P0=expected).Ep_vector, expected, rtol=0, atol=1e-15)
+    assert capsys.readouterr().out == ""
+    inversion.estimate_dcm(faces_spec(y=clean, max_iter=2), verbose=True)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("EM:(+)   1  F: ") and out[1].startswith("EM:(+)   2  F: ")
 
 
 # --------------------------------------------------------------------------------- Prais-Winsten
