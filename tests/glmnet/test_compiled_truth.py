@@ -85,14 +85,16 @@ def _moments(X, y):
 # orthogonal design: soft-thresholding in closed form
 
 
-@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.1])
-def test_orthogonal_design_is_soft_thresholding(alpha):
-    """G = I, unequal penalty factors, one unpenalised predictor, three problems (rows of c).
+@pytest.mark.parametrize("alpha, pf", [(1.0, None), (0.5, None), (0.1, None), (0.5, [2.0] * 5)])
+def test_orthogonal_design_is_soft_thresholding(alpha, pf):
+    """G = I, unequal penalty factors, one unpenalised predictor, three problems (rows of c); and
+    every (1 − α) pf_j = 1 (an elastic net whose ridge weights are all 1 is not a lasso: the
+    system's diagonal 1 + λ changes with λ).
 
     The solver's Cholesky factor of a diagonal system is exact, so the only error is the
     rounding of a division and a square root: 1e-14.
     """
-    pf = np.array([1.0, 0.5, 2.0, 0.0, 1.5])
+    pf = np.array([1.0, 0.5, 2.0, 0.0, 1.5]) if pf is None else np.asarray(pf)
     c = np.array([[0.8, -0.5, 0.3, 0.2, -0.05],
                   [-0.2, 0.9, -0.7, -0.4, 0.6],
                   [0.05, 0.1, 0.45, 0.0, -0.33]])
@@ -107,7 +109,7 @@ def test_orthogonal_design_is_soft_thresholding(alpha):
         np.testing.assert_array_equal(beta[b] != 0, expected != 0)  # exactly zero off the support
     # the path starts above every λ_max (only the unpenalised β_3 = c_3 non-zero) and ends with
     # every predictor whose c is non-zero in the model
-    np.testing.assert_array_equal(beta[:, 0] != 0, np.tile([False, False, False, True, False], (3, 1)) & (c != 0))
+    np.testing.assert_array_equal(beta[:, 0] != 0, (pf == 0) & (c != 0))
     np.testing.assert_array_equal(beta[:, -1] != 0, c != 0)
 
 
@@ -265,27 +267,30 @@ def test_linear_extrapolation_guesses_entries_and_exits(direction):
     (predictors enter down the path, leave up it) and one active-set round per λ suffices from
     the third λ on (the first two have no guess).
 
-    Down the path: a budget of one round per λ, no predictor entering at the first two λs.
+    Down the path: a budget of one round per λ, no predictor entering at the first two λs, the
+    first entering at the third (the first guess), unequal penalty factors (thresholds λ pf_j).
     Up the path: every predictor enters at the first λ (two rounds: add all, confirm), so the
     budget is two rounds; two predictors leave together at λ = 0.45, which without the guess
     takes three rounds (step to the first zero crossing, then to the second, then confirm).
     """
     lam = np.linspace(0.9, 0.05, 18)  # no |c_j| equals a λ: no predictor exactly at its threshold
     if direction == "decreasing":
-        c = np.array([0.55, -0.42, 0.31, -0.2, 0.12])
+        c = np.array([0.82, -0.42, 0.31, -0.23, 0.12])
+        pf = np.array([1.0, 2.0, 0.5, 1.0, 1.0])  # thresholds 0.82, 0.21, 0.62, 0.23, 0.12
         budget = 1
     else:
         c = np.array([0.55, -0.42, 0.41, -0.2, 0.12])
+        pf = np.ones(5)
         lam = lam[::-1].copy()
         budget = 2
     settings = (1e-10, budget, 10, 1e-5, 0.999, 5)
-    beta, n_used, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=settings)
+    beta, n_used, _, failed = _solve(np.eye(5), c, lam, pf, 1.0, settings=settings)
     assert not failed.any() and n_used[0] == 18
-    expected = _soft_threshold_solution(c, lam, np.ones(5), 1.0)
+    expected = _soft_threshold_solution(c, lam, pf, 1.0)
     np.testing.assert_allclose(beta[0], expected, rtol=0, atol=1e-14)
     support = (expected != 0).sum(axis=1)
     if direction == "decreasing":
-        assert support[0] == support[1] == 0 and set(support.tolist()) == {0, 1, 2, 3, 4, 5}
+        assert support[0] == support[1] == 0 and support[2] == 1 and support[-1] == 5
     else:
         assert support[0] == 5 and set(support.tolist()) == {5, 4, 3, 1, 0}  # 3 -> 1: two leave at once
 

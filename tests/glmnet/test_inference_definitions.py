@@ -476,3 +476,21 @@ def test_function_defaults_are_the_packaged_configuration():
         for name, parameter in inspect.signature(function).parameters.items():
             if name in expected:
                 assert parameter.default == expected[name], (function.__name__, name)
+
+
+def test_defaults_in_use():
+    """The defaults as the functions apply them (not only as their signatures state): seed 0,
+    LOO up to 30 subjects then 10 folds, 1000 permutations, 500 bootstrap resamples."""
+    X, y = _data(n=31, p=2, seed=23)
+    kfold = nested_cv(X, y, n_lambda=20)
+    assert kfold["inner_folds"] == 10 and np.unique(kfold["outer_folds"]).size == 10
+    np.testing.assert_array_equal(kfold["predicted"], nested_cv(X, y, n_lambda=20, seed=0)["predicted"])
+    # a sequential test stopped at its first permutation still reports its planned size
+    first = permutation_test(X, y, -np.inf, n_lambda=20, sequential_h=1, chunk_size=1)
+    assert first["n_permutations"] == 1 and first["n_permutations_max"] == 1000
+    Xs, ys = X[:8], y[:8]
+    cv = GlmnetCV(n_lambda=20).fit(Xs, ys)
+    boot = bootstrap_selection(Xs, ys, cv.lambdas_, min(cv.index_min_, 3))
+    assert boot["n_bootstrap"] == 500 and boot["beta_per_sd"].shape == (500, 2)
+    seeded = bootstrap_selection(Xs, ys, cv.lambdas_, min(cv.index_min_, 3), n_bootstrap=20, seed=0)
+    np.testing.assert_allclose(boot["beta_per_sd"][:20], seeded["beta_per_sd"], rtol=1e-12, atol=1e-15)
