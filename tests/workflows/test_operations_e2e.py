@@ -208,8 +208,10 @@ def test_clean_workdir_recomputes_from_scratch(faces_run, tmp_path):
     keep.write_text("not the app's\n")
     started = time.time()
     samples_before = set(Path.cwd().glob(".proc-*"))
+    # --no-dcm --no-reports: the cleaning and the run nodes' recomputation are under test, not the DCM or the report
     code, stdout, _ = _main([faces_run["bids"], tmp_path / "out", "participant", "-w", work,
-                             *faces_run["common"][4:], "--participant-label", "01", "--clean-workdir"])
+                             *faces_run["common"][4:], "--participant-label", "01", "--clean-workdir",
+                             "--no-dcm", "--no-reports"])
     assert code == errors.SUCCESS, stdout
     # no --resource-monitor here: the fixture's monitored run (same process) must not leave it on
     assert set(Path.cwd().glob(".proc-*")) == samples_before
