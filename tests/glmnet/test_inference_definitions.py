@@ -489,6 +489,8 @@ def test_defaults_in_use():
     first = permutation_test(X, y, -np.inf, n_lambda=20, sequential_h=1, chunk_size=1)
     assert first["n_permutations"] == 1 and first["n_permutations_max"] == 1000
     Xs, ys = X[:8], y[:8]
+    np.testing.assert_array_equal(permutation_test(Xs, ys, 0.0, n_permutations=3, n_lambda=20)["null_r2"],
+                                  permutation_test(Xs, ys, 0.0, n_permutations=3, n_lambda=20, seed=0)["null_r2"])
     cv = GlmnetCV(n_lambda=20).fit(Xs, ys)
     boot = bootstrap_selection(Xs, ys, cv.lambdas_, min(cv.index_min_, 3))
     assert boot["n_bootstrap"] == 500 and boot["beta_per_sd"].shape == (500, 2)
