@@ -175,6 +175,8 @@ def test_starting_point_and_verbose_output(capsys):
     from_prior = inversion.estimate_dcm(spec)
     from_truth = inversion.estimate_dcm(spec, P0=truth)
     np.testing.assert_array_equal(from_prior.Ep_vector, from_prior.pE)
+    # one iteration cannot meet the four-in-a-row criterion
+    assert from_prior.converged is False and from_truth.converged is False and from_prior.n_iter == 1
     expected = priors.pack_parameters(truth, 2, 2, spec.input_names)
     np.testing.assert_allclose(from_truth.Ep_vector, expected, rtol=0, atol=1e-15)
     # the same start given as a vector
