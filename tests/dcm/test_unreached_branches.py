@@ -45,8 +45,19 @@ def test_divergence_that_does_not_recover_raises(monkeypatch):
     """Four increasingly regularised retries all diverge: DCMConvergenceError (spm_nlsi_GN's
     'convergence failure'), not NaN estimates."""
     _diverging(set(range(3, 100)), monkeypatch)
-    with pytest.raises(inversion.DCMConvergenceError, match="diverged"):
+    with pytest.raises(inversion.DCMConvergenceError,
+                       match=r"^DCM integration diverged \(spm_nlsi_GN: convergence failure\)$"):
         estimate_dcm(_data())
+
+
+def test_divergence_at_the_first_iteration_raises_without_a_back_off(monkeypatch):
+    """spm_nlsi_GN backs off only from an accepted point: a NaN prediction at the prior mean
+    (iteration 1) is a convergence failure at once (one integration, no retry)."""
+    data = _data()
+    count = _diverging({1}, monkeypatch)
+    with pytest.raises(inversion.DCMConvergenceError, match=r"^DCM integration diverged"):
+        estimate_dcm(data)
+    assert count["n"] == 1
 
 
 def test_integrator_stops_a_blown_up_state_and_leaves_later_samples_zero():
