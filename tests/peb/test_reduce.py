@@ -172,6 +172,7 @@ def test_range_basis_spans_the_positive_eigenspace():
     np.testing.assert_allclose(B @ B.T, np.diag([1.0, 0.0, 1.0]), atol=1e-12)   # projector on e0, e2
     assert range_basis(np.diag([1.0, 1e-13])).shape == (2, 1)                     # below 1e-12 × max
     assert range_basis(np.diag([1.0, 1e-13]), rtol=1e-14).shape == (2, 2)
+    assert range_basis(np.diag([1.0, 1e-12])).shape == (2, 1)                     # exactly at the threshold: out
     assert range_basis(np.zeros((3, 3))).shape == (3, 0)
     np.testing.assert_allclose(np.abs(range_basis(np.array([[2.0]]))), [[1.0]])
     # the threshold is relative to the largest eigenvalue, whatever the units
@@ -266,3 +267,22 @@ def test_changed_only_score_is_the_evidence_of_the_changed_effects_marginal():
     marginal_prior = _prior_changed_on(pE, pC, [2], rE_only[[2]], pC[np.ix_([2], [2])])
     got = regularised_reduced_free_energy(qE, qC, pE, pC, rE_only, pC, tol=1e-14)
     assert got == pytest.approx(_exact_log_evidence(design, noise_cov, y, *marginal_prior) - F_full, abs=1e-9)
+
+
+def test_regularised_form_drops_a_prior_variance_exactly_at_the_tolerance():
+    """spm_log_evidence keeps the parameters whose prior variance exceeds tol: one at exactly tol
+    (e⁻¹⁶) is dropped, so the score equals that of the model without it (4 of 5 effects)."""
+    from ptsd_bidsapp.peb.reduce import regularised_reduced_free_energy
+
+    tol = float(np.exp(-16))
+    design, noise_cov, y = _glm(23)
+    pE = np.zeros(5)
+    pC = np.diag([1.0, 0.5, tol, 1.0, 0.25])
+    qE, qC, _ = _full_model(design, noise_cov, y, pE, pC)
+    rC = pC.copy()
+    rC[0, 0] = 0.2
+    keep = [0, 1, 3, 4]
+    got = regularised_reduced_free_energy(qE, qC, pE, pC, pE, rC, changed_only=False)
+    without = regularised_reduced_free_energy(qE[keep], qC[np.ix_(keep, keep)], pE[keep], pC[np.ix_(keep, keep)],
+                                              pE[keep], rC[np.ix_(keep, keep)], changed_only=False)
+    assert got == without
