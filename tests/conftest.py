@@ -28,6 +28,7 @@ INTEGRATION_FILES = {
     "glmnet/test_inference.py",
     "group/test_changes.py",
     "group/test_dcm_group.py",
+    "group/test_missing_per_model.py",
     "group/test_models.py",
     "group/test_run_group.py",
     "peb/test_bmr.py",
