@@ -1,20 +1,37 @@
 # Reference values of R glmnet for tests/glmnet/test_cv.py.
 #
 # Usage (from the repository root):
-#   python scripts/make_glmnet_reference_data.py   # writes tests/data/glmnet/case-*_data.tsv
-#   Rscript scripts/glmnet_reference.R             # writes the case-*_{path,coef,summary}.tsv
+#   python scripts/make_glmnet_reference_data.py [CASE ...]   # writes tests/data/glmnet/case-*_data.tsv
+#   Rscript scripts/glmnet_reference.R [DIR [CASE ...]]        # writes the case-*_{path,coef,betapath,summary}.tsv
+# (every case, or only those named). The fold ratio cases were made with
+#   Rscript scripts/glmnet_reference.R tests/data/glmnet foldratio-loo foldratio-kfold
+# (R 4.2.2, glmnet 4.1.6 from Debian bookworm: apt-get install r-base-core r-cran-glmnet).
 #
 # For each case: cv.glmnet(x, y, alpha = 0.5, nfolds = n, grouped = FALSE) with the
 # defaults (gaussian, standardize = TRUE, intercept = TRUE, nlambda = 100, lambda.min.ratio
 # by n vs p) and a tight convergence threshold, so the reference is the exact optimum.
 # Case "penaltyfactor" leaves its last column ("cov") unpenalised (penalty.factor 0).
+# A case with a case-<name>_foldid.tsv is cross-validated on those folds (foldid) instead of
+# leave-one-out. The "foldratio" cases have folds with fewer subjects than predictors while the
+# full data have at least as many: cv.glmnet calls glmnet on each fold with lambda = NULL, so the
+# fold takes lambda.min.ratio 1e-2 from its own nobs, the full data 1e-4; they are also
+# cross-validated with lambda.min.ratio = 1e-4 given (then every fold's path uses it):
+# case-<name>_ratio1e-4_{path,summary}.tsv.
 suppressPackageStartupMessages(library(glmnet))
 
 args <- commandArgs(trailingOnly = TRUE)
 dir <- if (length(args) > 0) args[1] else file.path("tests", "data", "glmnet")
+all_cases <- c("basic", "penaltyfactor", "wide", "foldratio-loo", "foldratio-kfold")
+cases <- if (length(args) > 1) args[-1] else all_cases
+stopifnot(all(cases %in% all_cases))
 thresh <- 1e-14
 
-for (case in c("basic", "penaltyfactor", "wide")) {
+write_path <- function(cv, prefix) {
+  write.table(data.frame(lambda = cv$lambda, cvm = cv$cvm, cvsd = cv$cvsd, nzero = cv$nzero),
+              file.path(dir, sprintf("%s_path.tsv", prefix)), sep = "\t", quote = FALSE, row.names = FALSE)
+}
+
+for (case in cases) {
   data <- read.delim(file.path(dir, sprintf("case-%s_data.tsv", case)))
   y <- data$y
   x <- as.matrix(data[, setdiff(names(data), "y")])
@@ -23,12 +40,27 @@ for (case in c("basic", "penaltyfactor", "wide")) {
   if (case == "penaltyfactor") pf[ncol(x)] <- 0
   alpha <- 0.5
   fit <- glmnet(x, y, alpha = alpha, penalty.factor = pf, thresh = thresh, maxit = 1e7)
-  cv <- cv.glmnet(x, y, alpha = alpha, penalty.factor = pf, nfolds = n, grouped = FALSE,
-                  thresh = thresh, maxit = 1e7)
+  foldid_file <- file.path(dir, sprintf("case-%s_foldid.tsv", case))
+  foldid <- if (file.exists(foldid_file)) read.delim(foldid_file)$foldid else NULL
+  if (!is.null(foldid)) {
+    cv <- cv.glmnet(x, y, alpha = alpha, penalty.factor = pf, foldid = foldid, grouped = FALSE,
+                    thresh = thresh, maxit = 1e7)
+  } else {
+    cv <- cv.glmnet(x, y, alpha = alpha, penalty.factor = pf, nfolds = n, grouped = FALSE,
+                    thresh = thresh, maxit = 1e7)
+  }
   stopifnot(isTRUE(all.equal(cv$lambda, fit$lambda)))
-  write.table(data.frame(lambda = cv$lambda, cvm = cv$cvm, cvsd = cv$cvsd, nzero = cv$nzero),
-              file.path(dir, sprintf("case-%s_path.tsv", case)), sep = "\t", quote = FALSE,
-              row.names = FALSE)
+  write_path(cv, sprintf("case-%s", case))
+  if (startsWith(case, "foldratio")) {
+    given <- cv.glmnet(x, y, alpha = alpha, penalty.factor = pf, grouped = FALSE, lambda.min.ratio = 1e-4,
+                       foldid = if (is.null(foldid)) seq_len(n) else foldid, thresh = thresh, maxit = 1e7)
+    write_path(given, sprintf("case-%s_ratio1e-4", case))
+    write.table(data.frame(key = c("lambda_min", "lambda_1se", "index_min", "index_1se"),
+                           value = c(format(given$lambda.min, digits = 17), format(given$lambda.1se, digits = 17),
+                                     given$index[1], given$index[2])),
+                file.path(dir, sprintf("case-%s_ratio1e-4_summary.tsv", case)), sep = "\t", quote = FALSE,
+                row.names = FALSE)
+  }
   cmin <- as.matrix(coef(cv, s = "lambda.min"))
   c1se <- as.matrix(coef(cv, s = "lambda.1se"))
   write.table(data.frame(term = rownames(cmin), coef_lambda_min = cmin[, 1], coef_lambda_1se = c1se[, 1]),

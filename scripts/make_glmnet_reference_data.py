@@ -1,22 +1,38 @@
 """Write the fixed datasets on which R glmnet produced the reference values in tests/data/glmnet.
 
-Run ``python scripts/make_glmnet_reference_data.py`` then ``Rscript scripts/glmnet_reference.R``
-(R >= 4 with the glmnet package, e.g. Debian ``r-cran-glmnet``); both write under
-``tests/data/glmnet/``. The test (tests/glmnet/test_cv.py) reads only the files.
+Run ``python scripts/make_glmnet_reference_data.py [CASE ...]`` then
+``Rscript scripts/glmnet_reference.R [DIR [CASE ...]]`` (R >= 4 with the glmnet package, e.g.
+Debian ``r-cran-glmnet``); both write under ``tests/data/glmnet/``, every case or only those
+named. The test (tests/glmnet/test_cv.py) reads only the files. The draws of
+``multivariate_normal`` differ in the last digits between numpy/BLAS builds, so regenerate only
+the cases whose R reference is regenerated with them. The fold ratio cases were made with
+``python scripts/make_glmnet_reference_data.py foldratio-loo foldratio-kfold`` (numpy 2.4.6,
+2026-12-03) and ``Rscript scripts/glmnet_reference.R tests/data/glmnet foldratio-loo
+foldratio-kfold`` (R 4.2.2, glmnet 4.1.6, Debian bookworm ``r-cran-glmnet``).
 
 Cases (one ``case-<name>_data.tsv`` each, columns ``y``, ``x01`` ...):
 
 * ``basic`` — n = 21, p = 12 predictors with AR(1) correlation 0.5, two true effects, alpha 0.5;
 * ``penaltyfactor`` — the same plus a covariate ``cov`` correlated with y, penalty factor 0;
-* ``wide`` — n = 15, p = 30 (p > n: lambda.min.ratio 0.01, the path stops early), alpha 0.5.
+* ``wide`` — n = 15, p = 30 (p > n: lambda.min.ratio 0.01, the path stops early), alpha 0.5;
+* ``foldratio-loo`` — n = p = 10: the full data take lambda.min.ratio 1e-4, every leave-one-out
+  fold (9 subjects < 10 predictors) 1e-2 (cv.glmnet's folds compute their own default);
+* ``foldratio-kfold`` — n = 9, p = 7, three given folds of 3, 2 and 4 subjects (training sets of
+  6, 7 and 5: ratios 1e-2, 1e-4, 1e-2), ``grouped = FALSE``; the folds (1-based, as R's
+  ``foldid``) in ``case-foldratio-kfold_foldid.tsv``.
+
+The fold ratio cases have their own generator (seed 20261203), so the first three are unchanged.
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "glmnet"
+#: Given folds (R's foldid, 1-based) of the cases not cross-validated leave-one-out.
+FOLDIDS = {"foldratio-kfold": [1, 2, 3, 1, 2, 3, 1, 3, 3]}
 
 
 def correlated_predictors(rng: np.random.Generator, n: int, p: int, rho: float = 0.5) -> np.ndarray:
@@ -24,7 +40,7 @@ def correlated_predictors(rng: np.random.Generator, n: int, p: int, rho: float =
     return rng.multivariate_normal(np.zeros(p), cov, size=n) * rng.uniform(0.5, 3.0, p) + rng.normal(0, 2, p)
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     rng = np.random.default_rng(20210701)
     OUT.mkdir(parents=True, exist_ok=True)
     cases = {}
@@ -37,14 +53,28 @@ def main() -> None:
     xw = correlated_predictors(rng, 15, 30, rho=0.3)
     yw = 1.0 + 1.5 * (xw[:, 2] - xw[:, 2].mean()) / xw[:, 2].std() + rng.normal(0, 1.0, 15)
     cases["wide"] = (xw, yw)
+    rng_folds = np.random.default_rng(20261203)
+    xl = correlated_predictors(rng_folds, 10, 10, rho=0.3)
+    yl = 2.0 + 1.5 * (xl[:, 1] - xl[:, 1].mean()) / xl[:, 1].std() + rng_folds.normal(0, 1.5, 10)
+    cases["foldratio-loo"] = (xl, yl)
+    xk = correlated_predictors(rng_folds, 9, 7, rho=0.3)
+    yk = -1.0 + 2.5 * (xk[:, 3] - xk[:, 3].mean()) / xk[:, 3].std() + rng_folds.normal(0, 1.0, 9)
+    cases["foldratio-kfold"] = (xk, yk)
+    unknown = set(names) - set(cases)
+    if unknown:
+        raise SystemExit(f"unknown case(s): {', '.join(sorted(unknown))}; cases: {', '.join(cases)}")
     for name, (x, y) in cases.items():
+        if names and name not in names:
+            continue
         columns = [f"x{j + 1:02d}" for j in range(x.shape[1])]
         if name == "penaltyfactor":
             columns[-1] = "cov"
         table = pd.DataFrame(x, columns=columns)
         table.insert(0, "y", y)
         table.to_csv(OUT / f"case-{name}_data.tsv", sep="\t", index=False, float_format="%.17g")
+        if name in FOLDIDS:
+            pd.DataFrame({"foldid": FOLDIDS[name]}).to_csv(OUT / f"case-{name}_foldid.tsv", sep="\t", index=False)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,8 +2,10 @@
 
 As R glmnet (Friedman, Hastie & Tibshirani 2010, J Stat Softw 33(1)):
 
-* ``cv.glmnet`` refits every fold on the full-data λ sequence (no early stop), predicts the
-  left-out subject(s), and with ``grouped = FALSE`` (forced for leave-one-out) reports
+* ``cv.glmnet`` refits every fold with glmnet(lambda = NULL), so each fold computes its own λ
+  path (its own λ_max and, unless the user gives one, its own lambda.min.ratio from the fold's
+  number of subjects: 1e-2 if fewer than the predictors, else 1e-4), reads the fold's
+  predictions of the left-out subject(s) at the full-data λs, and with ``grouped = FALSE`` (forced for leave-one-out) reports
   ``cvm`` = mean squared error over subjects, ``cvsd = sqrt(mean((e² − cvm)²) / (n − 1))``,
   ``λ_min`` = the largest λ with the minimum cvm and ``λ_1se`` = the largest λ whose cvm is
   within one cvsd of it.
@@ -21,9 +23,9 @@ import numpy as np
 from ptsd_bidsapp.glmnet.solver import (
     _fit_computed_paths,
     _iter_computed_paths,
-    _lambda_min_ratio,
     _penalty_factor,
     _prescale,
+    _training_set_ratios,
 )
 
 __all__ = ["GlmnetCV", "TooFewSubjectsError"]
@@ -44,16 +46,20 @@ def _fold_ids(n: int, n_folds: int | None, rng: np.random.Generator | None) -> n
     return rng.permutation(ids) if rng is not None else ids
 
 
-def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=True, solver="auto"):
+def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, lambda_min_ratio, fold_ids, with_sd=True, solver="auto"):
     """cv.glmnet for a stack of problems (training set ``W[gidx[b]]``, response ``Y[yidx[b]]``).
 
     ``fold_ids`` (B, n): the fold of each subject for problem b (-1 = not in that training set).
+    ``lambda_min_ratio``: the user's value for every fit, or None: glmnet's default from each
+    fit's own number of subjects (the problem's training set, each fold's training set).
     Returns the full fits, cvm (B, L), cvsd (zeros unless ``with_sd``), index of λ_min and λ_1se.
     The fold fits are streamed in batches, so memory does not grow with the number of
     held-out subjects × λs.
     """
     B, n = fold_ids.shape
-    full = _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, solver=solver)
+    p = x0.shape[1]
+    full = _fit_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda,
+                               _training_set_ratios(W, p, lambda_min_ratio)[gidx], solver=solver)
     L = full["lam"].shape[1]
     # one fold problem per (problem, fold), rows ordered by problem then fold
     n_folds = fold_ids.max(axis=1) + 1
@@ -79,7 +85,8 @@ def _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_s
     # held-out subjects (leave-one-out) the predictions are tracked along the path and
     # interpolated; with many (K-fold) the coefficients are interpolated, then predicted.
     along_path = r <= 2
-    batches = _iter_computed_paths(x0, W_fold, np.arange(F), Y, yidx[parent], pf, alpha, n_lambda, ratio,
+    batches = _iter_computed_paths(x0, W_fold, np.arange(F), Y, yidx[parent], pf, alpha, n_lambda,
+                                   _training_set_ratios(W_fold, p, lambda_min_ratio),
                                    predict_rows=order if along_path else None, solver=solver)
     step = max(1, _PREDICTION_ELEMENTS // (r * L))
     for sl, fits in batches:
@@ -161,8 +168,8 @@ def _select_lambda(cvm, cvsd, n_used):
     return i_min, i_1se
 
 
-def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=None, rngs=None, with_sd=True,
-                    solver="auto"):
+def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, lambda_min_ratio, n_folds=None, rngs=None,
+                    with_sd=True, solver="auto"):
     """_cv_batch with LOO (``n_folds`` None) or seeded K-fold folds over each problem's training subjects.
 
     Problem b draws its folds with ``rngs[b]`` (problems in order, so a generator shared by
@@ -173,7 +180,8 @@ def _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, n_folds=No
     for b in range(B):
         members = np.flatnonzero(W[gidx[b]] > 0)
         fold_ids[b, members] = _fold_ids(len(members), n_folds, None if rngs is None else rngs[b])
-    return _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, fold_ids, with_sd=with_sd, solver=solver)
+    return _cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, lambda_min_ratio, fold_ids, with_sd=with_sd,
+                     solver=solver)
 
 
 @dataclass
@@ -187,7 +195,9 @@ class GlmnetCV:
     n_lambda : int
         Length of the λ path before glmnet's early stop.
     lambda_min_ratio : float or None
-        Smallest λ as a fraction of λ_max; None = glmnet's default (1e-2 if n < p else 1e-4).
+        Smallest λ as a fraction of λ_max, for the full fit and every fold; None = glmnet's
+        default from each fit's own number of subjects m (1e-2 if m < p else 1e-4): a fold
+        can take 1e-2 while the full data take 1e-4, as in cv.glmnet.
     penalty_factor : array-like or None
         Per-predictor penalty factors (0 = unpenalised), rescaled to sum to p as glmnet does.
     solver : {"auto", "compiled", "numpy"}
@@ -219,10 +229,9 @@ class GlmnetCV:
             raise TooFewSubjectsError(f"cv.glmnet needs at least 3 subjects (got {n})")
         x0, mean, sd = _prescale(X)
         pf = _penalty_factor(self.penalty_factor, p)
-        ratio = _lambda_min_ratio(n, p, self.lambda_min_ratio)
         one = np.zeros(1, dtype=int)
         full, cvm, cvsd, i_min, i_1se = _kfold_cv_batch(x0, np.ones((1, n)), one, y[None, :], one, pf, self.alpha,
-                                                        self.n_lambda, ratio, solver=self.solver)
+                                                        self.n_lambda, self.lambda_min_ratio, solver=self.solver)
         L = int(full["n_used"][0])
         self.lambdas_ = full["lam"][0, :L]
         self.cvm_ = cvm[0, :L]

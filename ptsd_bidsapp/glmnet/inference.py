@@ -100,7 +100,6 @@ def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_fold
     and the outer-training means of y (Q, n), the reference of the out-of-sample R².
     """
     Q, n = Y.shape
-    p = x0.shape[1]
     n_outer = int(outer_folds.max()) + 1
     if inner_folds is None and n_outer == n:
         return _nested_loo_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, solver)
@@ -109,9 +108,10 @@ def _nested_predictions(x0, Y, pf, alpha, n_lambda, lambda_min_ratio, outer_fold
     gidx = np.repeat(np.arange(n_outer), Q)  # outer fold first, then row of Y
     yidx = np.tile(np.arange(Q), n_outer)
     inner_rngs = None if inner_folds is None else [rngs[q] for q in yidx]
-    ratio = _lambda_min_ratio(int(W[0].sum()), p, lambda_min_ratio)
-    full, _, _, i_min, _ = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, inner_folds,
-                                           inner_rngs, with_sd=False, solver=solver)
+    # each outer fit and each of its inner folds takes glmnet's default lambda.min.ratio from its
+    # own training-set size (unless given), as cv.glmnet on the outer training set would
+    full, _, _, i_min, _ = _kfold_cv_batch(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, lambda_min_ratio,
+                                           inner_folds, inner_rngs, with_sd=False, solver=solver)
     r_idx, subj = np.nonzero(held[gidx])
     z = (x0[subj] - full["xm"][r_idx]) / full["xs"][r_idx]
     beta = full["beta"][r_idx, i_min[r_idx]]

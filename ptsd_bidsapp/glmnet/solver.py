@@ -469,6 +469,19 @@ def _lambda_min_ratio(n: int, p: int, ratio) -> float:
     return 1e-2 if n < p else 1e-4  # glmnet: lambda.min.ratio = ifelse(nobs < nvars, 1e-2, 1e-4)
 
 
+def _training_set_ratios(W: np.ndarray, p: int, ratio) -> np.ndarray:
+    """lambda.min.ratio of each training set (rows of the weights ``W``), as glmnet computes it.
+
+    A given ``ratio`` applies to every training set. The default follows each training set's own
+    number of subjects (weight > 0), because cv.glmnet calls glmnet on every fold's rows with
+    lambda = NULL, so each fold's path takes ``ifelse(nobs < nvars, 1e-2, 1e-4)`` from the
+    fold's nobs (glmnet 4.x ``cv.glmnet.raw``), not from the full data's.
+    """
+    nobs = np.count_nonzero(np.asarray(W) > 0, axis=1)
+    sizes, inverse = np.unique(nobs, return_inverse=True)
+    return np.array([_lambda_min_ratio(int(m), p, ratio) for m in sizes])[inverse.reshape(-1)]
+
+
 def _batches(gidx: np.ndarray, size: int):
     """Slices of at most ``size`` problems; whole training-set blocks when ``gidx`` has them."""
     blocks = _blocks(gidx)
@@ -489,7 +502,8 @@ def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predi
     """Full fits that compute their own λ path (glmnet with lambda = NULL), in batches.
 
     Problem b is training set ``W[gidx[b]]`` (weights over subjects) with response
-    ``Y[yidx[b]]``. Yields (slice, result) per batch. ``predict_rows`` (B, r) optional subject
+    ``Y[yidx[b]]``; its path ends at λ_max · ``ratio`` (a number for every problem, or one per
+    problem, (B,): :func:`_training_set_ratios`). Yields (slice, result) per batch. ``predict_rows`` (B, r) optional subject
     indices to predict along each path; then the result has ``pred`` (b, r, L) in units of y
     and no ``beta``. Otherwise ``beta`` (b, L, p) holds the standardised coefficients. Always:
     ``lam`` (b, L) in units of y, ``n_used`` and the moments ``xm, xs, ym, ys``. Batches hold at
@@ -502,10 +516,14 @@ def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predi
     else:  # predictions along the paths (B, r, L)
         size = min(size, _PATH_ELEMENTS // max(predict_rows.shape[1] * n_lambda, 1))
     steps = np.arange(n_lambda)
+    ratios, which = np.unique(np.broadcast_to(np.asarray(ratio, dtype=float), gidx.shape), return_inverse=True)
+    # the log-spaced steps of each distinct ratio (math.log: the same numbers as a single ratio gave)
+    spacing = np.stack([np.exp(steps * math.log(r) / max(n_lambda - 1, 1)) for r in ratios])
+    which = which.reshape(-1)
     for sl in _batches(gidx, size):
         prob = _batch_problems(x0, W, gidx, Y, yidx, sl)
         lam_max = _lambda_max_std(prob, pf, alpha)
-        lam_std = lam_max[:, None] * np.exp(steps * math.log(ratio) / max(n_lambda - 1, 1))[None, :]
+        lam_std = lam_max[:, None] * spacing[which[sl]]
         xm, xs = prob.sets.xm[prob.gidx], prob.sets.xs[prob.gidx]
         zrows = None
         if predict_rows is not None:
