@@ -3,8 +3,8 @@
 # Usage (from the repository root):
 #   python scripts/make_glmnet_reference_data.py [CASE ...]   # writes tests/data/glmnet/case-*_data.tsv
 #   Rscript scripts/glmnet_reference.R [DIR [CASE ...]]        # writes the case-*_{path,coef,betapath,summary}.tsv
-# (every case, or only those named). The fold ratio cases were made with
-#   Rscript scripts/glmnet_reference.R tests/data/glmnet foldratio-loo foldratio-kfold
+# (every case, or only those named). The fold ratio and nested cases were made with
+#   Rscript scripts/glmnet_reference.R tests/data/glmnet foldratio-loo foldratio-kfold nested-outer nested-inner
 # (R 4.2.2, glmnet 4.1.6 from Debian bookworm: apt-get install r-base-core r-cran-glmnet).
 #
 # For each case: cv.glmnet(x, y, alpha = 0.5, nfolds = n, grouped = FALSE) with the
@@ -17,11 +17,15 @@
 # fold takes lambda.min.ratio 1e-2 from its own nobs, the full data 1e-4; they are also
 # cross-validated with lambda.min.ratio = 1e-4 given (then every fold's path uses it):
 # case-<name>_ratio1e-4_{path,summary}.tsv.
+# The "nested" cases are the K-fold nested cross-validation of ptsd_bidsapp.glmnet.nested_cv:
+# for each outer fold f (case-<name>_folds.tsv: outer, inner_f), cv.glmnet(grouped = FALSE) on the
+# outer training set with foldid inner_f, and the held-out subjects predicted at its lambda.min:
+# case-<name>_nested.tsv (per subject) and case-<name>_nestedfolds.tsv (per outer fold).
 suppressPackageStartupMessages(library(glmnet))
 
 args <- commandArgs(trailingOnly = TRUE)
 dir <- if (length(args) > 0) args[1] else file.path("tests", "data", "glmnet")
-all_cases <- c("basic", "penaltyfactor", "wide", "foldratio-loo", "foldratio-kfold")
+all_cases <- c("basic", "penaltyfactor", "wide", "foldratio-loo", "foldratio-kfold", "nested-outer", "nested-inner")
 cases <- if (length(args) > 1) args[-1] else all_cases
 stopifnot(all(cases %in% all_cases))
 thresh <- 1e-14
@@ -31,7 +35,33 @@ write_path <- function(cv, prefix) {
               file.path(dir, sprintf("%s_path.tsv", prefix)), sep = "\t", quote = FALSE, row.names = FALSE)
 }
 
+nested_reference <- function(case) {
+  data <- read.delim(file.path(dir, sprintf("case-%s_data.tsv", case)))
+  folds <- read.delim(file.path(dir, sprintf("case-%s_folds.tsv", case)))
+  y <- data$y
+  x <- as.matrix(data[, setdiff(names(data), "y")])
+  predicted <- rep(NA_real_, nrow(x))
+  per_fold <- NULL
+  for (f in seq_len(max(folds$outer))) {
+    train <- folds$outer != f
+    cv <- cv.glmnet(x[train, , drop = FALSE], y[train], alpha = 0.5, foldid = folds[[sprintf("inner_%d", f)]][train],
+                    grouped = FALSE, thresh = thresh, maxit = 1e7)
+    predicted[!train] <- predict(cv, x[!train, , drop = FALSE], s = "lambda.min")[, 1]
+    per_fold <- rbind(per_fold, data.frame(outer = f, n_train = sum(train), n_lambda = length(cv$lambda),
+                                           lambda_min = format(cv$lambda.min, digits = 17),
+                                           index_min = cv$index[1]))
+  }
+  write.table(data.frame(outer = folds$outer, predicted = format(predicted, digits = 17)),
+              file.path(dir, sprintf("case-%s_nested.tsv", case)), sep = "\t", quote = FALSE, row.names = FALSE)
+  write.table(per_fold, file.path(dir, sprintf("case-%s_nestedfolds.tsv", case)), sep = "\t", quote = FALSE,
+              row.names = FALSE)
+}
+
 for (case in cases) {
+  if (startsWith(case, "nested")) {
+    nested_reference(case)
+    next
+  }
   data <- read.delim(file.path(dir, sprintf("case-%s_data.tsv", case)))
   y <- data$y
   x <- as.matrix(data[, setdiff(names(data), "y")])
