@@ -2,7 +2,8 @@
 
 Each expected value here is computed without the function under test: prediction metrics from
 their textbook formulas on hand-made numbers; nested leave-one-out by refitting ``GlmnetCV`` (the
-cv.glmnet pinned against R in ``test_cv.py``) without each subject; the permutation null as the
+cv.glmnet pinned against R in ``test_cv.py``) without each subject; the K-fold nested CV against R
+glmnet's cv.glmnet run on each outer training set (scripts/glmnet_reference.R); the permutation null as the
 nested R² of each permuted outcome, the permutation drawn from the documented seed stream; the
 p-values by counting; the seed streams by their documented property (``SeedSequence.spawn``:
 the first k streams do not depend on how many are drawn).
