@@ -45,7 +45,9 @@ Size (~510 lines): the path solver and its batched exact active-set core belong 
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +70,8 @@ _PRIMAL_DUAL_ROUNDS = 10
 _BATCH_ELEMENTS = 3_000_000
 #: Elements of the coefficient paths (B·L·p) or predictions along the paths (B·r·L) per batch.
 _PATH_ELEMENTS = 8_000_000
+#: Gram elements (T·p²) of the training sets kept for reuse by :func:`_cached_training_sets`.
+_SETS_CACHE_ELEMENTS = 4_000_000
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,6 +123,36 @@ def _training_sets(x0: np.ndarray, w: np.ndarray) -> _TrainingSets:
     idx = np.arange(p)
     G[:, idx, idx] = 1.0  # exactly 1 on the standardised scale (and a placeholder for excluded predictors)
     return _TrainingSets(w, G, xm, xs, excluded)
+
+
+_sets_cache: OrderedDict[bytes, _TrainingSets] = OrderedDict()
+
+
+def _cached_training_sets(x0: np.ndarray, w: np.ndarray) -> _TrainingSets:
+    """:func:`_training_sets`, reused when the same ``x0`` and weight rows come again.
+
+    The permutation test's chunks refit the same leave-one-out training sets with other
+    responses; their Gram matrices are computed once per process. The key is a digest of
+    the arrays' shapes and bytes, so a hit returns what the computation would (the result
+    is read, never written, by the callers). At most ``_SETS_CACHE_ELEMENTS`` Gram elements
+    are kept, oldest dropped first.
+    """
+    x0 = np.ascontiguousarray(x0, dtype=float)
+    w = np.ascontiguousarray(w, dtype=float)
+    digest = hashlib.blake2b(repr((x0.shape, w.shape)).encode(), digest_size=32)
+    digest.update(x0.tobytes())
+    digest.update(w.tobytes())
+    key = digest.digest()
+    sets = _sets_cache.get(key)
+    if sets is not None:
+        _sets_cache.move_to_end(key)
+        return sets
+    sets = _training_sets(x0, w)
+    if sets.G.size <= _SETS_CACHE_ELEMENTS:
+        _sets_cache[key] = sets
+        while sum(s.G.size for s in _sets_cache.values()) > _SETS_CACHE_ELEMENTS:
+            _sets_cache.popitem(last=False)
+    return sets
 
 
 def _blocks(gidx: np.ndarray) -> tuple[int, int] | None:
@@ -495,7 +529,7 @@ def _batches(gidx: np.ndarray, size: int):
 def _batch_problems(x0, W, gidx, Y, yidx, sl) -> _Problems:
     """The problems of slice ``sl``: training sets ``W[gidx]`` with responses ``Y[yidx]``."""
     needed, local = np.unique(gidx[sl], return_inverse=True)
-    return _problems(x0, _training_sets(x0, W[needed]), local.reshape(-1), Y[yidx[sl]])
+    return _problems(x0, _cached_training_sets(x0, W[needed]), local.reshape(-1), Y[yidx[sl]])
 
 
 def _iter_computed_paths(x0, W, gidx, Y, yidx, pf, alpha, n_lambda, ratio, predict_rows=None, solver="auto"):

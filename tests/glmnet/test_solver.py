@@ -368,3 +368,31 @@ def test_constant_outcome_has_nothing_to_explain():
     assert np.all(cv.coef_path_ == 0)
     np.testing.assert_allclose(cv.intercept_path_, 2.5, rtol=1e-15)
     np.testing.assert_allclose(cv.cvm_, 0.0, atol=1e-24)
+
+
+def test_training_sets_are_reused_only_for_the_same_design_and_weights(monkeypatch):
+    from ptsd_bidsapp.glmnet import solver as solver_module
+
+    monkeypatch.setattr(solver_module, "_sets_cache", type(solver_module._sets_cache)())
+    rng = np.random.default_rng(3)
+    x0 = rng.standard_normal((9, 4))
+    w = (~np.eye(9, dtype=bool)).astype(float)
+    first = solver_module._cached_training_sets(x0, w)
+    fresh = solver_module._training_sets(x0, w)
+    for name in ("w", "G", "xm", "xs", "excluded"):  # a hit must be what the computation gives
+        np.testing.assert_array_equal(getattr(first, name), getattr(fresh, name))
+    assert solver_module._cached_training_sets(x0.copy(), w.copy()) is first
+    w2 = w.copy()
+    w2[0, 1] = 2.0  # another weighting of the same subjects: its own Gram matrices
+    other = solver_module._cached_training_sets(x0, w2)
+    assert other is not first
+    assert not np.array_equal(other.G, first.G)
+    x1 = x0.copy()
+    x1[0, 0] += 1e-9  # one changed value of the design
+    assert solver_module._cached_training_sets(x1, w) is not first
+    # the memory bound: entries beyond _SETS_CACHE_ELEMENTS Gram elements are dropped, oldest first
+    monkeypatch.setattr(solver_module, "_SETS_CACHE_ELEMENTS", 2 * first.G.size)
+    solver_module._cached_training_sets(x0 + 1.0, w)
+    assert sum(s.G.size for s in solver_module._sets_cache.values()) <= 2 * first.G.size
+    assert solver_module._cached_training_sets(x0 + 1.0, w) is not None
+    assert all(s is not first for s in solver_module._sets_cache.values())
