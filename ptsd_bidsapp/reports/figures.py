@@ -1,6 +1,6 @@
 """Report figures (matplotlib/nilearn), returned as inline PNG data URIs for HTML embedding.
 
-Every figure goes through :func:`to_png_data_uri`, which first lays the figure out and checks
+Every figure goes through :func:`to_png_data_uri`, which draws the figure once and checks
 that no two drawn text boxes overlap (:func:`overlapping_texts`); an overlap is reported as a
 :class:`FigureTextOverlapWarning` naming both texts (the report tests turn it into an error).
 Tick labels are horizontal or vertical only, so that their bounding boxes are their outlines.
@@ -51,6 +51,18 @@ def _drawn_texts(fig) -> list[Text]:
     return texts
 
 
+def _overlapping(fig, renderer) -> list[tuple[str, str]]:
+    """Pairs of drawn texts of ``fig`` whose boxes overlap, as laid out by ``renderer``'s last draw."""
+    texts = _drawn_texts(fig)
+    boxes = [t.get_window_extent(renderer).padded(-OVERLAP_TOLERANCE_PX) for t in texts]
+    pairs = []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if boxes[i].width > 0 and boxes[j].width > 0 and boxes[i].overlaps(boxes[j]):
+                pairs.append((texts[i].get_text(), texts[j].get_text()))
+    return pairs
+
+
 def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of drawn texts of ``fig`` whose bounding boxes (display pixels) overlap.
 
@@ -64,24 +76,25 @@ def overlapping_texts(fig) -> list[tuple[str, str]]:
         The overlapping texts, empty when none overlap.
     """
     fig.draw_without_rendering()
-    renderer = fig.canvas.get_renderer()
-    texts = _drawn_texts(fig)
-    boxes = [t.get_window_extent(renderer).padded(-OVERLAP_TOLERANCE_PX) for t in texts]
-    pairs = []
-    for i in range(len(texts)):
-        for j in range(i + 1, len(texts)):
-            if boxes[i].width > 0 and boxes[j].width > 0 and boxes[i].overlaps(boxes[j]):
-                pairs.append((texts[i].get_text(), texts[j].get_text()))
-    return pairs
+    return _overlapping(fig, fig.canvas.get_renderer())
+
+
+#: Margin (inches) added on every side of the canvas of :func:`to_png_data_uri`'s single draw, so
+#: that what lies past the figure's edges (a legend beside the axes, the x label of a short figure)
+#: is drawn too; 1.5 in = 165 whole pixels at 110 dpi.
+DRAW_MARGIN_IN = 1.5
 
 
 def to_png_data_uri(fig, dpi: int = 110) -> str:
     """Render a matplotlib figure to a ``data:image/png;base64`` URI (no timestamps) and close it.
 
     Warns :class:`FigureTextOverlapWarning` when texts of the figure overlap (checked at ``dpi``,
-    the resolution of the PNG). The one layout of that check also gives the tight bounding box
+    the resolution of the PNG). The figure is laid out and drawn once, on a canvas enlarged by
+    :data:`DRAW_MARGIN_IN` on every side; the overlap check and the tight bounding box
     (``Figure.get_tightbbox`` padded by ``savefig.pad_inches``, what ``bbox_inches="tight"``
-    computes), so that ``savefig`` lays the figure out only once more, to draw it.
+    computes) are read from that draw, and the PNG is the tight box cut out of its pixels.
+    Only when the tight box reaches past the enlarged canvas is the figure drawn again, by
+    ``savefig`` with that box.
 
     Parameters
     ----------
@@ -95,14 +108,39 @@ def to_png_data_uri(fig, dpi: int = 110) -> str:
     str
         ``data:image/png;base64,...``
     """
+    from matplotlib.image import imsave
+    from matplotlib.transforms import Bbox
+
     title = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "")
     fig.set_dpi(dpi)
-    for a, b in overlapping_texts(fig):
+    width, height = fig.get_size_inches()
+    margin = DRAW_MARGIN_IN
+    seen = {}
+
+    def read_layout(event):  # during the draw: the laid-out texts and the tight box, in canvas pixels
+        seen["pairs"] = _overlapping(fig, event.renderer)
+        seen["box"] = fig.get_tightbbox(event.renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
+        seen["size"] = (int(event.renderer.width), int(event.renderer.height))
+
+    raw = io.BytesIO()
+    cid = fig.canvas.mpl_connect("draw_event", read_layout)
+    try:
+        fig.savefig(raw, format="rgba", dpi=dpi,
+                    bbox_inches=Bbox.from_extents(-margin, -margin, width + margin, height + margin))
+    finally:
+        fig.canvas.mpl_disconnect(cid)
+    for a, b in seen["pairs"]:
         warnings.warn(FigureTextOverlapWarning(f"figure '{title}': text {a!r} overlaps {b!r}"), stacklevel=2)
-    pad = matplotlib.rcParams["savefig.pad_inches"]
-    bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(pad)
+    box, (W, H) = seen["box"], seen["size"]  # box in inches from the enlarged canvas's lower left
+    x0, x1 = int(round(box.x0 * dpi)), int(round(box.x1 * dpi))
+    top, bottom = H - int(round(box.y1 * dpi)), H - int(round(box.y0 * dpi))
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=bbox, metadata={"Software": None})
+    if x0 >= 0 and top >= 0 and x1 <= W and bottom <= H:
+        pixels = np.frombuffer(raw.getvalue(), dtype=np.uint8).reshape(H, W, 4)
+        imsave(buffer, pixels[top:bottom, x0:x1], format="png", dpi=dpi, metadata={"Software": None})
+    else:  # content beyond the margin: draw again, as savefig(bbox_inches=box) in figure inches
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches=box.translated(-margin, -margin),
+                    metadata={"Software": None})
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
