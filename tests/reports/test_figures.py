@@ -151,8 +151,15 @@ def _outside():
     return fig
 
 
+def _far_outside():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(np.arange(10))
+    fig.text(2.2, 0.5, "far beyond the right edge")  # 3.6 in past the canvas: more than DRAW_MARGIN_IN
+    return fig
+
+
 @pytest.mark.unit
-@pytest.mark.parametrize("make_fig", [_inside, _outside], ids=["inside", "outside"])
+@pytest.mark.parametrize("make_fig", [_inside, _outside, _far_outside], ids=["inside", "outside", "far-outside"])
 def test_png_is_cropped_as_savefig_tight_crops(make_fig):
     # matplotlib's own bbox_inches="tight" is the reference; the single-draw crop may differ by a
     # pixel of rounding per edge (2 per dimension)
@@ -164,5 +171,7 @@ def test_png_is_cropped_as_savefig_tight_crops(make_fig):
     plt.close("all")
     if make_fig is _inside:
         assert got[0] < whole[0] and got[1] < whole[1]     # cropped: the white margins are gone
+    elif make_fig is _far_outside:  # past the single draw's margin: drawn again with the whole box
+        assert got[0] > whole[0] + 2 * 1.5 * dpi
     else:
         assert got[0] > whole[0] and got[1] > whole[1]     # grown: the legend and the x label are kept
