@@ -7,6 +7,11 @@
 #   JOBS=2 REPORT=scripts/mutation_report.md scripts/mutation.sh ...
 #   MUTANTS="ptsd_bidsapp.dcm.model.x_gx__mutmut_28 ..." scripts/mutation.sh ptsd_bidsapp/dcm/model.py
 #                                               # re-run only these mutants (e.g. last run's survivors)
+#   WORKDIR=/tmp/mut_compiled scripts/mutation.sh ptsd_bidsapp/glmnet/compiled.py
+#                                               # keep the scratch copy there (not removed at exit): a stopped
+#                                               # run resumes where it stopped when started again (mutmut keeps
+#                                               # each verdict in mutants/; only mutants of functions whose
+#                                               # source changed are re-run), and its statuses stay readable
 #
 # Runs in a scratch copy of the checkout (mutmut writes ./mutants), with nice -n 15. The score
 # is killed / (killed + survived + timeout + suspicious); "no tests" mutants (lines no selected
@@ -56,8 +61,12 @@ declare -A JIT_STRIPPED=(
 
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${!MODULES[@]}"); fi
 
-scratch="$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")"
-trap 'rm -rf "$scratch"' EXIT
+if [ -n "${WORKDIR:-}" ]; then
+  scratch="$WORKDIR"; mkdir -p "$scratch"
+else
+  scratch="$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")"
+  trap 'rm -rf "$scratch"' EXIT
+fi
 [ -f "$REPORT" ] || printf '# Mutation testing (mutmut)\n\nMade by `scripts/mutation.sh`; newest runs last.\n' > "$REPORT"
 
 for module in "${targets[@]}"; do
