@@ -428,3 +428,118 @@ def test_lasso_path_where_the_first_predictor_leaves_and_returns():
     first_out = np.flatnonzero(support[:, 1:].all(axis=1) & ~support[:, 0])
     assert support[1, 0] and not support[1, 1:].any() and first_out.size  # x0 first; later out with x1, x2 in
     assert support[-1].all() and np.sign(expected[-1, 0]) != np.sign(expected[1, 0])  # back, other sign
+
+
+def _reference_lambda_min(pair_pred, pair_lam, pair_n_used, outer_lam, outer_n_used, index, Y):
+    """cv.glmnet's inner loop written out with numpy, one outer fit at a time: each inner fold's
+    predictions interpolated linearly in λ (np.interp) at the outer fit's λs, clamped to the fold's
+    used path; cvm the mean squared error over the n − 1 folds; λ_min the first λ at the minimum."""
+    n, Q = index.shape[0], Y.shape[0]
+    result = np.zeros(n * Q, dtype=int)
+    for i in range(n):
+        for q in range(Q):
+            o = i * Q + q
+            errors = []
+            for j in range(n):
+                if j == i:
+                    continue
+                b = int(index[i, j]) * Q + q
+                m = int(pair_n_used[b])
+                lam, pred = pair_lam[b, :m], pair_pred[b, int(j > i), :m]
+                s = np.clip(outer_lam[o], lam[-1], lam[0])
+                errors.append((Y[q, j] - np.interp(s, lam[::-1], pred[::-1])) ** 2)
+            cvm = np.mean(errors, axis=0)[: int(outer_n_used[o])]
+            result[o] = np.flatnonzero(cvm == cvm.min())[0]
+    return result
+
+
+def _shared_grid_case(n, L, Q=1, seed=0):
+    """Every fold path and outer fit on the same λ grid (interpolation exact at the grid points)."""
+    index, P = _pairs(n)
+    lam = np.geomspace(1.0, 0.01, L)
+    return index, P, np.tile(lam, (P * Q, 1)), np.tile(lam, (n * Q, 1)), np.random.default_rng(seed)
+
+
+def test_nested_loo_lambda_min_resolves_tiny_errors():
+    """Predictions within 1e-9 of the outcomes: the mean squared errors (~1e-18, 1e-20, 9e-20 at the
+    three λs) are compared as they are, λ_min the second λ — not drowned by adding them to an
+    offset of order 1, where they would all round to the same number (λ_min then the first λ)."""
+    n, L = 5, 3
+    index, P, pair_lam, outer_lam, rng = _shared_grid_case(n, L)
+    Y = rng.normal(size=(1, n))
+    iu, ju = np.triu_indices(n, 1)
+    pair_pred = np.zeros((P, 2, L))
+    for pair in range(P):
+        for slot, subject in enumerate((iu[pair], ju[pair])):
+            pair_pred[pair, slot] = Y[0, subject] + np.array([1e-9, 1e-10, 3e-10])
+    args = (pair_pred, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [1] * n == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_with_two_lambdas_only():
+    """L = 2 (fold paths and outer fits of two λs), fold path [1, 0.1], outer λs [1, 0.2]: at λ = 0.2
+    the prediction is the linear interpolation, weight (0.2 − 0.1)/0.9 on the first point. Every
+    prediction misses its outcome by +1 at λ = 1 and by −1.1 at λ = 0.1, so the interpolated miss at
+    0.2 is 1/9 − 1.1·8/9 ≈ −0.87: λ_min = 0.2 (index 1); taking the fold's last point there instead
+    (miss −1.1, worse than +1) would give index 0."""
+    n, L = 4, 2
+    index, P = _pairs(n)
+    pair_lam = np.tile([1.0, 0.1], (P, 1))
+    outer_lam = np.tile([1.0, 0.2], (n, 1))
+    Y = np.array([[0.3, -1.2, 2.0, 0.7]])
+    iu, ju = np.triu_indices(n, 1)
+    pair_pred = np.zeros((P, 2, L))
+    for pair in range(P):
+        for slot, subject in enumerate((iu[pair], ju[pair])):
+            pair_pred[pair, slot] = Y[0, subject] + np.array([1.0, -1.1])
+    args = (pair_pred, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [1] * n == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_with_one_lambda_fold_paths():
+    """Fold paths that stopped after one λ (the rest of their row zero): that λ's prediction at every
+    outer λ, so cvm is the same at every λ and λ_min is the first."""
+    n, L = 4, 3
+    index, P = _pairs(n)
+    pair_lam = np.zeros((P, L))
+    pair_lam[:, 0] = 0.5
+    pair_pred = np.random.default_rng(3).normal(size=(P, 2, L))
+    outer_lam = np.tile([1.0, 0.5, 0.1], (n, 1))
+    Y = np.array([[0.3, -1.2, 2.0, 0.7]])
+    args = (pair_pred, pair_lam, np.full(P, 1), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [0] * n == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_with_two_subjects():
+    """n = 2: each outer fit has a single inner fold (the other subject); its error falls along the
+    path, so λ_min is the last λ."""
+    n, L = 2, 4
+    index, P, pair_lam, outer_lam, _ = _shared_grid_case(n, L)
+    Y = np.array([[1.0, -2.0]])
+    pair_pred = np.zeros((P, 2, L))
+    pair_pred[0, 0] = Y[0, 0] + np.array([0.8, 0.4, 0.2, 0.1])
+    pair_pred[0, 1] = Y[0, 1] - np.array([0.9, 0.5, 0.3, 0.05])
+    args = (pair_pred, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [3, 3] == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_converts_index_arrays():
+    """Counts and the pair index given as integer-valued floats (e.g. read back from a table) are
+    converted to integers: the same λ_min as the reference (two response rows, random predictions)."""
+    n, L, Q = 5, 6, 2
+    index, P, pair_lam, outer_lam, rng = _shared_grid_case(n, L, Q=Q, seed=4)
+    outer_lam = outer_lam * np.repeat(rng.uniform(0.5, 1.5, n * Q), L).reshape(n * Q, L)  # between grid points
+    pair_pred = rng.normal(size=(P * Q, 2, L))
+    Y = rng.normal(size=(Q, n))
+    pair_used = rng.integers(2, L + 1, P * Q)
+    outer_used = rng.integers(1, L + 1, n * Q)
+    expected = _reference_lambda_min(pair_pred, pair_lam, pair_used, outer_lam, outer_used, index, Y)
+    got = compiled.nested_loo_lambda_min(pair_pred, pair_lam, pair_used.astype(float), outer_lam,
+                                         outer_used.astype(float), index.astype(float), Y)
+    assert got.dtype.kind == "i"
+    np.testing.assert_array_equal(got, expected)
+    assert len(set(expected.tolist())) > 1  # not all at one index
