@@ -543,3 +543,36 @@ def test_nested_loo_lambda_min_converts_index_arrays():
     assert got.dtype.kind == "i"
     np.testing.assert_array_equal(got, expected)
     assert len(set(expected.tolist())) > 1  # not all at one index
+
+
+def test_exact_guess_on_a_correlated_path_needs_one_round_per_lambda():
+    """The lasso path of the previous test (a predictor enters, leaves and returns with the other sign),
+    40 λs from above λ_max. The solutions (independent coordinate descent) and gradients at
+    λ_{k−2}, λ_{k−1} extrapolated linearly to λ_k (the solver's guess, written out here) predict
+    the exact signed support at every λ_k, k ≥ 2, and the first two λs have none: so the solver
+    needs one active-set round per λ. With a budget of one round it must not fail, and its path
+    is the reference's (1e-9, as above). A guess that extrapolates wrongly (other weights, signs,
+    λs) adds rounds at the λs where the support changes, and the budget of one fails there."""
+    G = np.array([[1.0, 0.7, 0.7], [0.7, 1.0, 0.0], [0.7, 0.0, 1.0]])
+    c = G @ np.array([-0.3, 1.0, 1.0]) * 0.5
+    pf = np.ones(3)
+    L, alpha = 40, 1.0
+    lam = np.max(np.abs(c)) * np.geomspace(1.3, 1e-3, L)
+    ref = np.zeros((L, 3))
+    for k, l in enumerate(lam):
+        ref[k] = _coordinate_descent(G, c, l, pf, alpha, start=ref[k - 1] if k else None)
+    grad = c - ref @ G
+    sign = np.sign(ref)
+    assert not sign[:2].any() and len({tuple(x) for x in sign}) == 5  # 0, +00, +++, 0++, −++
+    for k in range(2, L):
+        rho = (lam[k] - lam[k - 1]) / (lam[k - 1] - lam[k - 2])
+        guess = sign[k - 1].copy()
+        stays = (ref[k - 1] + rho * (ref[k - 1] - ref[k - 2])) * sign[k - 1] > 0
+        guess[(sign[k - 1] != 0) & ~stays] = 0
+        g = grad[k - 1] + rho * (grad[k - 1] - grad[k - 2])
+        enters = (sign[k - 1] == 0) & (np.abs(g) > lam[k] * alpha)
+        guess[enters] = np.sign(g[enters])
+        np.testing.assert_array_equal(guess, sign[k])
+    beta, n_used, _, failed = _solve(G, c, lam, pf, alpha, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
+    assert not failed.any() and n_used[0] == L
+    np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)
