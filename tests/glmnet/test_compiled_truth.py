@@ -576,3 +576,24 @@ def test_exact_guess_on_a_correlated_path_needs_one_round_per_lambda():
     beta, n_used, _, failed = _solve(G, c, lam, pf, alpha, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
     assert not failed.any() and n_used[0] == L
     np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["one_at_a_time", "together", "three"])
+def test_exits_without_a_guess_step_to_each_zero_crossing(case):
+    """G = I, lasso, the path going up from λ = 0.1 to 0.5 (the second λ has no guess): β_j = c_j − λ s_j
+    for |c_j| > λ, so the predictors with 0.1 < |c_j| < 0.5 must leave. The first round (all four
+    active) gives them the wrong sign; the solver steps from the current point towards that solution
+    to the first zero crossing, t_j = (|c_j| − 0.1) / 0.4, and drops the predictors that cross there.
+    "one_at_a_time": |c| = 0.3 and 0.2 cross at t = 0.5 and 0.25, one per round: three rounds (two
+    steps, then the feasible solve that passes the KKT check), so a budget of 3 succeeds and 2 fails.
+    "together": both |c| = 0.3 cross at t = 0.5 in one step: two rounds, budget 2 succeeds, 1 fails.
+    "three": |c| = 0.3, 0.2, 0.15 cross at t = 0.5, 0.25, 0.125: four rounds (three steps in a row)."""
+    c, rounds = {"one_at_a_time": ([0.8, -0.6, 0.3, -0.2, 0.05], 3), "together": ([0.8, -0.6, 0.3, -0.3, 0.05], 2),
+                 "three": ([0.8, 0.15, 0.3, -0.2, 0.05], 4)}[case]
+    c = np.array(c)
+    lam = np.array([0.1, 0.5])
+    beta, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, rounds, 10, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], _soft_threshold_solution(c, lam, np.ones(5), 1.0), rtol=0, atol=1e-15)
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, rounds - 1, 10, 1e-5, 0.999, 5))
+    assert failed.all()
