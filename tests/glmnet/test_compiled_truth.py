@@ -597,3 +597,42 @@ def test_exits_without_a_guess_step_to_each_zero_crossing(case):
     np.testing.assert_allclose(beta[0], _soft_threshold_solution(c, lam, np.ones(5), 1.0), rtol=0, atol=1e-15)
     _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, rounds - 1, 10, 1e-5, 0.999, 5))
     assert failed.all()
+
+
+def test_gradient_uses_a_coefficient_equal_to_one():
+    """Two predictors correlated 0.5, c = (1.25, 0.6), lasso at λ = 0.25: with x0 alone β0 = 1.25 − 0.25 = 1
+    exactly, and x1's gradient 0.6 − 0.5·1 = 0.1 < λ keeps it out (KKT holds: the solution is (1, 0)).
+    Both enter in the first (all-at-once) round, x1 with the wrong sign, so it is stepped out and the
+    check of x1's gradient runs with β0 exactly 1."""
+    G = np.array([[1.0, 0.5], [0.5, 1.0]])
+    c = np.array([1.25, 0.6])
+    beta, _, _, failed = _solve(G, c, np.array([2.0, 0.25]), np.ones(2), 1.0)
+    assert not failed.any()
+    np.testing.assert_array_equal(beta[0], [[0.0, 0.0], [1.0, 0.0]])
+
+
+def test_one_violator_at_a_time_counts_every_round():
+    """The four simultaneous entries of test_simultaneous_entries_need_the_all_at_once_rounds with the
+    all-at-once rounds switched off take five rounds: a budget of four fails, five succeeds."""
+    c = np.array([0.51, -0.52, 0.53, -0.54, 0.1])
+    lam = np.array([1.0, 0.3, 0.2])
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 4, 0, 1e-5, 0.999, 5))
+    assert failed.all()
+    beta, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 5, 0, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], _soft_threshold_solution(c, lam, np.ones(5), 1.0), rtol=0, atol=1e-15)
+
+
+def test_solve_paths_defaults_and_index_types():
+    """By default the coefficient paths are returned; the problem-to-Gram index may come as integer-valued
+    floats (it is converted). Two Gram matrices, both I (the point here is the index's type), problems
+    mapped to sets 1 and 0; G = I: soft-thresholding in closed form."""
+    G = np.stack([np.eye(3), np.eye(3)])
+    c = np.array([[0.6, -0.4, 0.3], [0.2, 0.5, -0.7]])
+    lam = np.tile(np.geomspace(1.0, 0.05, 8), (2, 1))
+    pf = np.ones(3)
+    beta, n_used, pred, failed = compiled.solve_paths(G, np.array([1.0, 0.0]), c, np.zeros((2, 3), dtype=bool), lam,
+                                                      np.array([8, 8]), pf, 1.0, False, GLMNET)
+    assert beta is not None and pred is None and not failed.any()
+    for b in range(2):
+        np.testing.assert_allclose(beta[b], _soft_threshold_solution(c[b], lam[b], pf, 1.0), rtol=0, atol=1e-15)
