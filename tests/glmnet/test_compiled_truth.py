@@ -636,3 +636,21 @@ def test_solve_paths_defaults_and_index_types():
     assert beta is not None and pred is None and not failed.any()
     for b in range(2):
         np.testing.assert_allclose(beta[b], _soft_threshold_solution(c[b], lam[b], pf, 1.0), rtol=0, atol=1e-15)
+
+
+def test_a_step_drops_only_the_crossing_predictor_while_others_grow():
+    """The correlated lasso of the tests above from λ = 0.02 (signs + + +) straight to 0.005 (0 + +: x0
+    has left; coordinate-descent reference): the first round at 0.005 gives x0 the wrong sign while x1
+    and x2 grow (0.04 → 0.39), so the step to x0's zero crossing must drop x0 alone, and the next round
+    is the solution: two rounds (a budget of 2 succeeds, 1 fails). λ = 0.02 itself takes two rounds
+    from zero (add all three, confirm)."""
+    G = np.array([[1.0, 0.7, 0.7], [0.7, 1.0, 0.0], [0.7, 0.0, 1.0]])
+    c = G @ np.array([-0.3, 1.0, 1.0]) * 0.5
+    lam = np.array([0.02, 0.005])
+    ref = np.array([_coordinate_descent(G, c, l, np.ones(3), 1.0) for l in lam])
+    assert (np.sign(ref) == [[1, 1, 1], [0, 1, 1]]).all() and (ref[1, 1:] > ref[0, 1:]).all()
+    beta, _, _, failed = _solve(G, c, lam, np.ones(3), 1.0, settings=(1e-10, 2, 10, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)  # as the correlated tests above
+    _, _, _, failed = _solve(G, c, lam, np.ones(3), 1.0, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
+    assert failed.all()
