@@ -7,6 +7,12 @@
 #   JOBS=2 REPORT=scripts/mutation_report.md scripts/mutation.sh ...
 #   MUTANTS="ptsd_bidsapp.dcm.model.x_gx__mutmut_28 ..." scripts/mutation.sh ptsd_bidsapp/dcm/model.py
 #                                               # re-run only these mutants (e.g. last run's survivors)
+#   WORKDIR=/tmp/mut_compiled scripts/mutation.sh ptsd_bidsapp/glmnet/compiled.py
+#                                               # keep the scratch copy there (not removed at exit): its statuses
+#                                               # stay readable, and a stopped run resumes where it stopped when
+#                                               # started again with the same sources and tests (mutmut keeps
+#                                               # each verdict in mutants/; after a change of the tests start in
+#                                               # a new WORKDIR: the covered lines, hence mutant numbers, may move)
 #
 # Runs in a scratch copy of the checkout (mutmut writes ./mutants), with nice -n 15. The score
 # is killed / (killed + survived + timeout + suspicious); "no tests" mutants (lines no selected
@@ -56,8 +62,12 @@ declare -A JIT_STRIPPED=(
 
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${!MODULES[@]}"); fi
 
-scratch="$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")"
-trap 'rm -rf "$scratch"' EXIT
+if [ -n "${WORKDIR:-}" ]; then
+  scratch="$WORKDIR"; mkdir -p "$scratch"
+else
+  scratch="$(mktemp -d "${TMPDIR:-/tmp}/mutation.XXXXXX")"
+  trap 'rm -rf "$scratch"' EXIT
+fi
 [ -f "$REPORT" ] || printf '# Mutation testing (mutmut)\n\nMade by `scripts/mutation.sh`; newest runs last.\n' > "$REPORT"
 
 for module in "${targets[@]}"; do
@@ -84,6 +94,10 @@ for module in "${targets[@]}"; do
     fi
     jit_env=(NUMBA_DISABLE_JIT=1)
   fi
+  # a kept WORKDIR: mutmut's copy of the module is its trampolined file from the last run, and mutmut
+  # would measure the covered lines on that (and mutate the wrong lines); remove it so mutmut copies
+  # the source afresh (its verdicts, in mutants/<module>.meta, are kept)
+  rm -f "$work/mutants/$module"
   start=$(date +%s)
   (cd "$work" && env -u PYTHONPATH ${jit_env[@]+"${jit_env[@]}"} nice -n 15 "$PYTHON" -m mutmut run --max-children "$JOBS" ${MUTANTS:-} > run.log 2>&1) || true
   (cd "$work" && env -u PYTHONPATH ${jit_env[@]+"${jit_env[@]}"} "$PYTHON" -m mutmut results --all true > results.txt 2>&1) || true

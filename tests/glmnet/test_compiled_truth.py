@@ -428,3 +428,229 @@ def test_lasso_path_where_the_first_predictor_leaves_and_returns():
     first_out = np.flatnonzero(support[:, 1:].all(axis=1) & ~support[:, 0])
     assert support[1, 0] and not support[1, 1:].any() and first_out.size  # x0 first; later out with x1, x2 in
     assert support[-1].all() and np.sign(expected[-1, 0]) != np.sign(expected[1, 0])  # back, other sign
+
+
+def _reference_lambda_min(pair_pred, pair_lam, pair_n_used, outer_lam, outer_n_used, index, Y):
+    """cv.glmnet's inner loop written out with numpy, one outer fit at a time: each inner fold's
+    predictions interpolated linearly in λ (np.interp) at the outer fit's λs, clamped to the fold's
+    used path; cvm the mean squared error over the n − 1 folds; λ_min the first λ at the minimum."""
+    n, Q = index.shape[0], Y.shape[0]
+    result = np.zeros(n * Q, dtype=int)
+    for i in range(n):
+        for q in range(Q):
+            o = i * Q + q
+            errors = []
+            for j in range(n):
+                if j == i:
+                    continue
+                b = int(index[i, j]) * Q + q
+                m = int(pair_n_used[b])
+                lam, pred = pair_lam[b, :m], pair_pred[b, int(j > i), :m]
+                s = np.clip(outer_lam[o], lam[-1], lam[0])
+                errors.append((Y[q, j] - np.interp(s, lam[::-1], pred[::-1])) ** 2)
+            cvm = np.mean(errors, axis=0)[: int(outer_n_used[o])]
+            result[o] = np.flatnonzero(cvm == cvm.min())[0]
+    return result
+
+
+def _shared_grid_case(n, L, Q=1, seed=0):
+    """Every fold path and outer fit on the same λ grid (interpolation exact at the grid points)."""
+    index, P = _pairs(n)
+    lam = np.geomspace(1.0, 0.01, L)
+    return index, P, np.tile(lam, (P * Q, 1)), np.tile(lam, (n * Q, 1)), np.random.default_rng(seed)
+
+
+def test_nested_loo_lambda_min_resolves_tiny_errors():
+    """Predictions within 1e-9 of the outcomes: the mean squared errors (~1e-18, 1e-20, 9e-20 at the
+    three λs) are compared as they are, λ_min the second λ — not drowned by adding them to an
+    offset of order 1, where they would all round to the same number (λ_min then the first λ)."""
+    n, L = 5, 3
+    index, P, pair_lam, outer_lam, rng = _shared_grid_case(n, L)
+    Y = rng.normal(size=(1, n))
+    iu, ju = np.triu_indices(n, 1)
+    pair_pred = np.zeros((P, 2, L))
+    for pair in range(P):
+        for slot, subject in enumerate((iu[pair], ju[pair])):
+            pair_pred[pair, slot] = Y[0, subject] + np.array([1e-9, 1e-10, 3e-10])
+    args = (pair_pred, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [1] * n == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_with_two_lambdas_only():
+    """L = 2 (fold paths and outer fits of two λs), fold path [1, 0.1], outer λs [1, 0.2]: at λ = 0.2
+    the prediction is the linear interpolation, weight (0.2 − 0.1)/0.9 on the first point. Every
+    prediction misses its outcome by +1 at λ = 1 and by −1.1 at λ = 0.1, so the interpolated miss at
+    0.2 is 1/9 − 1.1·8/9 ≈ −0.87: λ_min = 0.2 (index 1); taking the fold's last point there instead
+    (miss −1.1, worse than +1) would give index 0."""
+    n, L = 4, 2
+    index, P = _pairs(n)
+    pair_lam = np.tile([1.0, 0.1], (P, 1))
+    outer_lam = np.tile([1.0, 0.2], (n, 1))
+    Y = np.array([[0.3, -1.2, 2.0, 0.7]])
+    iu, ju = np.triu_indices(n, 1)
+    pair_pred = np.zeros((P, 2, L))
+    for pair in range(P):
+        for slot, subject in enumerate((iu[pair], ju[pair])):
+            pair_pred[pair, slot] = Y[0, subject] + np.array([1.0, -1.1])
+    args = (pair_pred, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [1] * n == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_with_one_lambda_fold_paths():
+    """Fold paths that stopped after one λ (the rest of their row zero): that λ's prediction at every
+    outer λ, so cvm is the same at every λ and λ_min is the first."""
+    n, L = 4, 3
+    index, P = _pairs(n)
+    pair_lam = np.zeros((P, L))
+    pair_lam[:, 0] = 0.5
+    pair_pred = np.random.default_rng(3).normal(size=(P, 2, L))
+    outer_lam = np.tile([1.0, 0.5, 0.1], (n, 1))
+    Y = np.array([[0.3, -1.2, 2.0, 0.7]])
+    args = (pair_pred, pair_lam, np.full(P, 1), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [0] * n == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_with_two_subjects():
+    """n = 2: each outer fit has a single inner fold (the other subject); its error falls along the
+    path, so λ_min is the last λ."""
+    n, L = 2, 4
+    index, P, pair_lam, outer_lam, _ = _shared_grid_case(n, L)
+    Y = np.array([[1.0, -2.0]])
+    pair_pred = np.zeros((P, 2, L))
+    pair_pred[0, 0] = Y[0, 0] + np.array([0.8, 0.4, 0.2, 0.1])
+    pair_pred[0, 1] = Y[0, 1] - np.array([0.9, 0.5, 0.3, 0.05])
+    args = (pair_pred, pair_lam, np.full(P, L), outer_lam, np.full(n, L), index, Y)
+    got = compiled.nested_loo_lambda_min(*args)
+    assert got.tolist() == [3, 3] == _reference_lambda_min(*args).tolist()
+
+
+def test_nested_loo_lambda_min_converts_index_arrays():
+    """Counts and the pair index given as integer-valued floats (e.g. read back from a table) are
+    converted to integers: the same λ_min as the reference (two response rows, random predictions)."""
+    n, L, Q = 5, 6, 2
+    index, P, pair_lam, outer_lam, rng = _shared_grid_case(n, L, Q=Q, seed=4)
+    outer_lam = outer_lam * np.repeat(rng.uniform(0.5, 1.5, n * Q), L).reshape(n * Q, L)  # between grid points
+    pair_pred = rng.normal(size=(P * Q, 2, L))
+    Y = rng.normal(size=(Q, n))
+    pair_used = rng.integers(2, L + 1, P * Q)
+    outer_used = rng.integers(1, L + 1, n * Q)
+    expected = _reference_lambda_min(pair_pred, pair_lam, pair_used, outer_lam, outer_used, index, Y)
+    got = compiled.nested_loo_lambda_min(pair_pred, pair_lam, pair_used.astype(float), outer_lam,
+                                         outer_used.astype(float), index.astype(float), Y)
+    assert got.dtype.kind == "i"
+    np.testing.assert_array_equal(got, expected)
+    assert len(set(expected.tolist())) > 1  # not all at one index
+
+
+def test_exact_guess_on_a_correlated_path_needs_one_round_per_lambda():
+    """The lasso path of the previous test (a predictor enters, leaves and returns with the other sign),
+    40 λs from above λ_max. The solutions (independent coordinate descent) and gradients at
+    λ_{k−2}, λ_{k−1} extrapolated linearly to λ_k (the solver's guess, written out here) predict
+    the exact signed support at every λ_k, k ≥ 2, and the first two λs have none: so the solver
+    needs one active-set round per λ. With a budget of one round it must not fail, and its path
+    is the reference's (1e-9, as above). A guess that extrapolates wrongly (other weights, signs,
+    λs) adds rounds at the λs where the support changes, and the budget of one fails there."""
+    G = np.array([[1.0, 0.7, 0.7], [0.7, 1.0, 0.0], [0.7, 0.0, 1.0]])
+    c = G @ np.array([-0.3, 1.0, 1.0]) * 0.5
+    pf = np.ones(3)
+    L, alpha = 40, 1.0
+    lam = np.max(np.abs(c)) * np.geomspace(1.3, 1e-3, L)
+    ref = np.zeros((L, 3))
+    for k, l in enumerate(lam):
+        ref[k] = _coordinate_descent(G, c, l, pf, alpha, start=ref[k - 1] if k else None)
+    grad = c - ref @ G
+    sign = np.sign(ref)
+    assert not sign[:2].any() and len({tuple(x) for x in sign}) == 5  # 0, +00, +++, 0++, −++
+    for k in range(2, L):
+        rho = (lam[k] - lam[k - 1]) / (lam[k - 1] - lam[k - 2])
+        guess = sign[k - 1].copy()
+        stays = (ref[k - 1] + rho * (ref[k - 1] - ref[k - 2])) * sign[k - 1] > 0
+        guess[(sign[k - 1] != 0) & ~stays] = 0
+        g = grad[k - 1] + rho * (grad[k - 1] - grad[k - 2])
+        enters = (sign[k - 1] == 0) & (np.abs(g) > lam[k] * alpha)
+        guess[enters] = np.sign(g[enters])
+        np.testing.assert_array_equal(guess, sign[k])
+    beta, n_used, _, failed = _solve(G, c, lam, pf, alpha, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
+    assert not failed.any() and n_used[0] == L
+    np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["one_at_a_time", "together", "three"])
+def test_exits_without_a_guess_step_to_each_zero_crossing(case):
+    """G = I, lasso, the path going up from λ = 0.1 to 0.5 (the second λ has no guess): β_j = c_j − λ s_j
+    for |c_j| > λ, so the predictors with 0.1 < |c_j| < 0.5 must leave. The first round (all four
+    active) gives them the wrong sign; the solver steps from the current point towards that solution
+    to the first zero crossing, t_j = (|c_j| − 0.1) / 0.4, and drops the predictors that cross there.
+    "one_at_a_time": |c| = 0.3 and 0.2 cross at t = 0.5 and 0.25, one per round: three rounds (two
+    steps, then the feasible solve that passes the KKT check), so a budget of 3 succeeds and 2 fails.
+    "together": both |c| = 0.3 cross at t = 0.5 in one step: two rounds, budget 2 succeeds, 1 fails.
+    "three": |c| = 0.3, 0.2, 0.15 cross at t = 0.5, 0.25, 0.125: four rounds (three steps in a row)."""
+    c, rounds = {"one_at_a_time": ([0.8, -0.6, 0.3, -0.2, 0.05], 3), "together": ([0.8, -0.6, 0.3, -0.3, 0.05], 2),
+                 "three": ([0.8, 0.15, 0.3, -0.2, 0.05], 4)}[case]
+    c = np.array(c)
+    lam = np.array([0.1, 0.5])
+    beta, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, rounds, 10, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], _soft_threshold_solution(c, lam, np.ones(5), 1.0), rtol=0, atol=1e-15)
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, rounds - 1, 10, 1e-5, 0.999, 5))
+    assert failed.all()
+
+
+def test_gradient_uses_a_coefficient_equal_to_one():
+    """Two predictors correlated 0.5, c = (1.25, 0.6), lasso at λ = 0.25: with x0 alone β0 = 1.25 − 0.25 = 1
+    exactly, and x1's gradient 0.6 − 0.5·1 = 0.1 < λ keeps it out (KKT holds: the solution is (1, 0)).
+    Both enter in the first (all-at-once) round, x1 with the wrong sign, so it is stepped out and the
+    check of x1's gradient runs with β0 exactly 1."""
+    G = np.array([[1.0, 0.5], [0.5, 1.0]])
+    c = np.array([1.25, 0.6])
+    beta, _, _, failed = _solve(G, c, np.array([2.0, 0.25]), np.ones(2), 1.0)
+    assert not failed.any()
+    np.testing.assert_array_equal(beta[0], [[0.0, 0.0], [1.0, 0.0]])
+
+
+def test_one_violator_at_a_time_counts_every_round():
+    """The four simultaneous entries of test_simultaneous_entries_need_the_all_at_once_rounds with the
+    all-at-once rounds switched off take five rounds: a budget of four fails, five succeeds."""
+    c = np.array([0.51, -0.52, 0.53, -0.54, 0.1])
+    lam = np.array([1.0, 0.3, 0.2])
+    _, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 4, 0, 1e-5, 0.999, 5))
+    assert failed.all()
+    beta, _, _, failed = _solve(np.eye(5), c, lam, np.ones(5), 1.0, settings=(1e-10, 5, 0, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], _soft_threshold_solution(c, lam, np.ones(5), 1.0), rtol=0, atol=1e-15)
+
+
+def test_solve_paths_defaults_and_index_types():
+    """By default the coefficient paths are returned; the problem-to-Gram index may come as integer-valued
+    floats (it is converted). Two Gram matrices, both I (the point here is the index's type), problems
+    mapped to sets 1 and 0; G = I: soft-thresholding in closed form."""
+    G = np.stack([np.eye(3), np.eye(3)])
+    c = np.array([[0.6, -0.4, 0.3], [0.2, 0.5, -0.7]])
+    lam = np.tile(np.geomspace(1.0, 0.05, 8), (2, 1))
+    pf = np.ones(3)
+    beta, n_used, pred, failed = compiled.solve_paths(G, np.array([1.0, 0.0]), c, np.zeros((2, 3), dtype=bool), lam,
+                                                      np.array([8, 8]), pf, 1.0, False, GLMNET)
+    assert beta is not None and pred is None and not failed.any()
+    for b in range(2):
+        np.testing.assert_allclose(beta[b], _soft_threshold_solution(c[b], lam[b], pf, 1.0), rtol=0, atol=1e-15)
+
+
+def test_a_step_drops_only_the_crossing_predictor_while_others_grow():
+    """The correlated lasso of the tests above from λ = 0.02 (signs + + +) straight to 0.005 (0 + +: x0
+    has left; coordinate-descent reference): the first round at 0.005 gives x0 the wrong sign while x1
+    and x2 grow (0.04 → 0.39), so the step to x0's zero crossing must drop x0 alone, and the next round
+    is the solution: two rounds (a budget of 2 succeeds, 1 fails). λ = 0.02 itself takes two rounds
+    from zero (add all three, confirm)."""
+    G = np.array([[1.0, 0.7, 0.7], [0.7, 1.0, 0.0], [0.7, 0.0, 1.0]])
+    c = G @ np.array([-0.3, 1.0, 1.0]) * 0.5
+    lam = np.array([0.02, 0.005])
+    ref = np.array([_coordinate_descent(G, c, l, np.ones(3), 1.0) for l in lam])
+    assert (np.sign(ref) == [[1, 1, 1], [0, 1, 1]]).all() and (ref[1, 1:] > ref[0, 1:]).all()
+    beta, _, _, failed = _solve(G, c, lam, np.ones(3), 1.0, settings=(1e-10, 2, 10, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)  # as the correlated tests above
+    _, _, _, failed = _solve(G, c, lam, np.ones(3), 1.0, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
+    assert failed.all()

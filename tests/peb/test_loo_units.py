@@ -155,3 +155,26 @@ def test_constant_predictions_have_no_correlation(monkeypatch):
     X = np.column_stack([np.ones(4), [1.0, 2.0, 4.0, 8.0]])
     result, _ = _stubbed_loo(monkeypatch, lambda x: 0.7, X=X)
     assert np.isnan(result.r) and np.isnan(result.p)
+
+
+def test_default_selection_is_every_free_parameter_of_the_first_subjects_prior(monkeypatch):
+    """``select=None``: spm_dcm_loo's PEB takes every parameter field (no A/B restriction: a C
+    parameter is kept) and drops the fixed ones, those whose prior variance in the first subject's
+    prior is not above 1/1024 of the mean (spm_find_pC): here the zero-variance parameter 1. The
+    second subject's prior fixes parameter 3 instead, which must not matter."""
+    names = ["A_amygdala-vmpfc", "A_vmpfc-amygdala", "C_fearful_amygdala", "B_fearful_vmpfc-amygdala"]
+    n = 4
+    pC = [np.diag([1 / 64, 0.0, 1.0, 1.0])] + [np.diag([1 / 64, 1 / 64, 1.0, 0.0])] * (n - 1)
+    selections = []
+
+    def fake_fit(*args, select=None, **options):
+        selections.append(list(select))
+
+    def fake_predict(peb, qE, qC, pE, pC, x, target, train_column, spm_parameter_order=False):
+        return float(x[1]), 0.5, 0.0, 9.0
+
+    monkeypatch.setattr(loo_module, "fit_peb", fake_fit)
+    monkeypatch.setattr(loo_module, "predict_design", fake_predict)
+    X = np.column_stack([np.ones(n), [0.0, 1.0, 3.0, 2.0]])
+    loo_predict([np.zeros(4)] * n, [np.eye(4)] * n, [np.zeros(4)] * n, pC, X, names, ["mean", "score"])
+    assert selections == [[0, 2, 3]] * n
