@@ -9,6 +9,13 @@
 
 ``make test`` runs all three, as CI does; ``make test-unit`` / ``test-default`` / ``test-slow``
 run one tier.
+
+Order: ``make test`` distributes whole files (``--dist loadfile``), so the suite's wall time is the
+longest worker's. The files in :data:`FILE_SECONDS` (the slowest) are collected first, longest first,
+and xdist is told to keep that order (``--no-loadscope-reorder``, unless ``--loadscope-reorder`` is
+given): each worker starts on a long file and the short ones fill the gaps at the end (longest
+processing time first). Without it, xdist 3.8 hands out files with the most tests first, and a long
+file with few tests (the null calibration, the SLURM runs) could start last and run alone.
 """
 
 from pathlib import Path
@@ -36,6 +43,7 @@ INTEGRATION_FILES = {
     "peb/test_rnd.py",
     "peb/test_spm12_peb.py",
     "reports/test_browser.py",
+    "simulate/test_null_calibration_benchmark.py",
     "simulate/test_real_null.py",
     "simulate/test_trial.py",
     "test_atlas.py",
@@ -53,20 +61,56 @@ INTEGRATION_FOLDERS = ("workflows/", "faults/")
 ONE_FILE_SESSION_FIXTURES = ("participant_run",)
 
 
+def _file_of(item) -> str:
+    """The test file of ``item``, relative to tests/ (as in :data:`INTEGRATION_FILES`)."""
+    return Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
+
+
 def _check_one_file_session_fixtures(items) -> None:
     for fixture in ONE_FILE_SESSION_FIXTURES:
-        files = sorted({Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
-                        for item in items if fixture in getattr(item, "fixturenames", ())})
+        files = sorted({_file_of(item) for item in items if fixture in getattr(item, "fixturenames", ())})
         if len(files) > 1:
             raise pytest.UsageError(
                 f"the session fixture {fixture!r} is requested from {len(files)} test files ({', '.join(files)}): "
                 "under `--dist loadfile` each of their workers would build it again; move the tests into one file")
 
 
+#: Approximate wall seconds of the slowest test files on one worker of ``make test`` (2 cores, otherwise
+#: idle): ``--durations`` summed per file, from the issue-20 runs of 2026-12-02 and 2026-12-03 (the
+#: latter under load, scaled). Only the order matters (longest first); a file not listed counts as 0 s
+#: and keeps its collection place after these.
+FILE_SECONDS = {
+    "workflows/test_participant.py": 215,        # the session fixture participant_run (~95 s) and its users
+    "reports/test_browser.py": 170,              # two demo reports, eight Chromium runs
+    "simulate/test_null_calibration_benchmark.py": 165,
+    "workflows/test_slurm.py": 160,
+    "workflows/test_operations_e2e.py": 130,
+    "workflows/test_run_isolation.py": 75,
+    "workflows/test_bad_inputs.py": 45,
+    "dcm/test_dcm_inversion.py": 40,
+    "bids/test_inputs.py": 35,
+    "group/test_run_group.py": 25,
+}
+
+
+def _longest_files_first(items) -> None:
+    """Sort ``items`` (in place, stable: each file's tests keep their order) by :data:`FILE_SECONDS`."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(_file_of(item), 0.0))
+
+
+def pytest_configure(config):
+    # xdist >= 3.8: schedule files in collection order (see the module docstring); an explicit
+    # --loadscope-reorder on the command line wins
+    explicit = any(arg.startswith("--loadscope-reorder") for arg in config.invocation_params.args)
+    if hasattr(config.option, "loadscopereorder") and not explicit:
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
     _check_one_file_session_fixtures(items)
+    _longest_files_first(items)
     for item in items:
-        relative = Path(str(item.fspath)).resolve().relative_to(HERE).as_posix()
+        relative = _file_of(item)
         integration = relative in INTEGRATION_FILES or relative.startswith(INTEGRATION_FOLDERS)
         if not integration and item.get_closest_marker("slow") is None and item.get_closest_marker("slurm") is None:
             item.add_marker(pytest.mark.unit)

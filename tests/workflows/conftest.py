@@ -5,12 +5,21 @@ import os
 import stat
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ptsd_bidsapp.cli.run import main
 from ptsd_bidsapp.simulate import simulate_trial
 
 SMALL = {"n_subjects": 4, "seed": 11, "resolution": 8.0, "n_volumes": 80}
+SESSIONS = ("pre", "post")
+
+
+def features_table(out: Path, sub: str, ses: str) -> pd.DataFrame:
+    """The one features table of ``sub``/``ses`` in the output dataset ``out`` (``n/a`` read as missing)."""
+    files = list((out / f"sub-{sub}" / f"ses-{ses}").glob("*_desc-measures_features.tsv"))
+    assert len(files) == 1, files
+    return pd.read_csv(files[0], sep="\t", na_values="n/a")
 
 
 def tree_digest(root: Path, skip=(".ptsd_bidsapp.lock",)) -> dict[str, str]:
