@@ -75,21 +75,39 @@ def _check_one_file_session_fixtures(items) -> None:
                 "under `--dist loadfile` each of their workers would build it again; move the tests into one file")
 
 
-#: Approximate wall seconds of the slowest test files on one worker of ``make test`` (2 cores, otherwise
-#: idle): ``--durations`` summed per file, from the issue-20 runs of 2026-12-02 and 2026-12-03 (the
-#: latter under load, scaled). Only the order matters (longest first); a file not listed counts as 0 s
-#: and keeps its collection place after these.
+#: Wall seconds of the slowest test files on one worker of ``make test`` (``--durations`` summed per file),
+#: measured on 2026-12-03 (main 7005530, -n 2 --dist loadfile, 880 passed in 4806 s) on a machine loaded
+#: by other jobs (load average 8-16 on 2 cores: ~5x an idle machine's seconds). Only the order matters
+#: (longest first); a file not listed counts as 0 s and keeps its collection place after these. Files
+#: since split or changed: the sum of their tests (the interrupted-run test scaled by its CPU-s,
+#: 56.9 -> 32.6).
 FILE_SECONDS = {
-    "workflows/test_participant.py": 215,        # the session fixture participant_run (~95 s) and its users
-    "reports/test_browser.py": 170,              # two demo reports, eight Chromium runs
-    "simulate/test_null_calibration_benchmark.py": 165,
-    "workflows/test_slurm.py": 160,
-    "workflows/test_operations_e2e.py": 130,
-    "workflows/test_run_isolation.py": 75,
-    "workflows/test_bad_inputs.py": 45,
-    "dcm/test_dcm_inversion.py": 40,
-    "bids/test_inputs.py": 35,
-    "group/test_run_group.py": 25,
+    "simulate/test_null_calibration_benchmark.py": 1073,
+    "workflows/test_participant.py": 1070,       # the session fixture participant_run and its users
+    "workflows/test_slurm.py": 898,
+    "reports/test_browser.py": 806,
+    "group/test_dcm_group.py": 535,
+    "workflows/test_run_measures.py": 530,
+    "faults/test_participant_faults.py": 517,
+    "workflows/test_operations_e2e.py": 477,
+    "test_atlas.py": 357,
+    "peb/test_rnd.py": 326,
+    "workflows/test_bad_inputs.py": 278,
+    "workflows/test_deployment.py": 264,
+    "faults/test_run_faults.py": 243,
+    "workflows/test_run_isolation.py": 237,
+    "dcm/test_dcm_inversion.py": 170,
+    "bids/test_inputs.py": 168,
+    "peb/test_bmr.py": 147,
+    "simulate/test_real_null.py": 126,
+    "faults/test_input_faults.py": 109,
+    "group/test_run_group.py": 107,
+    "faults/test_group_faults.py": 104,
+    "group/test_missing_per_model.py": 78,
+    "measures/test_gppi.py": 66,
+    "bids/test_validation.py": 60,
+    "dcm/test_noise_model.py": 55,
+    "glmnet/test_solver.py": 50,
 }
 
 
