@@ -654,3 +654,22 @@ def test_a_step_drops_only_the_crossing_predictor_while_others_grow():
     np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)  # as the correlated tests above
     _, _, _, failed = _solve(G, c, lam, np.ones(3), 1.0, settings=(1e-10, 1, 10, 1e-5, 0.999, 5))
     assert failed.all()
+
+
+def test_entries_after_a_step_are_still_added_all_at_once():
+    """The previous case with two more predictors, uncorrelated with the others, whose |c| (0.015, 0.012)
+    lies between the two λs: at 0.005 the first round steps x0 out (t > 0: progress), the second solves
+    on x1, x2 and finds x3 and x4 violating, which enter together (the all-at-once rounds stay on after a
+    step that made progress), and the third is the solution: three rounds (budget 3 succeeds, 2 fails);
+    adding them one at a time would take four."""
+    G = np.eye(5)
+    G[:3, :3] = [[1.0, 0.7, 0.7], [0.7, 1.0, 0.0], [0.7, 0.0, 1.0]]
+    c = np.r_[G[:3, :3] @ np.array([-0.3, 1.0, 1.0]) * 0.5, 0.015, -0.012]
+    lam = np.array([0.02, 0.005])
+    ref = np.array([_coordinate_descent(G, c, l, np.ones(5), 1.0) for l in lam])
+    assert (np.sign(ref) == [[1, 1, 1, 0, 0], [0, 1, 1, 1, -1]]).all()
+    beta, _, _, failed = _solve(G, c, lam, np.ones(5), 1.0, settings=(1e-10, 3, 10, 1e-5, 0.999, 5))
+    assert not failed.any()
+    np.testing.assert_allclose(beta[0], ref, rtol=0, atol=1e-9)  # as the correlated tests above
+    _, _, _, failed = _solve(G, c, lam, np.ones(5), 1.0, settings=(1e-10, 2, 10, 1e-5, 0.999, 5))
+    assert failed.all()

@@ -136,6 +136,20 @@ def test_select_parameters_between_only():
     assert select_parameters(names, fields=("B",), prior_variance=np.array([1, 1, 0, 1, 1, 1.0])) == [3]
 
 
+def test_select_parameters_prior_variance_threshold_and_patterns():
+    """spm_find_pC: a parameter is free when its prior variance is above 1/1024 of the mean of the
+    variances below 1024. (1, 1/2048): mean 0.50024, threshold 4.8852e-4 > 1/2048 = 4.8828e-4, so the
+    second is fixed (it would pass a threshold of mean/1025). (1, 1024, 0.01): 1024 stays out of the
+    mean, threshold 4.9e-4, all three free (with 1024 in the mean the threshold would be 0.33). All at or
+    above 1024: no variance below, no threshold, all free. ``patterns``: fnmatch, any of them."""
+    names = ["A_a-b", "A_b-a", "B_f_a-b", "B_f_b-a"]
+    assert select_parameters(names[:2], fields=None, prior_variance=np.array([1.0, 1 / 2048])) == [0]
+    assert select_parameters(names[:3], fields=None, prior_variance=np.array([1.0, 1024.0, 0.01])) == [0, 1, 2]
+    assert select_parameters(names[:2], fields=None, prior_variance=np.array([1024.0, 4096.0])) == [0, 1]
+    assert select_parameters(names, fields=None, patterns=["B_*", "A_b-*"]) == [1, 2, 3]
+    assert select_parameters(names, fields=("B",), patterns=["*a-b"]) == [2]
+
+
 def test_inference_is_invariant_to_covariate_units():
     """The prior of each group effect is scaled by N / Σx² (``spm_dcm_peb``), so rescaling a
     covariate (e.g. CAPS-5 points instead of SD units) rescales its effects and changes
