@@ -18,7 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.image import imsave  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from ptsd_bidsapp.reports.names import roi_name  # noqa: E402
 
@@ -108,9 +110,6 @@ def to_png_data_uri(fig, dpi: int = 110) -> str:
     str
         ``data:image/png;base64,...``
     """
-    from matplotlib.image import imsave
-    from matplotlib.transforms import Bbox
-
     title = fig.get_suptitle() or next((ax.get_title() for ax in fig.axes if ax.get_title()), "")
     fig.set_dpi(dpi)
     width, height = fig.get_size_inches()
