@@ -94,3 +94,46 @@ def test_batch_plugins_get_a_list_traceback_for_vanished_jobs(monkeypatch):
     assert tb == ["Job finished\n", "no results file\n"]
     tb += ["When creating this crashfile, ..."]  # what nipype's report_crash does
     assert cluster.make_plugin("MultiProc", {}) == "MultiProc"
+
+
+def test_local_plugins_poll_often_batch_plugins_keep_nipype_value_user_value_wins():
+    assert cluster.scheduler_poll_seconds("MultiProc", {}) == cluster.LOCAL_POLL_SECONDS < 2.0  # nipype's is 2
+    assert cluster.scheduler_poll_seconds("LegacyMultiProc", {}) == cluster.LOCAL_POLL_SECONDS
+    assert cluster.scheduler_poll_seconds("SLURM", {}) is None  # each pass may run squeue: not more often
+    assert cluster.scheduler_poll_seconds("SLURMGraph", {}) is None
+    settings = {"n_procs": 2, "poll_sleep_duration": "1.5"}
+    assert cluster.scheduler_poll_seconds("SLURM", settings) == 1.5
+    assert settings == {"n_procs": 2}  # nipype configuration, not a plugin argument
+
+
+def test_run_graph_sets_the_pass_interval_and_freezes_the_heap_only_during_the_run():
+    import gc
+
+    seen = {}
+
+    class Graph:
+        config = {"execution": {"poll_sleep_duration": "2"}}
+
+        def run(self, plugin, plugin_args):
+            seen.update(plugin=plugin, args=dict(plugin_args), frozen=gc.get_freeze_count(),
+                        poll=self.config["execution"]["poll_sleep_duration"])
+
+    cluster.run_graph(Graph(), "MultiProc", {"n_procs": 2, "poll_sleep_duration": 0.5}, {})
+    assert seen["poll"] == "0.5" and seen["args"] == {"n_procs": 2}
+    assert seen["frozen"] > 0 and gc.get_freeze_count() == 0
+    cluster.run_graph(Graph(), "MultiProc", {"n_procs": 2}, {})
+    assert float(seen["poll"]) == cluster.LOCAL_POLL_SECONDS
+
+
+def test_run_graph_unfreezes_when_the_run_raises():
+    import gc
+
+    class Graph:
+        config = {"execution": {}}
+
+        def run(self, plugin, plugin_args):
+            raise RuntimeError("nodes crashed")
+
+    with pytest.raises(RuntimeError, match="nodes crashed"):
+        cluster.run_graph(Graph(), "Linear", {}, {})
+    assert gc.get_freeze_count() == 0
