@@ -12,7 +12,8 @@ import pytest
 from ptsd_bidsapp.peb import fit as fit_module
 from ptsd_bidsapp.peb import fit_peb, posterior_probability_nonzero, select_parameters
 from ptsd_bidsapp.peb.fit import _spm_dx, _variational_laplace, principal_basis
-from tests.peb.peb_fixtures import COVARIATES, PARAM_NAMES, PRIOR_VAR, simulate_group
+from tests.peb.peb_fixtures import (COVARIATES, GROUP_MEAN, PARAM_NAMES, PRIOR_VAR, RANDOM_EFFECT_SD,
+                                    exact_posteriors, simulate_group)
 
 pytestmark = pytest.mark.unit
 
@@ -257,3 +258,96 @@ def test_joint_covariance_is_a_covariance_whose_marginals_exceed_the_conditional
         assert np.all(np.diag(joint)[:n_b] >= np.diag(result.Cp) * (1 - 1e-9))
         assert np.all(np.diag(joint)[n_b:] >= np.diag(result.Ch) * (1 - 1e-9))
         assert np.all(np.linalg.eigvalsh(joint) > -1e-12)
+
+
+# ------------------------------------------------------------------ _PEBObjective
+class _Captured(Exception):
+    pass
+
+
+def _objective_before_the_vl(monkeypatch, X, Ep, Cp, pE, pC, **options):
+    """fit_peb's objective as built, without running the VL."""
+    def capture(objective, b, g, max_iter):
+        raise _Captured(objective)
+
+    monkeypatch.setattr(fit_module, "_variational_laplace", capture)
+    with pytest.raises(_Captured) as caught:
+        fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, COVARIATES, **options)
+    return caught.value.args[0]
+
+
+def test_variational_energy_gradient_with_nonzero_prior_means(monkeypatch):
+    """L (the log joint, complexity centred on the prior means) has the analytic gradient (eq. A.11)
+    also when the prior means are not zero (the fixtures' are): first-level prior mean 0.05, hE = 0.5.
+    Central differences, step 1e-6, tolerance 1e-5 of the largest entry (as the zero-mean test)."""
+    X, _, Ep, Cp, pE, pC = simulate_group(1, n_subjects=8)
+    objective = _objective_before_the_vl(monkeypatch, X, Ep, Cp, pE + 0.05, pC, random_effects="fields", hE=0.5)
+    assert np.abs(objective.prior_mean).max() > 0.01 and np.all(objective.hyper_mean == 0.5)
+    rng = np.random.default_rng(3)
+    b = objective.prior_mean + rng.normal(size=objective.n_b) * 0.1
+    g = objective.hyper_mean + rng.normal(size=objective.n_hyper) * 0.3
+    grad = objective(b, g)["grad"]
+    h = 1e-6
+    point = np.concatenate([b, g])
+    numeric = np.zeros_like(point)
+    for k in range(point.size):
+        step = np.zeros_like(point)
+        step[k] = h
+        up, down = point + step, point - step
+        numeric[k] = (objective(up[: b.size], up[b.size:])["L"] - objective(down[: b.size], down[b.size:])["L"]) / (2 * h)
+    assert np.max(np.abs(numeric - grad)) < 1e-5 * np.max(np.abs(grad))
+
+
+def test_free_energy_is_the_variational_energy_plus_the_laplace_terms(monkeypatch):
+    """spm_dcm_peb r7720: F = Σ(ΔF_i + F_i) − ½b'bPb − ½g'gPg + ½ln|ipC·Cp|, Cp = (−H)⁻¹, while
+    L = Σ(ΔF_i + F_i) − ½(b−bE)'bP(b−bE) − ½(g−gE)'gP(g−gE). So F − L is known from the priors and
+    ln|−H| (spm_logdet: the product of the singular values). A covariate in small units (×1e-2) gives
+    curvatures below 1, where ln|λ| is negative."""
+    X, _, Ep, Cp, pE, pC = simulate_group(1)
+    X = X.copy()
+    X[:, 1] *= 1e-2
+    objective = _objective_before_the_vl(monkeypatch, X, Ep, Cp, pE + 0.05, pC, random_effects="fields", hE=0.5)
+    rng = np.random.default_rng(4)
+    b = objective.prior_mean + rng.normal(size=objective.n_b) * 0.1
+    g = objective.hyper_mean + rng.normal(size=objective.n_hyper) * 0.3
+    out = objective(b, g)
+    assert np.min(np.abs(np.linalg.eigvalsh(out["hess"]))) < 0.1      # measured 0.046
+    bP, gP, bE, gE = objective.prior_prec, objective.hyper_prec, objective.prior_mean, objective.hyper_mean
+    laplace = 0.5 * (np.linalg.slogdet(bP)[1] + np.linalg.slogdet(gP)[1] - np.linalg.slogdet(-out["hess"])[1])
+    expected = (out["L"] + 0.5 * (b - bE) @ bP @ (b - bE) - 0.5 * b @ bP @ b
+                + 0.5 * (g - gE) @ gP @ (g - gE) - 0.5 * g @ gP @ g + laplace)
+    # F ~ 1e2 nats from sums of ~50 terms: round-off ~1e-12; 1e-8 leaves margin
+    assert out["F"] == pytest.approx(expected, abs=1e-8)
+
+
+# ------------------------------------------------------------------ posterior shrinkage
+def _conditional_group_effects(result, Ep, Cp, pE, pC, X, shrink):
+    """β's posterior given Ce (Friston et al. 2016, eq. A.11 solved: ΔF is quadratic in rE):
+    Cp⁻¹ = bP + Σ x_i x_i' ⊗ (rP − rP sC rP), Ep = Cp(bP bE + Σ x_i ⊗ rP sC (qP qE − pP pE))."""
+    rP = np.linalg.inv(result.Ce)
+    precision = np.linalg.inv(result.prior_cov)
+    linear = precision @ result.prior_mean
+    pP = np.linalg.inv(pC)
+    for qE, qC, x in zip(Ep, Cp, np.atleast_2d(X)):
+        qP = np.linalg.inv(qC) + (pP / 16 if shrink else 0)     # spm_dcm_peb's shrinkage, Ns > 1
+        sC = np.linalg.inv(qP - pP + rP)
+        precision += np.kron(np.outer(x, x), rP - rP @ sC @ rP)
+        linear += np.kron(x, rP @ sC @ (qP @ qE - pP @ pE))
+    return np.linalg.solve(precision, linear)
+
+
+@pytest.mark.parametrize("n_subjects, shrink", [(1, True), (2, False), (2, True)])
+def test_posteriors_are_shrunk_only_for_groups_and_on_request(n_subjects, shrink):
+    """spm_dcm_peb shrinks qC ← (qC⁻¹ + pC⁻¹/16)⁻¹ when Ns > 1; ``shrink_posteriors=False`` turns it
+    off; one subject is never shrunk. At the mode (``polish``) β is the conditional solution (1e-6,
+    as the 24-subject case in test_fit.py)."""
+    # weakly informative first-level data (likelihood variance 4× the prior's): shrinkage matters
+    rng = np.random.default_rng(10)
+    theta = GROUP_MEAN + rng.normal(size=(n_subjects, 4)) * RANDOM_EFFECT_SD
+    Ep, Cp, pE, pC = exact_posteriors(rng, theta, 2 * np.sqrt(PRIOR_VAR))
+    X = np.ones((n_subjects, 1))
+    result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, shrink_posteriors=shrink, polish=True)
+    expected = _conditional_group_effects(result, Ep, Cp, pE, pC, X, shrink and n_subjects > 1)
+    np.testing.assert_allclose(result.Ep.ravel(order="F"), expected, atol=1e-6)
+    other = _conditional_group_effects(result, Ep, Cp, pE, pC, X, not (shrink and n_subjects > 1))
+    assert np.abs(other - expected).max() > 1e-4                # the case tells the two apart
