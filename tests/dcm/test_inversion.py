@@ -6,7 +6,10 @@ part of the diagonal that is non-zero, from singular values in (1e-16, 1e16); th
 ``(expm(t J) - I) J^-1 f`` with ``t = exp(log_t - ln|J| / n)``), the data preparation of
 ``spm_dcm_estimate`` (mean-centred, scaled to a range of at most 4 %) and the Prais-Winsten
 transform, each on small inputs with the expected value typed in or written in closed form.
-The inversion itself is compared with SPM12 in ``test_spm12_reference.py``. Unit tier (no fit).
+The inversion itself is compared with SPM12 in ``test_spm12_reference.py``; the rules of its ascent
+(spm_nlsi_GN's log ascent rate, back-off from a diverging prediction, divergence guard, four-in-a-row
+convergence) are checked here on a stand-in generative model whose trajectory is written down by hand.
+Unit tier (no fit).
 """
 
 from __future__ import annotations
@@ -207,3 +210,139 @@ def test_constants_are_spm_nlsi_gn():
     # spm_diff step exp(-8); confound prior variance 1e8 (spm_nlsi_GN: uC = speye/1e-8)
     assert inversion.FD_STEP == math.exp(-8.0)
     assert inversion.CONFOUND_PRIOR_VARIANCE == 1e8
+
+
+# --------------------------------------------------------------------------------- the ascent's rules
+# spm_nlsi_GN (r7771, $Id 7279) on a generative model whose trajectory can be written down by hand.
+# Data all zero and a model that predicts zero whatever the parameters: the data carry no
+# information, e = 0, the confound coefficients start and stay at 0, and the free energy's
+# gradient and curvature in the parameters are those of the prior alone, g = -ipC p and
+# H = -ipC - (confound block): both diagonal. spm_logdet of a negative diagonal matrix is 0 (it
+# keeps only positive values), so spm_dx's time is t = exp(v) and its step is, per parameter,
+# dp = (exp(t H_ii) - 1) / H_ii g_i = (exp(-exp(v) / pC_i) - 1) p_i: every accepted step shrinks the
+# deviation from the prior mean by the factor exp(-exp(v) / pC_i). The free energy's parameter term
+# -p' ipC p / 2 grows with each such step, so every evaluated point is accepted unless the
+# prediction there is not finite (then spm_nlsi_GN backs off from the last accepted point).
+def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), **options):
+    """A stand-in for the integrator (the prediction as a function of the parameter vector):
+    zero, or linear with every row of the Jacobian summing to ``jacobian_row_sum`` over the free
+    parameters; all-NaN on the given call numbers (1-based), as a blown-up integration. Returns the
+    spec (zero data) and the list of the expansion points the inversion asked for (row 0 of each batch)."""
+    from ptsd_bidsapp.dcm import api
+    from ptsd_bidsapp.dcm import integrate as integrate_module
+
+    options = {"max_iter": 11, "tolerance": 1e-12, **options}   # no convergence stop unless asked
+    spec = faces_spec(y=np.zeros((n_scans, 2)), n_scans=n_scans, **options)
+    pE_d, pC_d = spec.priors()
+    pE, pC = priors.pack_parameters(pE_d, 2, 2), priors.pack_parameters(pC_d, 2, 2)
+    free = np.flatnonzero(pC > 0)
+    slope = np.zeros(pE.size)
+    if jacobian_row_sum is not None:
+        slope[free] = jacobian_row_sum / free.size
+    points = []
+
+    def predict(batch, schedule, te, return_states=False):
+        batch = np.atleast_2d(batch)
+        points.append(batch[0].copy())
+        lin = (batch - pE) @ slope                                 # the same value in every scan and region
+        out = np.repeat(lin[:, None, None], n_scans, axis=1).repeat(2, axis=2)
+        return np.full_like(out, np.nan) if len(points) in nan_calls else out
+
+    # the integrator receives the stacked parameter vectors as they are
+    monkeypatch.setattr(inversion, "_batch_dict", lambda vectors, n, m: vectors)
+    monkeypatch.setattr(api, "_batch_dict", lambda vectors, n, m: vectors)
+    monkeypatch.setattr(integrate_module, "integrate", predict)
+    return spec, pE, pC, free, points
+
+
+def _start(pE, pC, free):
+    # one prior SD (pC = 1/64, 1, 1/256) off the prior mean, alternating in sign
+    p0 = pE.copy()
+    p0[free] += np.sqrt(pC[free]) * np.where(np.arange(free.size) % 2, -1.0, 1.0)
+    return p0
+
+
+def test_back_off_trajectory_is_spm_nlsi_gn_rule(monkeypatch):
+    """The log ascent rate v starts at -4 and rises by 1/2 with each accepted step (at most 4); a
+    non-finite prediction makes spm_nlsi_GN retry from the last accepted point with
+    v = min(v - 2, -4) (up to four times) and carry on from the first retry that is finite."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, nan_calls={3, 11})
+    p0 = _start(pE, pC, free)
+    result = inversion.estimate_dcm(spec, P0=p0)
+
+    def shrink(p, v):
+        out = p.copy()
+        out[free] = pE[free] + (p[free] - pE[free]) * np.exp(-math.exp(v) / pC[free])
+        return out
+
+    c1 = p0                                 # iteration 1
+    c2 = shrink(c1, -3.5)                   # iteration 2 (v = -4 + 1/2)
+    c3 = shrink(c2, -3.0)                   # iteration 3: NaN
+    c4 = shrink(c2, -5.0)                   # retry from c2 with v = min(-3 - 2, -4) = -5: finite, accepted
+    c5 = shrink(c4, -4.5)                   # iterations 4-9, v rising by 1/2
+    c6 = shrink(c5, -4.0)
+    c7 = shrink(c6, -3.5)
+    c8 = shrink(c7, -3.0)
+    c9 = shrink(c8, -2.5)
+    c10 = shrink(c9, -2.0)
+    c11 = shrink(c10, -1.5)                 # iteration 10: NaN
+    c12 = shrink(c10, -4.0)                 # retry from c10 with v = min(-1.5 - 2, -4) = -4 (the cap)
+    c13 = shrink(c12, -3.5)                 # iteration 11 (the last)
+    expected = [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c13]   # + the final prediction at Ep
+    assert len(points) == len(expected)
+    # expm (Pade, scaling and squaring) is accurate to ~1e-15 relative: 1e-12 on deviations <= 1
+    for k, (got, want) in enumerate(zip(points, expected), start=1):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"call {k}")
+    assert [h["log_ascent_rate"] for h in result.history] == [-3.5, -3.0, -4.5, -4.0, -3.5, -3.0, -2.5,
+                                                              -2.0, -1.5, -3.5, -3.0]
+    assert all(h["accepted"] for h in result.history)
+    assert result.n_iter == 11 and result.converged is False
+    np.testing.assert_allclose(result.Ep_vector, c13, rtol=0, atol=1e-12)
+
+
+def test_back_off_gives_up_after_four_retries(monkeypatch):
+    """Every prediction from iteration 3 on is NaN: four retries from the last accepted point, at
+    v = -5, -7, -9, -11, then 'convergence failure' (spm_nlsi_GN: for i = 1:4)."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, nan_calls=set(range(3, 100)))
+    p0 = _start(pE, pC, free)
+    with pytest.raises(inversion.DCMConvergenceError, match=r"^DCM integration diverged"):
+        inversion.estimate_dcm(spec, P0=p0)
+    c2 = p0.copy()
+    c2[free] = pE[free] + (p0[free] - pE[free]) * np.exp(-math.exp(-3.5) / pC[free])
+    assert len(points) == 7
+    for k, v in zip(range(3, 8), (-3.0, -5.0, -7.0, -9.0, -11.0)):
+        want = pE + (c2 - pE) * np.exp(-math.exp(v) / np.where(pC > 0, pC, 1.0))
+        np.testing.assert_allclose(points[k - 1], want, rtol=0, atol=1e-12, err_msg=f"call {k}")
+
+
+def test_convergence_needs_four_small_predicted_increases_in_a_row(monkeypatch):
+    """From the prior mean the predicted increase g' dp is 0 at every iteration (g = 0); spm_nlsi_GN's
+    criterion starts as four 'false' and needs dF < tolerance four times in a row: iteration 4."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
+    result = inversion.estimate_dcm(spec)
+    assert result.converged is True and result.n_iter == 4
+    assert [h["dF_predicted"] for h in result.history] == [0.0] * 4
+    np.testing.assert_array_equal(result.Ep_vector, pE)
+
+
+# (the stable case's Gauss-Newton step after iteration 1, never evaluated with max_iter = 1, overflows
+# expm's squaring for curvatures ~1e29: RuntimeWarnings, not the subject here)
+@pytest.mark.filterwarnings("ignore:overflow encountered in matmul:RuntimeWarning",
+                            "ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("row_sum, diverged", [
+    # norm(dfdp, 'inf') is the largest row sum: 0.5 exp(32) per row is stable, although the 32 rows
+    # together sum to 16 exp(32)
+    (0.5 * math.exp(32), False),
+    # 2 exp(32) > exp(32): a divergence, at iteration 1 a convergence failure (no accepted point to
+    # back off to)
+    (2.0 * math.exp(32), True),
+])
+def test_divergence_guard_is_the_infinity_norm_of_the_jacobian_above_exp32(monkeypatch, row_sum, diverged):
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, jacobian_row_sum=row_sum, max_iter=1)
+    if diverged:
+        with pytest.raises(inversion.DCMConvergenceError, match=r"^DCM integration diverged"):
+            inversion.estimate_dcm(spec)
+        assert len(points) == 1
+    else:
+        result = inversion.estimate_dcm(spec)
+        assert result.n_iter == 1 and len(points) == 2
