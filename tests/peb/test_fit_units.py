@@ -152,6 +152,13 @@ def test_vl_treats_a_non_finite_free_energy_as_minus_infinity(nan_at):
 
 
 # ------------------------------------------------------------------ select_parameters
+def test_parameter_field_ignores_the_effect_prefix_of_nested_peb_names():
+    """PEB-of-PEB names are '<effect>:<parameter>' (PEBResult.effect_names)."""
+    assert fit_module.parameter_field("change:B_fearful_amygdala-vmpfc") == "B"
+    assert fit_module.parameter_field("A_amygdala-vmpfc") == "A"
+    assert select_parameters(["change:A_a-b", "change:B_u_a-b", "change:C_u_a"], fields=("B",)) == [1]
+
+
 def test_select_parameters_zero_variances_are_fixed_even_when_the_threshold_is_zero():
     """spm_find_pC: ``q > mean(q(q < 1024))/1024`` is strict: with variances (0, 2048) the mean of
     those below 1024 is 0, and the zero-variance parameter is not above it."""
@@ -351,3 +358,26 @@ def test_posteriors_are_shrunk_only_for_groups_and_on_request(n_subjects, shrink
     np.testing.assert_allclose(result.Ep.ravel(order="F"), expected, atol=1e-6)
     other = _conditional_group_effects(result, Ep, Cp, pE, pC, X, not (shrink and n_subjects > 1))
     assert np.abs(other - expected).max() > 1e-4                # the case tells the two apart
+    # SPM's reduced DCMs: the unshrunk posterior under the empirical prior N(x_i ⊗ Ep, Ce) of the
+    # point evaluated last (with ``polish``, the returned Ep): sC = (qP − pP + rP)⁻¹,
+    # sE = sC(qP qE − pP pE + rP rE)
+    rP, pP = np.linalg.inv(result.Ce), np.linalg.inv(pC)
+    for i, (qE, qC, x) in enumerate(zip(Ep, Cp, X)):
+        qP = np.linalg.inv(qC)
+        sC = np.linalg.inv(qP - pP + rP)
+        rE = np.kron(x, np.eye(4)) @ result.Ep.ravel(order="F")
+        np.testing.assert_allclose(result.subject_Cp[i], sC, rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(result.subject_Ep[i], sC @ (qP @ qE - pP @ pE + rP @ rE), atol=1e-9)
+
+
+def test_result_names_the_subjects_and_the_precision_option():
+    _, Ep, Cp, pE, pC = _small_group(3)
+    X = np.ones((3, 1))
+    default = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, max_iter=2)
+    assert default.subject_names == ["subject1", "subject2", "subject3"]
+    assert default.random_effects == "single"
+    masks = [[1, 1, 0, 0], [0, 0, 1, 1]]
+    named = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, subject_names=("sub-01", "sub-02", "sub-03"),
+                    random_effects=masks, max_iter=2)
+    assert named.subject_names == ["sub-01", "sub-02", "sub-03"]
+    assert named.random_effects == "manual" and len(named.precision_components) == 2
