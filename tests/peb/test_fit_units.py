@@ -151,6 +151,37 @@ def test_vl_treats_a_non_finite_free_energy_as_minus_infinity(nan_at):
     np.testing.assert_allclose(b, [1.0, -0.5], atol=2e-2)
 
 
+def _spm_dx_by_definition(curvature, gradient, log_time):
+    """spm_dx's own definition: dx = expm([[0, 0], [τg, τJ]])[1:, 0], τ = e^t/|J|^{1/n} (|J| = |det J|)."""
+    from scipy.linalg import expm
+
+    n = gradient.size
+    tau = np.exp(log_time - np.linalg.slogdet(curvature)[1] / n)
+    augmented = np.zeros((n + 1, n + 1))
+    augmented[1:, 0] = tau * gradient
+    augmented[1:, 1:] = tau * curvature
+    return expm(augmented)[1:, 0]
+
+
+def test_vl_long_steps_use_the_block_diagonal_curvature_of_the_accepted_point():
+    """spm_dcm_peb r7720: a step with |dp|₁ ≥ 8 is recomputed without the (β, γ) coupling, from the
+    block curvatures saved at the last accepted point. One iteration from the prior (t = −4 + ¼)
+    with joint curvature [[−1, 0.8], [0.8, −1]] and a gradient scaled so that the joint step has
+    |dp|₁ = 8.5: β moves by the block step's β part, γ by tanh of its γ part."""
+    joint = np.array([[-1.0, 0.8], [0.8, -1.0]])
+    gradient = np.array([1.0, 1.0])
+    gradient = gradient * 8.5 / np.abs(_spm_dx_by_definition(joint, gradient, -3.75)).sum()
+
+    def evaluate(b, g):
+        return {"F": 0.0, "grad": gradient, "hess": joint, "dFdbb": joint[:1, :1], "dFdgg": joint[1:, 1:]}
+
+    _, b, g, _, _ = _variational_laplace(evaluate, np.zeros(1), np.zeros(1), max_iter=1)
+    block = _spm_dx_by_definition(np.diag([-1.0, -1.0]), gradient, -3.75)
+    np.testing.assert_allclose(b, block[:1], rtol=1e-9)
+    np.testing.assert_allclose(g, np.tanh(block[1:]), rtol=1e-9)
+    assert abs(_spm_dx_by_definition(joint, gradient, -3.75)[0] - block[0]) > 0.1   # the two steps differ
+
+
 # ------------------------------------------------------------------ select_parameters
 def test_parameter_field_ignores_the_effect_prefix_of_nested_peb_names():
     """PEB-of-PEB names are '<effect>:<parameter>' (PEBResult.effect_names)."""
