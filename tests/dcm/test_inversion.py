@@ -223,10 +223,11 @@ def test_constants_are_spm_nlsi_gn():
 # deviation from the prior mean by the factor exp(-exp(v) / pC_i). The free energy's parameter term
 # -p' ipC p / 2 grows with each such step, so every evaluated point is accepted unless the
 # prediction there is not finite (then spm_nlsi_GN backs off from the last accepted point).
-def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), **options):
+def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), offset_calls=(), **options):
     """A stand-in for the integrator (the prediction as a function of the parameter vector):
     zero, or linear with every row of the Jacobian summing to ``jacobian_row_sum`` over the free
-    parameters; all-NaN on the given call numbers (1-based), as a blown-up integration. Returns the
+    parameters; all-NaN on the call numbers (1-based) in ``nan_calls``, as a blown-up integration,
+    and 10 (a finite prediction far from the zero data) on those in ``offset_calls``. Returns the
     spec (zero data) and the list of the expansion points the inversion asked for (row 0 of each batch)."""
     from ptsd_bidsapp.dcm import api
     from ptsd_bidsapp.dcm import integrate as integrate_module
@@ -246,6 +247,8 @@ def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=
         points.append(batch[0].copy())
         lin = (batch - pE) @ slope                                 # the same value in every scan and region
         out = np.repeat(lin[:, None, None], n_scans, axis=1).repeat(2, axis=2)
+        if len(points) in offset_calls:
+            out = out + 10.0
         return np.full_like(out, np.nan) if len(points) in nan_calls else out
 
     # the integrator receives the stacked parameter vectors as they are
@@ -346,3 +349,59 @@ def test_divergence_guard_is_the_infinity_norm_of_the_jacobian_above_exp32(monke
     else:
         result = inversion.estimate_dcm(spec)
         assert result.n_iter == 1 and len(points) == 2
+
+
+def test_a_worse_free_energy_is_rejected_from_iteration_3_on(monkeypatch, capsys):
+    """Iterations 1 and 2 are always accepted; from iteration 3 a point whose free energy is lower
+    than the last accepted one (here a finite prediction 10 away from every datum) is rejected:
+    parameters and log precisions go back to the last accepted point, v = min(v - 2, -4), and the
+    next step is taken from there with the gradients of that point (spm_nlsi_GN, 'EM:(-)')."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, offset_calls={3}, max_iter=4)
+    p0 = _start(pE, pC, free)
+    result = inversion.estimate_dcm(spec, P0=p0, verbose=True)
+
+    def shrink(p, v):
+        return pE + (p - pE) * np.exp(-math.exp(v) / np.where(pC > 0, pC, 1.0))
+
+    c2 = shrink(p0, -3.5)
+    c3 = shrink(c2, -3.0)                   # iteration 3: rejected
+    c4 = shrink(c2, -5.0)                   # from c2 again, v = min(-3 - 2, -4) = -5
+    expected = [p0, c2, c3, c4, c4]         # + the final prediction at Ep (iteration 4 accepted)
+    assert len(points) == len(expected)
+    for k, (got, want) in enumerate(zip(points, expected), start=1):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"call {k}")
+    history = result.history
+    assert [h["accepted"] for h in history] == [True, True, False, True]
+    assert [h["log_ascent_rate"] for h in history] == [-3.5, -3.0, -5.0, -4.5]
+    assert history[2]["F"] < history[1]["F"]
+    assert history[2]["h"] == history[1]["h"]           # the log precisions went back too
+    out = capsys.readouterr().out.splitlines()
+    assert [line[:10] for line in out] == ["EM:(+)   1", "EM:(+)   2", "EM:(-)   3", "EM:(+)   4"]
+
+
+def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
+    """Zero data and a prediction that does not depend on the parameters: Bayes' rule returns the
+    prior (Ep = pE, Cp = pC); SPM's Pp = 1 - Phi(pE; |Ep|, sqrt(Vp)) is then 1 - Phi(0) = 1/2 for
+    every free parameter (0 for fixed ones); no residuals, no confound effect. Also the
+    bookkeeping: F is the sum of its three terms, and each history entry has the documented keys."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
+    result = inversion.estimate_dcm(spec)
+    np.testing.assert_array_equal(result.Ep_vector, pE)
+    # spm_inv's ridge, eps(||Pp + ipC||_inf) * 13 = eps(~16 exp(6)) * 13 = 1.2e-11, against prior
+    # precisions 1..256: at most 1.2e-11 relative
+    np.testing.assert_allclose(result.Cp, np.diag(pC), rtol=2e-11, atol=0)
+    np.testing.assert_allclose(result.Vp["B"], priors.unpack_parameters(pC, 2, 2)["B"], rtol=2e-11, atol=0)
+    np.testing.assert_allclose(result.Pp_vector, np.where(pC > 0, 0.5, 0.0), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(result.pC, np.diag(pC))
+    np.testing.assert_array_equal(result.y_pred, np.zeros((16, 2)))
+    np.testing.assert_array_equal(result.residuals, np.zeros((16, 2)))
+    np.testing.assert_array_equal(result.beta, np.zeros((1, 2)))
+    assert result.scale == 1.0                                   # a range of 0 is scaled by 4 / max(0, 4)
+    assert result.F_terms.shape == (3,) and result.F == pytest.approx(result.F_terms.sum(), rel=1e-12)
+    np.testing.assert_allclose(result.Ce, np.exp(-result.Eh), rtol=1e-15)
+    history = result.history
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert all(set(h) == {"iteration", "F", "accepted", "log_ascent_rate", "dF_predicted", "h", "seconds"}
+               for h in history)
+    assert all(0 <= h["seconds"] <= result.seconds for h in history)
+    assert history[-1]["F"] == result.F and history[-1]["h"] == result.Eh.tolist()
