@@ -223,11 +223,13 @@ def test_constants_are_spm_nlsi_gn():
 # deviation from the prior mean by the factor exp(-exp(v) / pC_i). The free energy's parameter term
 # -p' ipC p / 2 grows with each such step, so every evaluated point is accepted unless the
 # prediction there is not finite (then spm_nlsi_GN backs off from the last accepted point).
-def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), offset_calls=(), **options):
+def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), offset_calls=(),
+                      fixed_prediction=None, **options):
     """A stand-in for the integrator (the prediction as a function of the parameter vector):
     zero, or linear with every row of the Jacobian summing to ``jacobian_row_sum`` over the free
     parameters; all-NaN on the call numbers (1-based) in ``nan_calls``, as a blown-up integration,
-    and 10 (a finite prediction far from the zero data) on those in ``offset_calls``. Returns the
+    and 10 (a finite prediction far from the zero data) on those in ``offset_calls``; plus
+    ``fixed_prediction`` (scans, regions) on every call if given. Returns the
     spec (zero data) and the list of the expansion points the inversion asked for (row 0 of each batch)."""
     from ptsd_bidsapp.dcm import api
     from ptsd_bidsapp.dcm import integrate as integrate_module
@@ -247,6 +249,8 @@ def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=
         points.append(batch[0].copy())
         lin = (batch - pE) @ slope                                 # the same value in every scan and region
         out = np.repeat(lin[:, None, None], n_scans, axis=1).repeat(2, axis=2)
+        if fixed_prediction is not None:
+            out = out + fixed_prediction
         if len(points) in offset_calls:
             out = out + 10.0
         return np.full_like(out, np.nan) if len(points) in nan_calls else out
@@ -405,3 +409,21 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
                for h in history)
     assert all(0 <= h["seconds"] <= result.seconds for h in history)
     assert history[-1]["F"] == result.F and history[-1]["h"] == result.Eh.tolist()
+
+
+def test_residuals_are_the_prediction_error_with_the_confounds_projected_out(monkeypatch):
+    """SPM's DCM.R: y - y_pred minus its least-squares fit on the confounds X0; explained variance
+    100 * sum(y_pred^2) / (sum(y_pred^2) + sum(R^2)) (spm_dcm_fmri_check). Zero data, a prediction
+    that is a quadratic in time in region 1 (0 in region 2) and X0 = [1, t]: R is minus the part of the
+    quadratic that a straight line does not explain (computed here with numpy's lstsq)."""
+    t = np.arange(16.0)
+    prediction = np.column_stack([(t - 4.0) ** 2 / 50.0, np.zeros(16)])
+    x0 = np.column_stack([np.ones(16), t])
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, fixed_prediction=prediction, max_iter=1, x0=x0)
+    result = inversion.estimate_dcm(spec)
+    line_fit = x0 @ np.linalg.lstsq(x0, prediction[:, 0], rcond=None)[0]
+    expected_r = np.column_stack([-(prediction[:, 0] - line_fit), np.zeros(16)])
+    np.testing.assert_array_equal(result.y_pred, prediction)
+    np.testing.assert_allclose(result.residuals, expected_r, rtol=0, atol=1e-12)
+    pss, rss = np.sum(prediction ** 2), np.sum(expected_r ** 2)
+    assert result.explained_variance == pytest.approx(100 * pss / (pss + rss), rel=1e-10)
