@@ -391,6 +391,9 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
     spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
     result = inversion.estimate_dcm(spec)
     np.testing.assert_array_equal(result.Ep_vector, pE)
+    prior_mean = priors.unpack_parameters(pE, 2, 2)
+    for field in ("A", "B", "C", "transit", "decay", "epsilon"):
+        np.testing.assert_array_equal(result.Ep[field], prior_mean[field])
     # spm_inv's ridge, eps(||Pp + ipC||_inf) * 13 = eps(~16 exp(6)) * 13 = 1.2e-11, against prior
     # precisions 1..256: at most 1.2e-11 relative
     np.testing.assert_allclose(result.Cp, np.diag(pC), rtol=2e-11, atol=0)
@@ -427,3 +430,24 @@ def test_residuals_are_the_prediction_error_with_the_confounds_projected_out(mon
     np.testing.assert_allclose(result.residuals, expected_r, rtol=0, atol=1e-12)
     pss, rss = np.sum(prediction ** 2), np.sum(expected_r ** 2)
     assert result.explained_variance == pytest.approx(100 * pss / (pss + rss), rel=1e-10)
+
+
+def test_posterior_probability_is_spm_pp_of_the_posterior_mean(monkeypatch):
+    """One iteration from P0, one prior SD off the prior mean: the returned mean is P0 (the only
+    accepted point) and the covariance the prior's (uninformative data), so SPM's
+    Pp = 1 - Phi((pE - |Ep|) / sqrt(Vp)) = erfc(x / sqrt(2)) / 2 is known in closed form."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, max_iter=1)
+    p0 = _start(pE, pC, free)
+    result = inversion.estimate_dcm(spec, P0=p0)
+    np.testing.assert_array_equal(result.Ep_vector, p0)
+    expected = np.zeros(pE.size)
+    for i in free:
+        x = (pE[i] - abs(p0[i])) / math.sqrt(pC[i])
+        expected[i] = math.erfc(x / math.sqrt(2.0)) / 2.0
+    # free parameters: Phi(1) = 0.841 (x = -1) and, for A off-diagonal below its prior mean 1/128,
+    # x = (1/128 - |1/128 - 1/8|) * 8 = -0.875; spm_inv's ridge moves sqrt(Vp) by < 1e-11 relative
+    np.testing.assert_allclose(result.Pp_vector, expected, rtol=1e-10, atol=0)
+    by_field = priors.unpack_parameters(expected, 2, 2)
+    for field in ("A", "B", "C", "transit", "decay", "epsilon"):
+        np.testing.assert_allclose(result.pp[field], by_field[field], rtol=1e-10, atol=0)
+    assert result.param_names == spec.parameter_names() and len(result.param_names) == pE.size
