@@ -400,8 +400,10 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
     np.testing.assert_allclose(result.Vp["B"], priors.unpack_parameters(pC, 2, 2)["B"], rtol=2e-11, atol=0)
     np.testing.assert_allclose(result.Pp_vector, np.where(pC > 0, 0.5, 0.0), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(result.pC, np.diag(pC))
+    np.testing.assert_array_equal(result.y, np.zeros((16, 2)))
     np.testing.assert_array_equal(result.y_pred, np.zeros((16, 2)))
     np.testing.assert_array_equal(result.residuals, np.zeros((16, 2)))
+    assert result.region_names == ["amygdala", "vmpfc"] and result.input_names == ["faces", "fearful"]
     np.testing.assert_array_equal(result.beta, np.zeros((1, 2)))
     assert result.scale == 1.0                                   # a range of 0 is scaled by 4 / max(0, 4)
     assert result.F_terms.shape == (3,) and result.F == pytest.approx(result.F_terms.sum(), rel=1e-12)
