@@ -224,7 +224,7 @@ def test_constants_are_spm_nlsi_gn():
 # -p' ipC p / 2 grows with each such step, so every evaluated point is accepted unless the
 # prediction there is not finite (then spm_nlsi_GN backs off from the last accepted point).
 def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), offset_calls=(),
-                      fixed_prediction=None, **options):
+                      fixed_prediction=None, data=None, **options):
     """A stand-in for the integrator (the prediction as a function of the parameter vector):
     zero, or linear with every row of the Jacobian summing to ``jacobian_row_sum`` over the free
     parameters; all-NaN on the call numbers (1-based) in ``nan_calls``, as a blown-up integration,
@@ -235,7 +235,7 @@ def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=
     from ptsd_bidsapp.dcm import integrate as integrate_module
 
     options = {"max_iter": 11, "tolerance": 1e-12, **options}   # no convergence stop unless asked
-    spec = faces_spec(y=np.zeros((n_scans, 2)), n_scans=n_scans, **options)
+    spec = faces_spec(y=np.zeros((n_scans, 2)) if data is None else data, n_scans=n_scans, **options)
     pE_d, pC_d = spec.priors()
     pE, pC = priors.pack_parameters(pE_d, 2, 2), priors.pack_parameters(pC_d, 2, 2)
     free = np.flatnonzero(pC > 0)
@@ -406,6 +406,7 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
     assert result.region_names == ["amygdala", "vmpfc"] and result.input_names == ["faces", "fearful"]
     np.testing.assert_array_equal(result.beta, np.zeros((1, 2)))
     assert result.scale == 1.0                                   # a range of 0 is scaled by 4 / max(0, 4)
+    assert math.isnan(result.explained_variance)                 # 0 / 0: no signal, no residual
     assert result.F_terms.shape == (3,) and result.F == pytest.approx(result.F_terms.sum(), rel=1e-12)
     np.testing.assert_allclose(result.Ce, np.exp(-result.Eh), rtol=1e-15)
     history = result.history
@@ -418,19 +419,24 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
 
 def test_residuals_are_the_prediction_error_with_the_confounds_projected_out(monkeypatch):
     """SPM's DCM.R: y - y_pred minus its least-squares fit on the confounds X0; explained variance
-    100 * sum(y_pred^2) / (sum(y_pred^2) + sum(R^2)) (spm_dcm_fmri_check). Zero data, a prediction
-    that is a quadratic in time in region 1 (0 in region 2) and X0 = [1, t]: R is minus the part of the
-    quadratic that a straight line does not explain (computed here with numpy's lstsq)."""
+    100 * sum(y_pred^2) / (sum(y_pred^2) + sum(R^2)) (spm_dcm_fmri_check). Data: 0 in region 1,
+    +-1.5 alternating in region 2 (mean 0, range 3 < 4: left as they are); prediction: a quadratic
+    in time in region 1, 0 in region 2; X0 = [1, t]. R is what a straight line does not explain of
+    y - y_pred (computed here with numpy's lstsq); the residuals outweigh the prediction."""
     t = np.arange(16.0)
+    data = np.column_stack([np.zeros(16), 1.5 * (-1.0) ** t])
     prediction = np.column_stack([(t - 4.0) ** 2 / 50.0, np.zeros(16)])
     x0 = np.column_stack([np.ones(16), t])
-    spec, pE, pC, free, points = _prior_only_model(monkeypatch, fixed_prediction=prediction, max_iter=1, x0=x0)
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, fixed_prediction=prediction, data=data,
+                                                   max_iter=1, x0=x0)
     result = inversion.estimate_dcm(spec)
-    line_fit = x0 @ np.linalg.lstsq(x0, prediction[:, 0], rcond=None)[0]
-    expected_r = np.column_stack([-(prediction[:, 0] - line_fit), np.zeros(16)])
+    error = data - prediction
+    expected_r = error - x0 @ np.linalg.lstsq(x0, error, rcond=None)[0]
+    np.testing.assert_array_equal(result.y, data)
     np.testing.assert_array_equal(result.y_pred, prediction)
     np.testing.assert_allclose(result.residuals, expected_r, rtol=0, atol=1e-12)
     pss, rss = np.sum(prediction ** 2), np.sum(expected_r ** 2)
+    assert rss > pss
     assert result.explained_variance == pytest.approx(100 * pss / (pss + rss), rel=1e-10)
 
 
@@ -453,3 +459,18 @@ def test_posterior_probability_is_spm_pp_of_the_posterior_mean(monkeypatch):
     for field in ("A", "B", "C", "transit", "decay", "epsilon"):
         np.testing.assert_allclose(result.pp[field], by_field[field], rtol=1e-10, atol=0)
     assert result.param_names == spec.parameter_names() and len(result.param_names) == pE.size
+
+
+def test_log_ascent_rate_rises_by_one_half_per_accepted_step_up_to_4(monkeypatch):
+    """v = min(v + 1/2, 4) after each accepted step (spm_nlsi_GN): from -4, the cap is reached at
+    iteration 16 and held. One parameter (C, faces -> amygdala) with prior variance 1e6 starts one
+    SD off its mean: each step removes only 1 - exp(-exp(v) / 1e6) of the deviation, so the free
+    energy keeps rising by ~1e-6 exp(v) >= 1e-8 nats (far above rounding) and every step is accepted."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, max_iter=18,
+                                                   prior_variance={"C_faces_amygdala": 1e6})
+    i = spec.parameter_names().index("C_faces_amygdala")
+    p0 = pE.copy()
+    p0[i] += 1e3
+    result = inversion.estimate_dcm(spec, P0=p0)
+    assert all(h["accepted"] for h in result.history)
+    assert [h["log_ascent_rate"] for h in result.history] == [min(-4.0 + 0.5 * k, 4.0) for k in range(1, 19)]
