@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 
 import numpy as np
@@ -326,7 +327,9 @@ def test_convergence_needs_four_small_predicted_increases_in_a_row(monkeypatch):
     """From the prior mean the predicted increase g' dp is 0 at every iteration (g = 0); spm_nlsi_GN's
     criterion starts as four 'false' and needs dF < tolerance four times in a row: iteration 4."""
     spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
+    wall = time.perf_counter()
     result = inversion.estimate_dcm(spec)
+    wall = time.perf_counter() - wall
     assert result.converged is True and result.n_iter == 4
     assert [h["dF_predicted"] for h in result.history] == [0.0] * 4
     np.testing.assert_array_equal(result.Ep_vector, pE)
@@ -389,7 +392,9 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
     every free parameter (0 for fixed ones); no residuals, no confound effect. Also the
     bookkeeping: F is the sum of its three terms, and each history entry has the documented keys."""
     spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
+    wall = time.perf_counter()
     result = inversion.estimate_dcm(spec)
+    wall = time.perf_counter() - wall
     np.testing.assert_array_equal(result.Ep_vector, pE)
     prior_mean = priors.unpack_parameters(pE, 2, 2)
     for field in ("A", "B", "C", "transit", "decay", "epsilon"):
@@ -413,19 +418,19 @@ def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
     assert [h["iteration"] for h in history] == [1, 2, 3, 4]
     assert all(set(h) == {"iteration", "F", "accepted", "log_ascent_rate", "dF_predicted", "h", "seconds"}
                for h in history)
-    assert all(0 <= h["seconds"] <= result.seconds for h in history)
+    assert all(0 <= h["seconds"] <= result.seconds for h in history) and result.seconds <= wall
     assert history[-1]["F"] == result.F and history[-1]["h"] == result.Eh.tolist()
 
 
 def test_residuals_are_the_prediction_error_with_the_confounds_projected_out(monkeypatch):
     """SPM's DCM.R: y - y_pred minus its least-squares fit on the confounds X0; explained variance
     100 * sum(y_pred^2) / (sum(y_pred^2) + sum(R^2)) (spm_dcm_fmri_check). Data: 0 in region 1,
-    +-1.5 alternating in region 2 (mean 0, range 3 < 4: left as they are); prediction: a quadratic
+    +-0.15 alternating in region 2 (mean 0, range 0.3 < 4: left as they are); prediction: a quadratic
     in time in region 1, 0 in region 2; X0 = [1, t]. R is what a straight line does not explain of
     y - y_pred (computed here with numpy's lstsq); the residuals outweigh the prediction."""
     t = np.arange(16.0)
-    data = np.column_stack([np.zeros(16), 1.5 * (-1.0) ** t])
-    prediction = np.column_stack([(t - 4.0) ** 2 / 50.0, np.zeros(16)])
+    data = np.column_stack([np.zeros(16), 0.15 * (-1.0) ** t])
+    prediction = np.column_stack([(t - 4.0) ** 2 / 500.0, np.zeros(16)])
     x0 = np.column_stack([np.ones(16), t])
     spec, pE, pC, free, points = _prior_only_model(monkeypatch, fixed_prediction=prediction, data=data,
                                                    max_iter=1, x0=x0)
@@ -436,7 +441,7 @@ def test_residuals_are_the_prediction_error_with_the_confounds_projected_out(mon
     np.testing.assert_array_equal(result.y_pred, prediction)
     np.testing.assert_allclose(result.residuals, expected_r, rtol=0, atol=1e-12)
     pss, rss = np.sum(prediction ** 2), np.sum(expected_r ** 2)
-    assert rss > pss
+    assert pss < rss < 1                                         # (sums of squares below 1, too)
     assert result.explained_variance == pytest.approx(100 * pss / (pss + rss), rel=1e-10)
 
 
