@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import warnings
 
 import numpy as np
@@ -223,16 +224,19 @@ def test_constants_are_spm_nlsi_gn():
 # deviation from the prior mean by the factor exp(-exp(v) / pC_i). The free energy's parameter term
 # -p' ipC p / 2 grows with each such step, so every evaluated point is accepted unless the
 # prediction there is not finite (then spm_nlsi_GN backs off from the last accepted point).
-def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), **options):
+def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=(), offset_calls=(),
+                      fixed_prediction=None, data=None, **options):
     """A stand-in for the integrator (the prediction as a function of the parameter vector):
     zero, or linear with every row of the Jacobian summing to ``jacobian_row_sum`` over the free
-    parameters; all-NaN on the given call numbers (1-based), as a blown-up integration. Returns the
+    parameters; all-NaN on the call numbers (1-based) in ``nan_calls``, as a blown-up integration,
+    and 10 (a finite prediction far from the zero data) on those in ``offset_calls``; plus
+    ``fixed_prediction`` (scans, regions) on every call if given. Returns the
     spec (zero data) and the list of the expansion points the inversion asked for (row 0 of each batch)."""
     from ptsd_bidsapp.dcm import api
     from ptsd_bidsapp.dcm import integrate as integrate_module
 
     options = {"max_iter": 11, "tolerance": 1e-12, **options}   # no convergence stop unless asked
-    spec = faces_spec(y=np.zeros((n_scans, 2)), n_scans=n_scans, **options)
+    spec = faces_spec(y=np.zeros((n_scans, 2)) if data is None else data, n_scans=n_scans, **options)
     pE_d, pC_d = spec.priors()
     pE, pC = priors.pack_parameters(pE_d, 2, 2), priors.pack_parameters(pC_d, 2, 2)
     free = np.flatnonzero(pC > 0)
@@ -246,6 +250,10 @@ def _prior_only_model(monkeypatch, n_scans=16, jacobian_row_sum=None, nan_calls=
         points.append(batch[0].copy())
         lin = (batch - pE) @ slope                                 # the same value in every scan and region
         out = np.repeat(lin[:, None, None], n_scans, axis=1).repeat(2, axis=2)
+        if fixed_prediction is not None:
+            out = out + fixed_prediction
+        if len(points) in offset_calls:
+            out = out + 10.0
         return np.full_like(out, np.nan) if len(points) in nan_calls else out
 
     # the integrator receives the stacked parameter vectors as they are
@@ -319,7 +327,9 @@ def test_convergence_needs_four_small_predicted_increases_in_a_row(monkeypatch):
     """From the prior mean the predicted increase g' dp is 0 at every iteration (g = 0); spm_nlsi_GN's
     criterion starts as four 'false' and needs dF < tolerance four times in a row: iteration 4."""
     spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
+    wall = time.perf_counter()
     result = inversion.estimate_dcm(spec)
+    wall = time.perf_counter() - wall
     assert result.converged is True and result.n_iter == 4
     assert [h["dF_predicted"] for h in result.history] == [0.0] * 4
     np.testing.assert_array_equal(result.Ep_vector, pE)
@@ -346,3 +356,126 @@ def test_divergence_guard_is_the_infinity_norm_of_the_jacobian_above_exp32(monke
     else:
         result = inversion.estimate_dcm(spec)
         assert result.n_iter == 1 and len(points) == 2
+
+
+def test_a_worse_free_energy_is_rejected_from_iteration_3_on(monkeypatch, capsys):
+    """Iterations 1 and 2 are always accepted; from iteration 3 a point whose free energy is lower
+    than the last accepted one (here a finite prediction 10 away from every datum) is rejected:
+    parameters and log precisions go back to the last accepted point, v = min(v - 2, -4), and the
+    next step is taken from there with the gradients of that point (spm_nlsi_GN, 'EM:(-)')."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, offset_calls={3}, max_iter=4)
+    p0 = _start(pE, pC, free)
+    result = inversion.estimate_dcm(spec, P0=p0, verbose=True)
+
+    def shrink(p, v):
+        return pE + (p - pE) * np.exp(-math.exp(v) / np.where(pC > 0, pC, 1.0))
+
+    c2 = shrink(p0, -3.5)
+    c3 = shrink(c2, -3.0)                   # iteration 3: rejected
+    c4 = shrink(c2, -5.0)                   # from c2 again, v = min(-3 - 2, -4) = -5
+    expected = [p0, c2, c3, c4, c4]         # + the final prediction at Ep (iteration 4 accepted)
+    assert len(points) == len(expected)
+    for k, (got, want) in enumerate(zip(points, expected), start=1):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"call {k}")
+    history = result.history
+    assert [h["accepted"] for h in history] == [True, True, False, True]
+    assert [h["log_ascent_rate"] for h in history] == [-3.5, -3.0, -5.0, -4.5]
+    assert history[2]["F"] < history[1]["F"]
+    assert history[2]["h"] == history[1]["h"]           # the log precisions went back too
+    out = capsys.readouterr().out.splitlines()
+    assert [line[:10] for line in out] == ["EM:(+)   1", "EM:(+)   2", "EM:(-)   3", "EM:(+)   4"]
+
+
+def test_with_uninformative_data_the_posterior_is_the_prior(monkeypatch):
+    """Zero data and a prediction that does not depend on the parameters: Bayes' rule returns the
+    prior (Ep = pE, Cp = pC); SPM's Pp = 1 - Phi(pE; |Ep|, sqrt(Vp)) is then 1 - Phi(0) = 1/2 for
+    every free parameter (0 for fixed ones); no residuals, no confound effect. Also the
+    bookkeeping: F is the sum of its three terms, and each history entry has the documented keys."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, tolerance=0.1)
+    wall = time.perf_counter()
+    result = inversion.estimate_dcm(spec)
+    wall = time.perf_counter() - wall
+    np.testing.assert_array_equal(result.Ep_vector, pE)
+    prior_mean = priors.unpack_parameters(pE, 2, 2)
+    for field in ("A", "B", "C", "transit", "decay", "epsilon"):
+        np.testing.assert_array_equal(result.Ep[field], prior_mean[field])
+    # spm_inv's ridge, eps(||Pp + ipC||_inf) * 13 = eps(~16 exp(6)) * 13 = 1.2e-11, against prior
+    # precisions 1..256: at most 1.2e-11 relative
+    np.testing.assert_allclose(result.Cp, np.diag(pC), rtol=2e-11, atol=0)
+    np.testing.assert_allclose(result.Vp["B"], priors.unpack_parameters(pC, 2, 2)["B"], rtol=2e-11, atol=0)
+    np.testing.assert_allclose(result.Pp_vector, np.where(pC > 0, 0.5, 0.0), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(result.pC, np.diag(pC))
+    np.testing.assert_array_equal(result.y, np.zeros((16, 2)))
+    np.testing.assert_array_equal(result.y_pred, np.zeros((16, 2)))
+    np.testing.assert_array_equal(result.residuals, np.zeros((16, 2)))
+    assert result.region_names == ["amygdala", "vmpfc"] and result.input_names == ["faces", "fearful"]
+    np.testing.assert_array_equal(result.beta, np.zeros((1, 2)))
+    assert result.scale == 1.0                                   # a range of 0 is scaled by 4 / max(0, 4)
+    assert math.isnan(result.explained_variance)                 # 0 / 0: no signal, no residual
+    assert result.F_terms.shape == (3,) and result.F == pytest.approx(result.F_terms.sum(), rel=1e-12)
+    np.testing.assert_allclose(result.Ce, np.exp(-result.Eh), rtol=1e-15)
+    history = result.history
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert all(set(h) == {"iteration", "F", "accepted", "log_ascent_rate", "dF_predicted", "h", "seconds"}
+               for h in history)
+    assert all(0 <= h["seconds"] <= result.seconds for h in history) and result.seconds <= wall
+    assert history[-1]["F"] == result.F and history[-1]["h"] == result.Eh.tolist()
+
+
+def test_residuals_are_the_prediction_error_with_the_confounds_projected_out(monkeypatch):
+    """SPM's DCM.R: y - y_pred minus its least-squares fit on the confounds X0; explained variance
+    100 * sum(y_pred^2) / (sum(y_pred^2) + sum(R^2)) (spm_dcm_fmri_check). Data: 0 in region 1,
+    +-0.15 alternating in region 2 (mean 0, range 0.3 < 4: left as they are); prediction: a quadratic
+    in time in region 1, 0 in region 2; X0 = [1, t]. R is what a straight line does not explain of
+    y - y_pred (computed here with numpy's lstsq); the residuals outweigh the prediction."""
+    t = np.arange(16.0)
+    data = np.column_stack([np.zeros(16), 0.15 * (-1.0) ** t])
+    prediction = np.column_stack([(t - 4.0) ** 2 / 500.0, np.zeros(16)])
+    x0 = np.column_stack([np.ones(16), t])
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, fixed_prediction=prediction, data=data,
+                                                   max_iter=1, x0=x0)
+    result = inversion.estimate_dcm(spec)
+    error = data - prediction
+    expected_r = error - x0 @ np.linalg.lstsq(x0, error, rcond=None)[0]
+    np.testing.assert_array_equal(result.y, data)
+    np.testing.assert_array_equal(result.y_pred, prediction)
+    np.testing.assert_allclose(result.residuals, expected_r, rtol=0, atol=1e-12)
+    pss, rss = np.sum(prediction ** 2), np.sum(expected_r ** 2)
+    assert pss < rss < 1                                         # (sums of squares below 1, too)
+    assert result.explained_variance == pytest.approx(100 * pss / (pss + rss), rel=1e-10)
+
+
+def test_posterior_probability_is_spm_pp_of_the_posterior_mean(monkeypatch):
+    """One iteration from P0, one prior SD off the prior mean: the returned mean is P0 (the only
+    accepted point) and the covariance the prior's (uninformative data), so SPM's
+    Pp = 1 - Phi((pE - |Ep|) / sqrt(Vp)) = erfc(x / sqrt(2)) / 2 is known in closed form."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, max_iter=1)
+    p0 = _start(pE, pC, free)
+    result = inversion.estimate_dcm(spec, P0=p0)
+    np.testing.assert_array_equal(result.Ep_vector, p0)
+    expected = np.zeros(pE.size)
+    for i in free:
+        x = (pE[i] - abs(p0[i])) / math.sqrt(pC[i])
+        expected[i] = math.erfc(x / math.sqrt(2.0)) / 2.0
+    # free parameters: Phi(1) = 0.841 (x = -1) and, for A off-diagonal below its prior mean 1/128,
+    # x = (1/128 - |1/128 - 1/8|) * 8 = -0.875; spm_inv's ridge moves sqrt(Vp) by < 1e-11 relative
+    np.testing.assert_allclose(result.Pp_vector, expected, rtol=1e-10, atol=0)
+    by_field = priors.unpack_parameters(expected, 2, 2)
+    for field in ("A", "B", "C", "transit", "decay", "epsilon"):
+        np.testing.assert_allclose(result.pp[field], by_field[field], rtol=1e-10, atol=0)
+    assert result.param_names == spec.parameter_names() and len(result.param_names) == pE.size
+
+
+def test_log_ascent_rate_rises_by_one_half_per_accepted_step_up_to_4(monkeypatch):
+    """v = min(v + 1/2, 4) after each accepted step (spm_nlsi_GN): from -4, the cap is reached at
+    iteration 16 and held. One parameter (C, faces -> amygdala) with prior variance 1e6 starts one
+    SD off its mean: each step removes only 1 - exp(-exp(v) / 1e6) of the deviation, so the free
+    energy keeps rising by ~1e-6 exp(v) >= 1e-8 nats (far above rounding) and every step is accepted."""
+    spec, pE, pC, free, points = _prior_only_model(monkeypatch, max_iter=18,
+                                                   prior_variance={"C_faces_amygdala": 1e6})
+    i = spec.parameter_names().index("C_faces_amygdala")
+    p0 = pE.copy()
+    p0[i] += 1e3
+    result = inversion.estimate_dcm(spec, P0=p0)
+    assert all(h["accepted"] for h in result.history)
+    assert [h["log_ascent_rate"] for h in result.history] == [min(-4.0 + 0.5 * k, 4.0) for k in range(1, 19)]
