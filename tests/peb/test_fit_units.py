@@ -383,6 +383,8 @@ def test_posteriors_are_shrunk_only_for_groups_and_on_request(n_subjects, shrink
     rng = np.random.default_rng(10)
     theta = GROUP_MEAN + rng.normal(size=(n_subjects, 4)) * RANDOM_EFFECT_SD
     Ep, Cp, pE, pC = exact_posteriors(rng, theta, 2 * np.sqrt(PRIOR_VAR))
+    # a nonzero prior mean c: shifting θ, y and the prior mean by c shifts the exact posterior mean by c
+    Ep, pE = [e + 0.1 for e in Ep], pE + 0.1
     X = np.ones((n_subjects, 1))
     result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, shrink_posteriors=shrink, polish=True)
     expected = _conditional_group_effects(result, Ep, Cp, pE, pC, X, shrink and n_subjects > 1)
