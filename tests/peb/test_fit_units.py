@@ -190,6 +190,14 @@ def test_parameter_field_ignores_the_effect_prefix_of_nested_peb_names():
     assert select_parameters(["change:A_a-b", "change:B_u_a-b", "change:C_u_a"], fields=("B",)) == [1]
 
 
+def test_between_only_drops_self_connections_of_roi_labels_with_underscores():
+    """ROI labels may contain '_' (the lateralized atlas: dacc_L, ...; contracts.check_label), so the
+    region pair is not the last '_'-separated part of the name."""
+    names = ["A_dacc_L-dacc_L", "A_dacc_L-vmpfc_R", "B_fearful_amygdala_R-amygdala_R", "B_fearful_dacc_L-dacc_R",
+             "change:A_vmpfc_L-vmpfc_L", "C_faces_dacc_L"]
+    assert select_parameters(names, fields=("A", "B", "C"), between_only=True) == [1, 3, 5]
+
+
 def test_select_parameters_zero_variances_are_fixed_even_when_the_threshold_is_zero():
     """spm_find_pC: ``q > mean(q(q < 1024))/1024`` is strict: with variances (0, 2048) the mean of
     those below 1024 is 0, and the zero-variance parameter is not above it."""
