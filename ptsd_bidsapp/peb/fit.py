@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ptsd_bidsapp.contracts import parse_dcm_parameter
 from ptsd_bidsapp.peb.reduce import _inv, _logdet_pd, _prepare_subject, _reduce, _sym
 
 __all__ = [
@@ -103,16 +104,17 @@ def parameter_field(name: str) -> str:
 
 
 def _is_between_region(name: str) -> bool:
-    """True for A/B connection names whose source and target regions differ."""
+    """False only for A/B self-connections (``A_dacc_L-dacc_L``: ROI labels may contain ``_``).
+
+    Names that are not contract names (no ``<from>-<to>`` pair) count as between-region.
+    """
     base = name.split(":")[-1]
-    field_ = parameter_field(name)
-    if field_ not in ("A", "B"):
+    if parameter_field(name) not in ("A", "B"):
         return True
-    pair = base.split("_")[-1]
-    if "-" not in pair:
+    try:
+        return parse_dcm_parameter(base).is_between_regions
+    except ValueError:
         return True
-    source, target = pair.split("-", 1)
-    return source != target
 
 
 def select_parameters(

@@ -190,6 +190,14 @@ def test_parameter_field_ignores_the_effect_prefix_of_nested_peb_names():
     assert select_parameters(["change:A_a-b", "change:B_u_a-b", "change:C_u_a"], fields=("B",)) == [1]
 
 
+def test_between_only_drops_self_connections_of_roi_labels_with_underscores():
+    """ROI labels may contain '_' (the lateralized atlas: dacc_L, ...; contracts.check_label), so the
+    region pair is not the last '_'-separated part of the name."""
+    names = ["A_dacc_L-dacc_L", "A_dacc_L-vmpfc_R", "B_fearful_amygdala_R-amygdala_R", "B_fearful_dacc_L-dacc_R",
+             "change:A_vmpfc_L-vmpfc_L", "C_faces_dacc_L"]
+    assert select_parameters(names, fields=("A", "B", "C"), between_only=True) == [1, 3, 5]
+
+
 def test_select_parameters_zero_variances_are_fixed_even_when_the_threshold_is_zero():
     """spm_find_pC: ``q > mean(q(q < 1024))/1024`` is strict: with variances (0, 2048) the mean of
     those below 1024 is 0, and the zero-variance parameter is not above it."""
@@ -383,6 +391,8 @@ def test_posteriors_are_shrunk_only_for_groups_and_on_request(n_subjects, shrink
     rng = np.random.default_rng(10)
     theta = GROUP_MEAN + rng.normal(size=(n_subjects, 4)) * RANDOM_EFFECT_SD
     Ep, Cp, pE, pC = exact_posteriors(rng, theta, 2 * np.sqrt(PRIOR_VAR))
+    # a nonzero prior mean c: shifting θ, y and the prior mean by c shifts the exact posterior mean by c
+    Ep, pE = [e + 0.1 for e in Ep], pE + 0.1
     X = np.ones((n_subjects, 1))
     result = fit_peb(Ep, Cp, pE, pC, X, PARAM_NAMES, shrink_posteriors=shrink, polish=True)
     expected = _conditional_group_effects(result, Ep, Cp, pE, pC, X, shrink and n_subjects > 1)
