@@ -144,18 +144,96 @@ def to_png_data_uri(fig, dpi: int = 110) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def fd_trace(fd: np.ndarray, censored: np.ndarray, threshold: float, title: str) -> str:
-    """Framewise displacement (mm) per volume with censored volumes shaded."""
-    fig, ax = plt.subplots(figsize=(7, 1.9))
-    frames = np.arange(len(fd))
-    ax.plot(frames, fd, lw=0.8, color="k")
-    ax.axhline(threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {threshold} mm")
-    for idx in np.flatnonzero(censored):
-        ax.axvspan(idx - 0.5, idx + 0.5, color="tab:red", alpha=0.25, lw=0)
-    ax.set_xlabel("volume")
-    ax.set_ylabel("FD (mm)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+def _run_lengths(runs) -> list[int]:
+    lengths = []
+    for run in runs:
+        fd, signals = run.get("fd"), run.get("signals")
+        lengths.append(len(fd) if fd is not None else len(signals) if signals is not None else
+                       int(run.get("n_volumes") or 0))
+    return lengths
+
+
+def _joined(parts: list, lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-run arrays (None: a run without them) on one volume axis, NaN between runs.
+
+    Returns the x positions (volume index over the runs, one NaN-valued gap between runs so that
+    a line breaks there) and the values.
+    """
+    xs, ys, start = [], [], 0
+    for part, n in zip(parts, lengths):
+        values = np.full(n, np.nan) if part is None else np.asarray(part, dtype=float)
+        xs.append(np.append(np.arange(start, start + n, dtype=float), np.nan))
+        ys.append(np.append(values, np.nan))
+        start += n
+    return np.concatenate(xs)[:-1], np.concatenate(ys)[:-1]
+
+
+#: vertical distance between two ROIs' traces in :func:`session_overview` (% signal change)
+ROI_TRACE_SPACING = 4.0
+
+
+def session_overview(runs: list[dict], threshold: float, title: str) -> str:
+    """Framewise displacement above the ROI mean signals, the session's runs side by side.
+
+    Two panels sharing one volume axis on which the runs follow one another (dotted lines at their
+    boundaries, each run named at its centre): framewise displacement (mm) with the censoring
+    threshold dashed and the censored volumes shaded, then every ROI's mean signal (% signal change,
+    traces :data:`ROI_TRACE_SPACING` apart, the first ROI on top, labelled by ROI name).
+
+    Parameters
+    ----------
+    runs : list of dict
+        The session's runs in report order, each ``{"label": str, "fd": array (mm) or None,
+        "censored": bool array or None, "signals": DataFrame (volumes x ROI labels, %) or None,
+        "n_volumes": int}``; a run without FD or signals leaves its stretch of the axis empty.
+    threshold : float
+        FD censoring threshold (mm).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The PNG data URI (:func:`to_png_data_uri`).
+    """
+    lengths = _run_lengths(runs)
+    rois = list(dict.fromkeys(c for run in runs if run.get("signals") is not None for c in run["signals"].columns))
+    height = 0.32 * max(len(rois), 2) + 0.6
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 1.5 + height), sharex=True,
+                                      gridspec_kw={"height_ratios": [1.2, height]})
+    x, fd = _joined([run.get("fd") for run in runs], lengths)
+    top.plot(x, fd, lw=0.8, color="k")
+    top.axhline(threshold, color="tab:red", lw=0.8, ls="--")
+    _, censored = _joined([None if run.get("censored") is None else np.asarray(run["censored"], dtype=float)
+                           for run in runs], lengths)
+    flagged = x[censored > 0]  # one collection of one-volume-wide spans, the full height of the panel
+    top.broken_barh([(v - 0.5, 1.0) for v in flagged], (0, 1), transform=top.get_xaxis_transform(),
+                    color="tab:red", alpha=0.25, lw=0)
+    top.set_ylabel("FD (mm)", fontsize=8)
+    top.tick_params(labelsize=7)
+    top.set_title(f"{title}: framewise displacement (dashed: {threshold:g} mm threshold; shaded: censored volumes)",
+                  fontsize=8, loc="left")
+    colours = plt.get_cmap("tab10")
+    for i, roi in enumerate(rois):
+        parts = [None if run.get("signals") is None or roi not in run["signals"] else
+                 run["signals"][roi].to_numpy(dtype=float) for run in runs]
+        parts = [None if p is None or not np.isfinite(p).any() else p - np.nanmean(p) for p in parts]
+        _, values = _joined(parts, lengths)
+        bottom.plot(x, values + ROI_TRACE_SPACING * (len(rois) - 1 - i), lw=0.6, color=colours(i % 10))
+    bottom.set_yticks([ROI_TRACE_SPACING * (len(rois) - 1 - i) for i in range(len(rois))],
+                      [roi_name(r) for r in rois], fontsize=7)
+    # the axis ends 1.5 spacings beyond the outer traces: a single spike (a run's first volumes) is clipped
+    # there instead of squeezing every trace into a few pixels
+    bottom.set_ylim(-1.5 * ROI_TRACE_SPACING, ROI_TRACE_SPACING * (len(rois) - 1 + 1.5))
+    bottom.set_title(f"ROI mean signals (% signal change; traces {ROI_TRACE_SPACING:g} % apart, clipped "
+                     f"{1.5 * ROI_TRACE_SPACING:g} % beyond the outer ones)", fontsize=8, loc="left")
+    edges = np.cumsum([0, *lengths])
+    for ax in (top, bottom):
+        for edge in edges[1:-1]:
+            ax.axvline(edge - 0.5, color="0.5", lw=0.6, ls=":")
+    bottom.set_xlim(-0.5, max(edges[-1] - 0.5, 0.5))
+    bottom.set_xticks((edges[:-1] + edges[1:] - 1) / 2, [run["label"] for run in runs], fontsize=7)
+    bottom.set_xlabel("volumes of each run", fontsize=8)
     return to_png_data_uri(fig)
 
 
@@ -170,28 +248,35 @@ def design_matrix(table: pd.DataFrame, title: str) -> str:
     return to_png_data_uri(fig)
 
 
-def roi_timeseries(table: pd.DataFrame, tr: float, title: str) -> str:
-    """ROI mean signals (% signal change) over time (s), offset per ROI, labelled by ROI name."""
-    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(table.columns), 2) + 1))
-    times = np.arange(len(table)) * tr
-    for i, column in enumerate(table.columns):
-        values = table[column].to_numpy(dtype=float)
-        ax.plot(times, values - np.nanmean(values) + 4 * i, lw=0.7)
-    ax.set_yticks([4 * i for i in range(len(table.columns))], [roi_name(c) for c in table.columns], fontsize=7)
-    ax.set_xlabel("time (s)")
-    ax.set_title(title, fontsize=9)
-    return to_png_data_uri(fig)
+def activation_by_session(tables: dict[str, pd.DataFrame], title: str) -> str:
+    """Effect size (% signal change) per ROI with ±1 standard error, one bar per session.
 
-
-def activation_bars(table: pd.DataFrame, title: str) -> str:
-    """Effect size (% signal change) per ROI with ±1 standard error, ROI names horizontal."""
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(table) + 1.0))
-    y = np.arange(len(table))[::-1]
-    ax.barh(y, table["effect_size"], xerr=table.get("stderr"), color="tab:blue", alpha=0.8, capsize=2)
+    Parameters
+    ----------
+    tables : dict
+        Session label → the contrast's activation table (columns ``roi``, ``effect_size`` and
+        optionally ``stderr``), in the order the bars are drawn (study order); ROIs in the order of
+        the first table, named by :func:`roi_name`, top to bottom.
+    title : str
+        Figure title.
+    """
+    sessions = list(tables)
+    rois = list(dict.fromkeys(r for table in tables.values() for r in table["roi"]))
+    fig, ax = plt.subplots(figsize=(7, (0.16 + 0.12 * len(sessions)) * len(rois) + 1.0))
+    y = np.arange(len(rois))[::-1].astype(float)
+    height = 0.8 / max(len(sessions), 1)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:purple"]
+    for k, session in enumerate(sessions):
+        table = tables[session].set_index("roi").reindex(rois)
+        stderr = table["stderr"].to_numpy(dtype=float) if "stderr" in table else None
+        ax.barh(y + 0.4 - height * (k + 0.5), table["effect_size"].to_numpy(dtype=float), height=height,
+                xerr=stderr, color=colours[k % len(colours)], alpha=0.85, capsize=1.5, label=session,
+                error_kw={"lw": 0.7})
     ax.axvline(0, color="k", lw=0.6)
-    ax.set_yticks(y, [roi_name(r) for r in table["roi"]], fontsize=7)
-    ax.set_xlabel("effect size (% signal change) ± 1 SE")
+    ax.set_yticks(y, [roi_name(r) for r in rois], fontsize=7)
+    ax.set_xlabel("effect size (% signal change) ± 1 SE", fontsize=8)
     ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)
 
 
@@ -214,20 +299,46 @@ def connectivity_matrices(matrices: dict[str, pd.DataFrame], title: str) -> str:
 
 def observed_vs_predicted(observed: np.ndarray, predicted: np.ndarray, regions: list[str], tr: float, title: str,
                           explained: dict | None = None) -> str:
-    """DCM fit: observed and predicted BOLD per region over time (s), explained variance (%) per panel."""
-    fig, axes = plt.subplots(len(regions), 1, figsize=(7, 1.7 * len(regions) + 0.4), squeeze=False, sharex=True)
+    """DCM fit: observed and predicted BOLD of every region over time (s), in one panel.
+
+    Each region's observed and predicted signals are centred on the observed mean and divided by
+    the observed standard deviation (the regions' BOLD scales differ), then drawn 6 SD apart, the
+    first region on top, labelled with its name and explained variance (%) when given.
+
+    Parameters
+    ----------
+    observed, predicted : ndarray, shape (n_scans, n_regions)
+        Data and DCM prediction (BOLD, scanner units).
+    regions : list of str
+        Region labels (Contract 1), shown by name.
+    tr : float
+        Repetition time (s).
+    title : str
+        Figure title.
+    explained : dict, optional
+        Region label → variance explained (%).
+    """
+    observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(regions) + 1.1))
     times = np.arange(observed.shape[0]) * tr
+    ticks, names = [], []
     for i, region in enumerate(regions):
-        ax = axes[i, 0]
-        ax.plot(times, observed[:, i], lw=0.7, color="0.4", label="observed")
-        ax.plot(times, predicted[:, i], lw=1.0, color="tab:red", label="predicted")
-        ax.set_ylabel("BOLD", fontsize=8)
+        centre = np.nanmean(observed[:, i])
+        scale = np.nanstd(observed[:, i])
+        scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+        offset = 6.0 * (len(regions) - 1 - i)
+        ax.plot(times, (observed[:, i] - centre) / scale + offset, lw=0.7, color="0.45",
+                label="observed" if i == 0 else None)
+        ax.plot(times, (predicted[:, i] - centre) / scale + offset, lw=0.9, color="tab:red",
+                label="predicted" if i == 0 else None)
         value = (explained or {}).get(region)
-        extra = "" if value is None or not np.isfinite(value) else f": {value:.0f} % of variance explained"
-        ax.set_title(f"{roi_name(region)}{extra}", fontsize=8, loc="left")
-    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(title, fontsize=9)
+        ticks.append(offset)
+        names.append(roi_name(region) + ("" if value is None or not np.isfinite(value) else f" ({value:.0f} %)"))
+    ax.set_yticks(ticks, names, fontsize=7)
+    ax.set_ylabel("BOLD (SD units)", fontsize=8)
+    ax.set_xlabel("time (s)", fontsize=8)
+    ax.set_title(f"{title} (% of variance explained per region)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_png_data_uri(fig)
 
 

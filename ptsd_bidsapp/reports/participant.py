@@ -38,26 +38,31 @@ def _relmat_title(name: str) -> str:
     return f"{what}, {task} ({contrast_name(contrast)})" if contrast else f"{what}, {task}"
 
 
-def _run_figures(run: Mapping[str, Any]) -> list[str]:
-    report = run.get("report", {}) or {}
-    label = f"ses-{run['session']} task-{run['task']}"
-    out = []
+def _run_label(run: Mapping[str, Any]) -> str:
+    return run["task"] + (f" run-{run['run']}" if run.get("run") else "")
+
+
+def _overview_entry(run: Mapping[str, Any]) -> dict:
+    """One run's stretch of :func:`figures.session_overview`: its FD, censoring and ROI signals."""
+    report = run.get("report") or {}
     qc = report.get("fd")
+    entry = {"label": _run_label(run), "n_volumes": run.get("n_volumes"), "signals": report.get("timeseries"),
+             "fd": None, "censored": None}
     if qc is not None and "framewise_displacement" in qc:
-        out.append(figures.fd_trace(qc["framewise_displacement"].fillna(0).to_numpy(),
-                                    qc.get("censored", pd.Series(False, index=qc.index)).astype(bool).to_numpy(),
-                                    float(report.get("fd_threshold", 0.5)), f"{label}: framewise displacement"))
-    design = report.get("design")
-    if design is not None:
-        out.append(figures.design_matrix(design, f"{label}: design matrix"))
-    series = report.get("timeseries")
-    if series is not None:
-        out.append(figures.roi_timeseries(series, float(run.get("tr", 2.0)),
-                                          f"{label}: ROI mean signals (% signal change)"))
-    for contrast, table in sorted((report.get("activation") or {}).items()):
-        if table is not None:
-            out.append(figures.activation_bars(table, f"{label}: activation, {contrast_name(contrast)}"))
-    return out
+        entry["fd"] = qc["framewise_displacement"].fillna(0).to_numpy()
+        entry["censored"] = qc.get("censored", pd.Series(False, index=qc.index)).astype(bool).to_numpy()
+    return entry
+
+
+def _session_overview(summary: Mapping[str, Any]) -> str | None:
+    """The session's FD and ROI signals figure, or None when no run has either."""
+    entries = [_overview_entry(run) for run in summary["runs"]]
+    entries = [e for e in entries if e["fd"] is not None or e["signals"] is not None]
+    if not entries:
+        return None
+    threshold = next((float(run["report"]["fd_threshold"]) for run in summary["runs"]
+                      if (run.get("report") or {}).get("fd_threshold") is not None), 0.5)
+    return figures.session_overview(entries, threshold, f"ses-{summary['session']}")
 
 
 def session_order(sessions, config: Mapping[str, Any]) -> list[str]:
@@ -119,6 +124,7 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
     dcm_entries = []
     overlay = None
     order = session_order([s["session"] for s in session_results], config)
+    activation: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}
     for summary in sorted(session_results, key=lambda s: order.index(s["session"])):
         warnings.extend(summary.get("warnings", []))
         runs = []
@@ -127,13 +133,19 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
                 gaps.append(run["error"] + " (its measures are n/a)")
             qc = run.get("qc", {})
             qc_rows.append({
-                "session": run["session"], "task": run["task"] + (f" run-{run['run']}" if run.get("run") else ""),
+                "session": run["session"], "task": _run_label(run),
                 "n_volumes": _fmt(run.get("n_volumes")), "tr": _fmt(run.get("tr")),
                 "mean_fd": _fmt(qc.get("mean_fd")), "percent_censored": _fmt(qc.get("percent_censored")),
                 "excluded": bool(qc.get("excluded")), "reasons": "; ".join(qc.get("reasons", [])),
             })
-            runs.append({"task": run["task"], "run": run.get("run"), "figures": _run_figures(run)})
             report = run.get("report") or {}
+            if report.get("design") is not None:
+                label = f"ses-{run['session']} task-{run['task']}" + (f" run-{run['run']}" if run.get("run") else "")
+                runs.append({"task": run["task"], "run": run.get("run"),
+                             "design": figures.design_matrix(report["design"], f"{label}: design matrix")})
+            for contrast, table in sorted((report.get("activation") or {}).items()):
+                if table is not None:
+                    activation.setdefault((_run_label(run), contrast), {})[f"ses-{run['session']}"] = table
             if overlay is None and report.get("atlas") is not None:
                 overlay = (report["atlas"], report.get("atlas_labels"), report.get("mean_bold"),
                            f"ses-{run['session']} task-{run['task']}")
@@ -141,9 +153,11 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
                 if table is not None:
                     table = table.set_index(table.columns[0])
                     connectivity.setdefault(name, {})[f"ses-{run['session']}"] = table
-        sessions.append({"session": summary["session"], "runs": runs})
+        sessions.append({"session": summary["session"], "overview": _session_overview(summary), "runs": runs})
         if (summary.get("dcm") or {}).get("report"):
             dcm_entries.append(_dcm_entry(summary, config))
+    activation_figs = [figures.activation_by_session(tables, f"activation, {label} task: {contrast_name(contrast)}")
+                       for (label, contrast), tables in activation.items()]
     connectivity_figs = [figures.connectivity_matrices(mats, _relmat_title(name))
                          for name, mats in sorted(connectivity.items())]
     roi_overlay, roi_legend = None, []
@@ -160,7 +174,7 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
     env = Environment(loader=PackageLoader("ptsd_bidsapp.reports", "templates"), autoescape=select_autoescape())
     html = env.get_template("participant.html").render(
         subject=subject, sessions=sessions, qc_rows=qc_rows, warnings=warnings, gaps=gaps, roi_overlay=roi_overlay,
-        roi_legend=roi_legend, connectivity=connectivity_figs, dcm=dcm_entries,
+        roi_legend=roi_legend, activation=activation_figs, connectivity=connectivity_figs, dcm=dcm_entries,
         dcm_task=config.get("dcm", {}).get("task"), version=__version__,
     )
     return html
