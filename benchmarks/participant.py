@@ -56,10 +56,21 @@ print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb"
 """
 
 
+def imported_from(tree: Path) -> Path:
+    """Where ``python -m ptsd_bidsapp`` run as :func:`timed` runs it imports the package from."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    proc = subprocess.run([sys.executable, "-c", "import ptsd_bidsapp; print(ptsd_bidsapp.__file__)"], cwd=str(tree),
+                          env=env, capture_output=True, text=True, check=True)
+    return Path(proc.stdout.strip()).resolve().parents[1]
+
+
 def timed(cmd: list[str], pythonpath: Path) -> dict:
     """Run ``cmd`` in a fresh process with ``PYTHONPATH=pythonpath``: wall s, CPU s (all descendants), peak RSS MB."""
     env = dict(os.environ, PYTHONPATH=str(pythonpath))
-    proc = subprocess.run([sys.executable, "-c", TIMED, *cmd], capture_output=True, text=True, check=True, env=env)
+    # run from the tree: `python -m` puts the working directory first on sys.path, before PYTHONPATH,
+    # so started from another checkout it would import that checkout's package instead
+    proc = subprocess.run([sys.executable, "-c", TIMED, *cmd], capture_output=True, text=True, check=True, env=env,
+                          cwd=str(pythonpath))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({result['rc']}):\n{result['err']}\n{result['out']}")
@@ -79,7 +90,7 @@ def simulate(tree: Path, out: Path, args: list[str]) -> None:
     env = dict(os.environ, PYTHONPATH=str(tree))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ptsd_bidsapp.simulate.cli", str(out), "--force", "--quiet", *args],
-                   check=True, env=env)
+                   check=True, env=env, cwd=str(tree))
     print(f"simulated {out.name} ({' '.join(args)}) in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -123,6 +134,9 @@ def main() -> int:
     say(f"this tree: {describe(REPO)}")
     say(f"baseline ({opts.baseline}): {describe(base)}")
     say(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.1f}")
+    for tree in (REPO, base):  # each side runs its own code (see timed)
+        if imported_from(tree) != tree.resolve():
+            raise SystemExit(f"python -m ptsd_bidsapp run from {tree} imports {imported_from(tree)}")
 
     # 1. one 2 mm subject vs the gunzip floor and vs the baseline
     if opts.repeats:  # 0: the demo comparison only
