@@ -126,3 +126,31 @@ def test_layout_indexes_only_the_selected_subjects_and_follows_dataset_changes(t
         collect_subject(again, "02", ["pre", "post"], CONFIG["tasks"], CONFIG["space"])  # a stale index had it
     states = list((work / "bids_db").iterdir())
     assert len(states) == 1 and len(list(states[0].iterdir())) == 1  # the old state's indexes removed
+
+
+def test_one_query_per_subject_finds_what_each_pybids_query_finds(trial, tmp_path):
+    # collect_subject asks pybids once per query and subject (_SubjectFiles) and matches the runs'
+    # entities itself: the reference is pybids' own answer to each full query (_query)
+    from ptsd_bidsapp.bids.inputs import QUERIES, _query, _SubjectFiles
+
+    bids = tmp_path / "bids"
+    shutil.copytree(trial, bids, ignore=shutil.ignore_patterns("sub-02", "sub-03"))
+    for folder in (bids / "sub-01" / "ses-pre" / "func", bids / "derivatives" / "fmriprep" / "sub-01" / "ses-pre" / "func"):
+        for path in sorted(folder.glob("*task-faces_*")):   # faces: two runs
+            for run in ("1", "2"):
+                shutil.copy(path, path.with_name(path.name.replace("task-faces_", f"task-faces_run-{run}_")))
+            path.unlink()
+    layout = _layout(bids, tmp_path)
+    space = CONFIG["space"]
+    queries = [{"session": s, "task": t, "space": space} for s in ("pre", "post", "mid") for t in ("faces", "rest")]
+    queries += [{"session": "pre", "task": "faces", "run": r, "space": space} for r in (1, 2, None, [1, 2])]
+    queries += [{"session": "post", "task": "faces", "run": None}, {"session": "pre", "task": "faces", "run": 1},
+                {"task": "conflict"}, {"session": ["pre", "post"], "task": "rest"}]
+    for filters in ({}, {"bold": {"session": "post"}, "mask": {"run": 2}, "events": {"task": "rest"}}):
+        files = _SubjectFiles(layout, "01", filters)
+        for name in QUERIES:
+            for entities in queries:
+                expected = [f.path for f in _query(layout, name, dict(entities, subject="01"), filters)]
+                got = [f.path for f in files.get(name, entities)]
+                assert got == expected, (name, entities, filters)
+    assert len(_SubjectFiles(layout, "01", {}).get("bold", {"session": "pre", "task": "faces", "space": space})) == 2
