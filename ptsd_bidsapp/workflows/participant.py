@@ -286,8 +286,11 @@ def init_participant_wf(
                 name=f"ds_sub_{subject}", n_procs=omp_nthreads)
     from nipype.interfaces.utility import Merge
 
+    # the Merge nodes only list their inputs' file names: batch plugins (SLURM, SGE, ...) and MultiProc run
+    # them in the main process instead of as a cluster job (seconds of queueing and Python start-up each)
+    # or a worker task
     session_labels = sorted(set(sessions) | set(failed))
-    merge_sessions = Node(Merge(len(session_labels)), name="merge_sessions")
+    merge_sessions = Node(Merge(len(session_labels)), name="merge_sessions", run_without_submitting=True)
     for index, session in enumerate(session_labels, start=1):
         nodes = sessions.get(session, [])
         session_node = Node(
@@ -297,7 +300,7 @@ def init_participant_wf(
             name=_node_name("ses", session, "summary"), n_procs=omp_nthreads,
         )
         if nodes:
-            merge_runs = Node(Merge(len(nodes)), name=_node_name("merge", "ses", session))
+            merge_runs = Node(Merge(len(nodes)), name=_node_name("merge", "ses", session), run_without_submitting=True)
             for i, node in enumerate(nodes, start=1):
                 workflow.connect(node, "result", merge_runs, f"in{i}")
             workflow.connect(merge_runs, "out", session_node, "results")

@@ -137,3 +137,30 @@ def test_run_graph_unfreezes_when_the_run_raises():
     with pytest.raises(RuntimeError, match="nodes crashed"):
         cluster.run_graph(Graph(), "Linear", {}, {})
     assert gc.get_freeze_count() == 0
+
+
+def test_merge_nodes_run_in_the_main_process_compute_nodes_are_submitted(tmp_path):
+    # a Merge only lists file names: as a SLURM job it cost seconds of queueing and Python start-up
+    from nipype.interfaces.utility import Merge
+
+    from ptsd_bidsapp.atlas import PACKAGED_DSEG, PACKAGED_LABELS
+    from ptsd_bidsapp.bids.inputs import RunInputs
+    from ptsd_bidsapp.config import load_config
+    from ptsd_bidsapp.workflows.participant import init_participant_wf
+
+    files = {}
+    for name in ("bold.nii.gz", "mask.nii.gz", "confounds.tsv", "events.tsv"):
+        files[name] = tmp_path / name
+        files[name].write_text("x")
+    runs = [RunInputs(subject="01", session=session, task=task, run=None, bold=files["bold.nii.gz"],
+                      mask=files["mask.nii.gz"], confounds=files["confounds.tsv"],
+                      events=None if task == "rest" else files["events.tsv"], tr=2.0, slice_time_ref=0.0,
+                      n_volumes=10, entities={}, metadata={})
+            for session in ("pre", "post") for task in ("faces", "rest")]
+    workflow = init_participant_wf("01", runs, load_config(None), PACKAGED_DSEG, PACKAGED_LABELS, tmp_path / "out")
+    nodes = {workflow.get_node(name) for name in workflow.list_node_names()}
+    merges = [node for node in nodes if isinstance(node.interface, Merge)]
+    assert len(merges) == 3   # the runs of each session, then the sessions
+    assert all(node.run_without_submitting for node in merges)
+    compute = nodes - set(merges)
+    assert len(compute) == 4 + 2 + 1 and not any(node.run_without_submitting for node in compute)
