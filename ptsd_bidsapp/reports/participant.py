@@ -145,7 +145,8 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
                              "design": figures.design_matrix(report["design"], f"{label}: design matrix")})
             for contrast, table in sorted((report.get("activation") or {}).items()):
                 if table is not None:
-                    activation.setdefault((_run_label(run), contrast), {})[f"ses-{run['session']}"] = table
+                    which = run["task"] + " task" + (f", run {run['run']}" if run.get("run") else "")
+                    activation.setdefault((which, contrast), {})[f"ses-{run['session']}"] = table
             if overlay is None and report.get("atlas") is not None:
                 overlay = (report["atlas"], report.get("atlas_labels"), report.get("mean_bold"),
                            f"ses-{run['session']} task-{run['task']}")
@@ -156,8 +157,8 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
         sessions.append({"session": summary["session"], "overview": _session_overview(summary), "runs": runs})
         if (summary.get("dcm") or {}).get("report"):
             dcm_entries.append(_dcm_entry(summary, config))
-    activation_figs = [figures.activation_by_session(tables, f"activation, {label} task: {contrast_name(contrast)}")
-                       for (label, contrast), tables in activation.items()]
+    activation_figs = [figures.activation_by_session(tables, f"activation, {which}: {contrast_name(contrast)}")
+                       for (which, contrast), tables in activation.items()]
     connectivity_figs = [figures.connectivity_matrices(mats, _relmat_title(name))
                          for name, mats in sorted(connectivity.items())]
     roi_overlay, roi_legend = None, []

@@ -116,3 +116,30 @@ def test_dcm_fit_traces_scaled_by_the_observed_sd(drawn):
     expected = (predicted[:, 0] - observed[:, 0].mean()) / observed[:, 0].std() + 6.0
     np.testing.assert_allclose(pred_amygdala.get_ydata(), expected)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["amygdala (62 %)", "vmPFC"]
+
+
+def test_report_pairs_each_runs_activation_across_sessions(monkeypatch):
+    # render_subject_report gives activation_by_session one figure per task, run and contrast, its
+    # sessions in study order; every other figure is stubbed
+    from ptsd_bidsapp.config import load_config
+    from ptsd_bidsapp.reports.participant import render_subject_report
+
+    calls = []
+    monkeypatch.setattr(figures, "activation_by_session", lambda tables, title: calls.append((title, tables)) or "x")
+    monkeypatch.setattr(figures, "session_overview", lambda *a, **k: "x")
+
+    def table(value):
+        return pd.DataFrame({"roi": ["dacc"], "effect_size": [value], "stderr": [0.1]})
+
+    def run(session, task, number, value):
+        return {"session": session, "task": task, "run": number, "n_volumes": 10, "tr": 2.0, "qc": {},
+                "report": {"activation": {"fearfulMinusNeutral": table(value)}}}
+
+    results = [{"session": s, "warnings": [], "runs": [run(s, "faces", 1, v), run(s, "faces", 2, v + 1)]}
+               for s, v in (("post", 10.0), ("pre", 20.0))]
+    render_subject_report(results, "01", load_config(None))
+    assert [title for title, _ in calls] == ["activation, faces task, run 1: fearful − neutral",
+                                             "activation, faces task, run 2: fearful − neutral"]
+    for (_, tables), extra in zip(calls, (0.0, 1.0)):
+        assert list(tables) == ["ses-pre", "ses-post"]
+        assert [t["effect_size"].iloc[0] for t in tables.values()] == [20.0 + extra, 10.0 + extra]
