@@ -140,9 +140,8 @@ def render_subject_report(session_results: list[dict], subject: str, config: Map
             })
             report = run.get("report") or {}
             if report.get("design") is not None:
-                label = f"ses-{run['session']} task-{run['task']}" + (f" run-{run['run']}" if run.get("run") else "")
-                runs.append({"task": run["task"], "run": run.get("run"),
-                             "design": figures.design_matrix(report["design"], f"{label}: design matrix")})
+                runs.append({"task": run["task"], "run": run.get("run"), "design": figures.design_matrix(
+                    report["design"], f"ses-{run['session']} task-{_run_label(run)}: design matrix")})
             for contrast, table in sorted((report.get("activation") or {}).items()):
                 if table is not None:
                     which = run["task"] + " task" + (f", run {run['run']}" if run.get("run") else "")
