@@ -74,7 +74,7 @@ import pandas as pd
 from scipy import stats
 
 from ptsd_bidsapp.contracts import parse_dcm_parameter
-from ptsd_bidsapp.peb.reduce import _inv, _logdet_pd, _prepare_subject, _reduce, _sym
+from ptsd_bidsapp.peb.reduce import _inv, _logdet_pd, _prepare_subject, _reduce, _reduce_stack, _Subjects, _sym
 
 __all__ = [
     "PEBResult",
@@ -406,17 +406,22 @@ class _PEBObjective:
     """Free energy of a PEB model (``spm_dcm_peb`` r7720) with its gradient and curvature in (β, γ).
 
     ``designs[i]`` maps the group effects to subject *i*'s expected parameters
-    (``kron(X(i,:), W)`` in SPM, here in the projected parameter space).
+    (``kron(X(i,:), W)`` in SPM, here in the projected parameter space). Every subject's term
+    is computed at once on arrays stacked over subjects (the sums over subjects of Friston et al.
+    2016, eqs. A.10–A.11).
     """
 
     def __init__(self, subjects, designs, F_first, pQ, Q, prior_mean, prior_prec, hyper_mean, hyper_prec):
-        self.subjects, self.designs, self.F_first = subjects, designs, F_first
+        self.subjects = _Subjects.stack(subjects)
+        self.designs = np.stack([np.asarray(d, dtype=float) for d in designs])  # (n, p, n_b)
+        self.F_first = np.asarray(F_first, dtype=float)
         self.pQ, self.Q = pQ, Q
         self.prior_mean, self.prior_prec = prior_mean, prior_prec
         self.hyper_mean, self.hyper_prec = hyper_mean, hyper_prec
         self.n_params = pQ.shape[0]
         self.n_hyper = len(Q)
         self.n_b = prior_mean.size
+        self._Q = np.stack(Q) if Q else np.zeros((0, self.n_params, self.n_params))  # (J, p, p)
         joint = np.zeros((self.n_b + self.n_hyper, self.n_b + self.n_hyper))
         joint[: self.n_b, : self.n_b] = prior_prec
         joint[self.n_b :, self.n_b :] = hyper_prec
@@ -433,39 +438,33 @@ class _PEBObjective:
         rP = self.precision(g)
         rC = _inv(rP)
         logdet_rP = _logdet_pd(rP)
-        dFdb = -self.prior_prec @ (b - self.prior_mean)
-        dFdbb = -self.prior_prec.copy()
-        dFdg = -self.hyper_prec @ (g - self.hyper_mean)
-        dFdgg = -self.hyper_prec.copy()
-        dFdbg = np.zeros((self.n_b, self.n_hyper))
-        F = 0.0
-        sEs, sCs, rEs, dFs = [], [], [], []
-        for i, subject in enumerate(self.subjects):
-            Xi = self.designs[i]
-            rE = Xi @ b
-            dF, sE, sC = _reduce(subject, rE, rP, logdet_rP)
-            sEs.append(sE)
-            sCs.append(sC)
-            rEs.append(rE)
-            dFs.append(dF)
-            F += dF + self.F_first[i]
-            dE = sE - rE
-            # ∂ΔF/∂rE = rP·dE ; ∂²ΔF/∂rE² = rP·sC·rP − rP   (Friston et al. 2016, eq. A.11)
-            dFdb += Xi.T @ (rP @ dE)
-            dFdbb += Xi.T @ (rP @ sC @ rP - rP) @ Xi
-            mixing = np.eye(self.n_params) - rP @ sC
-            QdE = [Qj @ dE for Qj in self.Q]
-            for j in range(self.n_hyper):
-                ej = np.exp(g[j])
-                # ∂ΔF/∂γ_j = ½e^{γ_j}[tr((rC − sC)Q_j) − dE'Q_j dE]
-                gj = ej * (np.sum((rC - sC) * self.Q[j]) - dE @ QdE[j]) / 2
-                dFdg[j] += gj
-                dFdgg[j, j] += gj
-                dFdbg[:, j] += ej * (Xi.T @ (mixing @ QdE[j]))
-                for k in range(self.n_hyper):
-                    ek = np.exp(g[k])
-                    second = 0.5 * np.sum((rC @ self.Q[k] @ rC - sC @ self.Q[k] @ sC) * self.Q[j].T) - QdE[k] @ sC @ QdE[j]
-                    dFdgg[j, k] -= ej * ek * second
+        D, Q = self.designs, self._Q
+        n_sub = D.shape[0]
+        rE = D @ b  # (n, p)
+        dF, sE, sC = _reduce_stack(self.subjects, rE, rP, logdet_rP)
+        F = float(np.sum(dF + self.F_first))
+        dE = sE - rE
+        # ∂ΔF/∂rE = rP·dE ; ∂²ΔF/∂rE² = rP·sC·rP − rP   (Friston et al. 2016, eq. A.11), through each design
+        dFdb = -self.prior_prec @ (b - self.prior_mean) + np.einsum("ipk,ip->k", D, dE @ rP.T)
+        curvature = rP[None] @ sC @ rP[None] - rP[None]  # (n, p, p)
+        DtHD = np.swapaxes(D, 1, 2) @ curvature @ D  # (n, n_b, n_b)
+        dFdbb = -self.prior_prec + DtHD.sum(axis=0)
+        e = np.exp(g[: self.n_hyper])
+        QdE = np.einsum("jpq,iq->ijp", Q, dE)  # (n, J, p): Q_j dE_i
+        sCQdE = np.einsum("ipq,ijq->ijp", sC, QdE)  # sC_i Q_j dE_i
+        # ∂ΔF/∂γ_j = ½e^{γ_j}[tr((rC − sC)Q_j) − dE'Q_j dE]
+        trace = np.einsum("pq,jpq->j", rC, Q)[None, :] - np.einsum("ipq,jpq->ij", sC, Q)
+        g_i = e[None, :] * (trace - np.einsum("ip,ijp->ij", dE, QdE)) / 2  # (n, J)
+        dFdg = -self.hyper_prec @ (g - self.hyper_mean) + g_i.sum(axis=0)
+        # ∂²ΔF/∂β∂γ_j = e^{γ_j} X_i'(I − rP sC) Q_j dE
+        mixed = QdE - np.einsum("pq,ijq->ijp", rP, sCQdE)
+        dFdbg = np.einsum("ipk,ijp->kj", D, mixed) * e[None, :]
+        # ∂²ΔF/∂γ_j∂γ_k = δ_jk ∂ΔF/∂γ_j − e^{γ_j}e^{γ_k}[½tr(rC Q_k rC Q_j − sC Q_k sC Q_j) − dE'Q_k sC Q_j dE]
+        rCQ = np.einsum("pq,kqr->kpr", rC, Q)  # rC Q_k
+        sCQ = np.einsum("ipq,kqr->ikpr", sC, Q)  # sC_i Q_k
+        second = (0.5 * (n_sub * np.einsum("kpq,jqp->jk", rCQ, rCQ) - np.einsum("ikpq,ijqp->jk", sCQ, sCQ))
+                  - np.einsum("ikp,ijp->jk", QdE, sCQdE))
+        dFdgg = -self.hyper_prec + np.diag(g_i.sum(axis=0)) - np.outer(e, e) * second
         grad = np.concatenate([dFdb, dFdg])
         hess = _sym(np.block([[dFdbb, dFdbg], [dFdbg.T, dFdgg]]))
         # log|−H| from the magnitudes of the eigenvalues (spm_logdet of ipC·Cp uses singular values)
@@ -477,7 +476,7 @@ class _PEBObjective:
         complexity = 0.5 * (b - self.prior_mean) @ self.prior_prec @ (b - self.prior_mean)
         complexity += 0.5 * (g - self.hyper_mean) @ self.hyper_prec @ (g - self.hyper_mean)
         return {"F": F - complexity_spm, "L": F - complexity, "Fc": complexity_spm, "grad": grad, "hess": hess,
-                "b": b, "g": g, "rP": rP, "rC": rC, "rE": rEs, "sE": sEs, "sC": sCs, "dF": np.array(dFs),
+                "b": b, "g": g, "rP": rP, "rC": rC, "rE": rE, "sE": sE, "sC": sC, "dF": dF,
                 "dFdbb": dFdbb, "dFdgg": dFdgg}
 
 

@@ -140,20 +140,43 @@ def gls_effects(L: np.ndarray, b: np.ndarray, X: np.ndarray, Sigma: np.ndarray):
     -------
     beta, z : arrays (p, k)
     """
+    W, Wy = _gls_weights(L, b, Sigma)
+    beta, z = _gls_solve(W, Wy[None], np.asarray(X, dtype=float)[None])
+    return beta[0], z[0]
+
+
+def _gls_weights(L: np.ndarray, b: np.ndarray, Sigma: np.ndarray):
+    """Each subject's GLS weight ``W_i = (I + L_i Σ)⁻¹ L_i`` (symmetrised) and ``(I + L_i Σ)⁻¹ b_i``.
+
+    They depend on the likelihoods and ``Σ`` only, not on the design: a re-randomisation of the
+    design reuses them; a sign flip of ``b`` flips the second term linearly.
+    """
     n, p = b.shape
-    eye = np.eye(p)
-    M = np.linalg.solve(eye[None] + L @ Sigma[None], np.concatenate([L, b[:, :, None]], axis=2))  # (n, p, p+1)
+    M = np.linalg.solve(np.eye(p)[None] + L @ Sigma[None], np.concatenate([L, b[:, :, None]], axis=2))  # (n, p, p+1)
     W, Wy = M[:, :, :p], M[:, :, p]
-    W = (W + np.swapaxes(W, 1, 2)) / 2
-    # sum_i (x_i x_i') kron W_i and sum_i x_i kron W_i y_i, with vec(beta) parameter-fastest
-    precision = np.einsum("ia,ib,ipq->apbq", X, X, W).reshape(X.shape[1] * p, X.shape[1] * p)
-    rhs = np.einsum("ia,ip->ap", X, Wy).ravel()
+    return (W + np.swapaxes(W, 1, 2)) / 2, Wy
+
+
+def _gls_solve(W: np.ndarray, Wy: np.ndarray, X: np.ndarray):
+    """GLS group effects and z for a batch of designs ``X`` (B, n, k) and weighted data ``Wy`` (B, n, p).
+
+    ``sum_i (x_i x_i') kron W_i`` and ``sum_i x_i kron W_i y_i`` with vec(beta) parameter-fastest;
+    the covariance is their pseudo-inverse. Returns beta, z (B, p, k).
+    """
+    B, _, k = X.shape
+    p = W.shape[1]
+    precision = np.einsum("Bia,Bib,ipq->Bapbq", X, X, W).reshape(B, k * p, k * p)
+    rhs = np.einsum("Bia,Bip->Bap", X, Wy).reshape(B, k * p, 1)
     cov = np.linalg.pinv(precision)
-    beta = (cov @ rhs).reshape(X.shape[1], p).T
-    sd = np.sqrt(np.maximum(np.diag(cov), 0)).reshape(X.shape[1], p).T
+    beta = (cov @ rhs).reshape(B, k, p).transpose(0, 2, 1)
+    sd = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0)).reshape(B, k, p).transpose(0, 2, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sd > 0, beta / np.where(sd > 0, sd, 1.0), 0.0)
     return beta, z
+
+
+#: Re-randomisations whose GLS systems are solved in one batched call.
+_RND_BATCH = 128
 
 
 def rerandomisation_test(
@@ -242,16 +265,22 @@ def rerandomisation_test(
             rng = np.random.default_rng([int(seed), 0] if how == "permutation" else [int(seed), j, 1])
             null_z = np.empty((int(n_permutations), p_count, X.shape[1]))
             ticker = Ticker(f"{progress or 're-randomisation test'} ({cov}, {how})", int(n_permutations))
-            for k in range(int(n_permutations)):
-                if how == "permutation":
-                    Xk = X.copy()
-                    Xk[:, permuted] = X[rng.permutation(n_sub)][:, permuted]
-                    _, zk = gls_effects(L, b, Xk, Sigma)
+            # the weights do not depend on the design; a sign flip enters the weighted data linearly
+            W, Wy = _gls_weights(L, b, Sigma)
+            _, Wy_centre = _gls_weights(L, b_centre, Sigma)
+            for start in range(0, int(n_permutations), _RND_BATCH):
+                count = min(_RND_BATCH, int(n_permutations) - start)
+                Xk = np.repeat(X[None], count, axis=0)
+                Wyk = np.broadcast_to(Wy, (count,) + Wy.shape)
+                if how == "permutation":  # the generator draws in the same order as one at a time
+                    for m in range(count):
+                        Xk[m][:, permuted] = X[rng.permutation(n_sub)][:, permuted]
                 else:
-                    flips = rng.choice([-1.0, 1.0], size=n_sub)[:, None]
-                    _, zk = gls_effects(L, b_centre + flips * (b - b_centre), X, Sigma)
-                null_z[k] = np.abs(zk)
-                ticker.update(k + 1)
+                    flips = np.stack([rng.choice([-1.0, 1.0], size=n_sub) for _ in range(count)])[:, :, None]
+                    Wyk = Wy_centre[None] + flips * (Wy - Wy_centre)[None]
+                _, zk = _gls_solve(W, Wyk, Xk)
+                null_z[start:start + count] = np.abs(zk)
+                ticker.update(start + count)
             null_cache[key] = null_z
         null = null_cache[key][:, :, j]
         tol = 1e-10 * np.maximum(observed, 1.0)
