@@ -164,3 +164,47 @@ def test_merge_nodes_run_in_the_main_process_compute_nodes_are_submitted(tmp_pat
     assert all(node.run_without_submitting for node in merges)
     compute = nodes - set(merges)
     assert len(compute) == 4 + 2 + 1 and not any(node.run_without_submitting for node in compute)
+
+
+NODE_SEES = r"""
+import sys
+from nipype import Node, Workflow
+from nipype.interfaces.utility import Function
+from ptsd_bidsapp.workflows import cluster
+
+
+def loaded_at_start():
+    import sys
+    return sorted(name for name in ("nilearn.plotting", "nilearn.glm.contrasts", "ptsd_bidsapp.workflows.run_measures")
+                  if name in sys.modules)
+
+
+plugin, base = sys.argv[1], sys.argv[2]
+workflow = Workflow(name="wf", base_dir=base)
+workflow.add_nodes([Node(Function(function=loaded_at_start, output_names=["loaded"]), name="probe")])
+settings, _ = cluster.plugin_settings(plugin, None, nprocs=2, mem_gb=None)
+cluster.run_graph(workflow, plugin, settings, {})
+from nipype.utils.filemanip import loadpkl
+print(loadpkl(f"{base}/wf/probe/result_probe.pklz").outputs.loaded)
+"""
+
+
+@pytest.mark.parametrize("plugin, inherited", [("MultiProc", True), ("Linear", False)])
+def test_multiproc_workers_start_with_the_node_modules_imported(plugin, inherited, tmp_path):
+    """A MultiProc worker (forked from the app's process) finds nilearn's GLM and plotting and the measures
+    already imported at the start of its first node: the app imported them once before the pool started,
+    so each worker does not import them again. The Linear plugin runs nodes in the app's process, which
+    imports them only when a node needs them (nothing preloaded). A fresh interpreter, so that nothing
+    this test process imported earlier counts."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"  # a file: nipype's Function node reads its function's source
+    script.write_text(NODE_SEES)
+    proc = subprocess.run([sys.executable, str(script), plugin, str(tmp_path)], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    loaded = eval(proc.stdout.strip().splitlines()[-1])  # the node's list of module names
+    expected = ["nilearn.glm.contrasts", "nilearn.plotting", "ptsd_bidsapp.workflows.run_measures"]
+    assert loaded == (expected if inherited else [])
+    assert set(expected) <= set(cluster.NODE_MODULES)
