@@ -267,7 +267,8 @@ def rerandomisation_test(
             ticker = Ticker(f"{progress or 're-randomisation test'} ({cov}, {how})", int(n_permutations))
             # the weights do not depend on the design; a sign flip enters the weighted data linearly
             W, Wy = _gls_weights(L, b, Sigma)
-            _, Wy_centre = _gls_weights(L, b_centre, Sigma)
+            if how == "sign-flip":
+                _, Wy_centre = _gls_weights(L, b_centre, Sigma)
             for start in range(0, int(n_permutations), _RND_BATCH):
                 count = min(_RND_BATCH, int(n_permutations) - start)
                 Xk = np.repeat(X[None], count, axis=0)
