@@ -69,14 +69,19 @@ def _run(bids, base, *extra, env=None):
 @pytest.fixture(scope="module")
 def multiproc_reference(small_trial, tmp_path_factory):
     base = tmp_path_factory.mktemp("multiproc")
-    proc, _ = _run(small_trial, base, "--participant-label", "01", "--nprocs", "2")
+    proc, _ = _run(small_trial, base, "--participant-label", "01", "--session-label", "pre", "--nprocs", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return tree_digest(base / "out")
 
 
 @pytest.mark.parametrize("plugin", ["SLURM", "SLURMGraph"])
 def test_cluster_plugin_outputs_equal_multiproc(plugin, small_trial, multiproc_reference, tmp_path):
-    proc, _ = _run(small_trial, tmp_path, "--participant-label", "01", "--plugin", plugin)
+    """One session of one subject, every node kind (the three tasks' runs with DCM, the merges, the session
+    summary, the sink with the report): each node a cluster job."""
+    args = tmp_path / "plugin_args.json"
+    args.write_text(json.dumps({"status_poll_seconds": 1}))
+    proc, _ = _run(small_trial, tmp_path, "--participant-label", "01", "--session-label", "pre", "--plugin", plugin,
+                   "--plugin-args", str(args))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1/1 subject(s) succeeded" in proc.stdout
     ours = tree_digest(tmp_path / "out")
@@ -88,8 +93,8 @@ def test_cluster_plugin_outputs_equal_multiproc(plugin, small_trial, multiproc_r
 def test_failed_job_fails_the_run_naming_the_subject(plugin, small_trial, tmp_path):
     args = tmp_path / "plugin_args.json"
     args.write_text(json.dumps({"template": FAILING_TEMPLATE, "status_poll_seconds": 1}))
-    proc, seconds = _run(small_trial, tmp_path, "--participant-label", "02", "--session-label", "pre", "--no-dcm",
-                         "--no-reports", "--plugin", plugin, "--plugin-args", str(args))
+    proc, seconds = _run(small_trial, tmp_path, "--participant-label", "02", "--session-label", "pre", "--task-id",
+                         "faces", "--no-dcm", "--no-reports", "--plugin", plugin, "--plugin-args", str(args))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "0/1 subject(s) succeeded" in proc.stdout and "FAILED sub-02" in proc.stdout
     # the run waited for its jobs and left none behind (dependants of the failed job cancelled)
@@ -114,8 +119,8 @@ def test_node_error_on_bad_data_fails_the_run_naming_subject_and_file(plugin, sm
     nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine, img.header), bold)
     args = tmp_path / "plugin_args.json"
     args.write_text(json.dumps({"status_poll_seconds": 1}))
-    proc, seconds = _run(bids, tmp_path, "--participant-label", "02", "--session-label", "pre", "--no-dcm",
-                         "--no-reports", "--plugin", plugin, "--plugin-args", str(args))
+    proc, seconds = _run(bids, tmp_path, "--participant-label", "02", "--session-label", "pre", "--task-id", "faces",
+                         "--no-dcm", "--no-reports", "--plugin", plugin, "--plugin-args", str(args))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "0/1 subject(s) succeeded" in proc.stdout
     failed = [line for line in proc.stdout.splitlines() if "FAILED sub-02" in line]
@@ -123,20 +128,38 @@ def test_node_error_on_bad_data_fails_the_run_naming_subject_and_file(plugin, sm
     assert seconds < RUN_TIMEOUT
 
 
+def _wait_for_job(job_id: str, poll_seconds: float = 0.5) -> list[str]:
+    """The final states of a job's array tasks (``sbatch --wait`` polls at intervals of several seconds)."""
+    ended = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+             "DEADLINE"}
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        queue = subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job_id, "--format=%T"],
+                               capture_output=True, text=True, check=True)
+        states = queue.stdout.split()
+        if states and set(states) <= ended:
+            return states
+        assert time.monotonic() < deadline, f"job {job_id} still {states} after {RUN_TIMEOUT} s"
+        time.sleep(poll_seconds)
+
+
 def test_readme_sbatch_array_script_runs_one_job_per_subject(small_trial, tmp_path):
     """The README's `sbatch --array=1-N scripts/sbatch_participants.sh BIDS OUT WORK` (pip install as the app)."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "sbatch_participants.sh"
     env = dict(os.environ, PTSD_BIDSAPP=f"{sys.executable} -m ptsd_bidsapp")
     # the cluster here has 1 GB and 2 CPUs: smaller requests than the script's defaults
-    cmd = ["sbatch", "--wait", "--array=1-2", "--mem=200M", "--cpus-per-task=1", "-o", str(tmp_path / "job_%a.log"),
+    cmd = ["sbatch", "--parsable", "--array=1-2", "--mem=200M", "--cpus-per-task=1", "-o", str(tmp_path / "job_%a.log"),
            str(script), str(small_trial), str(tmp_path / "out"), str(tmp_path / "work"),
-           "--skip-bids-validation", "--seed", "3", "--no-dcm", "--no-reports"]
+           "--skip-bids-validation", "--seed", "3", "--session-label", "pre", "--no-dcm", "--no-reports"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    states = _wait_for_job(proc.stdout.strip().split(";")[0])
     logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("job_*.log")))
-    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    assert states == ["COMPLETED", "COMPLETED"], logs
     for subject in ("01", "02"):
         assert logs.count("1/1 subject(s) succeeded") == 2
-        for session in ("pre", "post"):
+        assert not (tmp_path / "out" / f"sub-{subject}" / "ses-post").exists()  # --session-label pre reached the job
+        for session in ("pre",):
             tables = list((tmp_path / "out" / f"sub-{subject}" / f"ses-{session}").glob("*_desc-measures_features.tsv"))
             assert len(tables) == 1, tables
             # the job's content, not only its file: every task's measures, DCM off (--no-dcm), numbers
