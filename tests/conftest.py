@@ -75,39 +75,35 @@ def _check_one_file_session_fixtures(items) -> None:
                 "under `--dist loadfile` each of their workers would build it again; move the tests into one file")
 
 
-#: Wall seconds of the slowest test files on one worker of ``make test`` (``--durations`` summed per file),
-#: measured on 2026-12-03 (main 7005530, -n 2 --dist loadfile, 880 passed in 4806 s) on a machine loaded
-#: by other jobs (load average 8-16 on 2 cores: ~5x an idle machine's seconds). Only the order matters
-#: (longest first); a file not listed counts as 0 s and keeps its collection place after these. Files
-#: since split or changed: the sum of their tests (the interrupted-run test scaled by its CPU-s,
-#: 56.9 -> 32.6).
+#: Wall seconds of the slowest test files on one worker of ``make test`` (per file, the sum of its tests'
+#: setup, call and teardown), measured on 2026-12-04 on an idle 2-core machine (main after 6681217, -n 2
+#: --dist loadfile, SLURM cluster up: 940 passed in 235 s). Only the order matters (longest first); a file
+#: not listed counts as 0 s and keeps its collection place after these. The SLURM file is mostly waiting
+#: for its cluster jobs, which run on the same two cores.
 FILE_SECONDS = {
-    "simulate/test_null_calibration_benchmark.py": 1073,
-    "workflows/test_participant.py": 1070,       # the session fixture participant_run and its users
-    "workflows/test_slurm.py": 898,
-    "reports/test_browser.py": 806,
-    "group/test_dcm_group.py": 535,
-    "workflows/test_run_measures.py": 530,
-    "faults/test_participant_faults.py": 517,
-    "workflows/test_operations_e2e.py": 477,
-    "test_atlas.py": 357,
-    "peb/test_rnd.py": 326,
-    "workflows/test_bad_inputs.py": 278,
-    "workflows/test_deployment.py": 264,
-    "faults/test_run_faults.py": 243,
-    "workflows/test_run_isolation.py": 237,
-    "dcm/test_dcm_inversion.py": 170,
-    "bids/test_inputs.py": 168,
-    "peb/test_bmr.py": 147,
-    "simulate/test_real_null.py": 126,
-    "faults/test_input_faults.py": 109,
-    "group/test_run_group.py": 107,
-    "faults/test_group_faults.py": 104,
-    "group/test_missing_per_model.py": 78,
-    "measures/test_gppi.py": 66,
-    "bids/test_validation.py": 60,
-    "dcm/test_noise_model.py": 55,
-    "glmnet/test_solver.py": 50,
+    "workflows/test_slurm.py": 102,
+    "workflows/test_participant.py": 52,         # the session fixture participant_run and its users
+    "workflows/test_operations_e2e.py": 40,
+    "reports/test_browser.py": 30,
+    "faults/test_participant_faults.py": 27,
+    "simulate/test_null_calibration_benchmark.py": 26,
+    "workflows/test_deployment.py": 17,
+    "workflows/test_bad_inputs.py": 12,
+    "workflows/test_run_isolation.py": 10,
+    "workflows/test_run_measures.py": 9,
+    "bids/test_inputs.py": 9,
+    "dcm/test_dcm_inversion.py": 8,
+    "faults/test_run_faults.py": 8,
+    "group/test_dcm_group.py": 6,
+    "simulate/test_trial.py": 6,
+    "group/test_run_group.py": 6,
+    "test_atlas.py": 6,
+    "group/test_missing_per_model.py": 6,
+    "workflows/test_cluster.py": 6,
+    "simulate/test_real_null.py": 5,
+    "faults/test_input_faults.py": 5,
+    "reports/test_figures.py": 4,
+    "peb/test_rnd.py": 4,
 }
 
 
@@ -116,7 +112,24 @@ def _longest_files_first(items) -> None:
     items.sort(key=lambda item: -FILE_SECONDS.get(_file_of(item), 0.0))
 
 
+#: BLAS/OpenMP threads of each pytest process. ``make test`` runs two xdist workers on two cores; with
+#: OpenBLAS's default of one thread per core, two workers multiplying matrices at once run four busy
+#: threads on two cores. Measured on an idle 2-core machine (``pytest -n 2 --dist loadfile tests/dcm
+#: tests/peb tests/group tests/glmnet tests/measures``, twice each, alternating): 43.8/47.2 s wall and
+#: 84.6/86.5 CPU s with the default, 37.0/37.5 s and 70.9/71.3 CPU s with one thread. Only this process
+#: is limited (threadpoolctl, at run time): the app's own processes (subprocesses, nipype workers) keep
+#: their defaults and the limits the app sets (``--omp-nthreads``), which tests check.
+TEST_PROCESS_THREADS = 1
+_thread_limit = None
+
+
 def pytest_configure(config):
+    global _thread_limit
+    import numpy  # noqa: F401  (threadpoolctl limits the libraries loaded: numpy's and SciPy's OpenBLAS)
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    _thread_limit = threadpool_limits(limits=TEST_PROCESS_THREADS)
     # xdist >= 3.8: schedule files in collection order (see the module docstring); an explicit
     # --loadscope-reorder on the command line wins
     explicit = any(arg.startswith("--loadscope-reorder") for arg in config.invocation_params.args)

@@ -17,7 +17,7 @@ pytest.importorskip("nitime", reason="the real ROI series ship in nitime (test e
 
 @pytest.mark.slow
 def test_null_calibration_benchmark_end_to_end(tmp_path, capsys):
-    """Small CI version of benchmarks/null_calibration.py: 10 subjects, 8 mm, 80 volumes (the fewest
+    """Small CI version of benchmarks/null_calibration.py: 6 subjects, 8 mm, 80 volumes (the fewest
     the null trial allows at TR 2 s: 160 s for fMRIPrep's 128 s cosine basis), one seed.
 
     The elastic-net permutations/bootstraps (context only here) are cut to keep it short; the group
@@ -26,7 +26,7 @@ def test_null_calibration_benchmark_end_to_end(tmp_path, capsys):
     null_calibration = _benchmark_module()
     config = tmp_path / "quick.yml"
     config.write_text("elastic_net:\n  n_permutations: 19\n  n_bootstrap: 10\n")
-    code = null_calibration.main(["--seeds", "0", "--n-subjects", "10", "--resolution", "8", "--n-volumes", "80",
+    code = null_calibration.main(["--seeds", "0", "--n-subjects", "6", "--resolution", "8", "--n-volumes", "80",
                                   "--work", str(tmp_path / "work"), "--nprocs", "2", "--config", str(config)])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -52,12 +52,18 @@ def trial(tmp_path_factory):
 @pytest.fixture(scope="session")
 def participant_run(trial, tmp_path_factory):
     """The participant level on the read-only simulated trial: (bids, out, work, exit code, input digest before)."""
+    from threadpoolctl import threadpool_limits
+
     base = tmp_path_factory.mktemp("wfout")
     before = tree_digest(trial)
     set_read_only(trial, True)
+    # tests/conftest.py limits this process to one BLAS thread, and the MultiProc workers forked from it
+    # would inherit that: two here, so that one thread per worker (test_omp_nthreads_...) is the app's doing
+    limit = threadpool_limits(limits=2)
     try:
         code = main([str(trial), str(base / "out"), "participant", "-w", str(base / "work"), "--nprocs", "2",
                      "--skip-bids-validation", "--seed", "3"])
     finally:
+        limit.restore_original_limits()
         set_read_only(trial, False)
     return {"bids": trial, "out": base / "out", "work": base / "work", "code": code, "before": before}
