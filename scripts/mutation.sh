@@ -35,6 +35,7 @@ declare -A MODULES=(
   [ptsd_bidsapp/peb/reduce.py]="tests/peb/test_reduce.py tests/peb/test_bmr_rules.py tests/peb/test_fit.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/peb/fit.py]="tests/peb/test_fit.py tests/peb/test_fit_units.py tests/peb/test_unreached_branches.py tests/peb/test_conventions.py tests/peb/test_session_change.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/peb/loo.py]="tests/peb/test_loo_units.py tests/peb/test_loo.py tests/peb/test_conventions.py tests/peb/test_spm12_peb.py"
+  [ptsd_bidsapp/peb/rnd.py]="tests/peb/test_rnd.py"
   [ptsd_bidsapp/peb/bmr.py]="tests/peb/test_bmr_rules.py tests/peb/test_conventions.py tests/peb/test_reduce.py tests/peb/test_bmr.py tests/peb/test_spm12_peb.py"
   [ptsd_bidsapp/glmnet/solver.py]="tests/glmnet/test_solver.py tests/glmnet/test_cv.py tests/glmnet/test_bootstrap_truth.py tests/glmnet/test_unreached_branches.py"
   [ptsd_bidsapp/glmnet/cv.py]="tests/glmnet/test_cv.py tests/glmnet/test_solver.py"

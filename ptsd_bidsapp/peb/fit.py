@@ -476,8 +476,7 @@ class _PEBObjective:
         complexity = 0.5 * (b - self.prior_mean) @ self.prior_prec @ (b - self.prior_mean)
         complexity += 0.5 * (g - self.hyper_mean) @ self.hyper_prec @ (g - self.hyper_mean)
         return {"F": F - complexity_spm, "L": F - complexity, "Fc": complexity_spm, "grad": grad, "hess": hess,
-                "b": b, "g": g, "rP": rP, "rC": rC, "rE": rE, "sE": sE, "sC": sC, "dF": dF,
-                "dFdbb": dFdbb, "dFdgg": dFdgg}
+                "b": b, "g": g, "rP": rP, "rC": rC, "rE": rE, "dFdbb": dFdbb, "dFdgg": dFdgg}
 
 
 def _variational_laplace(evaluate, b, g, max_iter: int = _MAX_ITER):
