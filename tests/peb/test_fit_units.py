@@ -90,6 +90,23 @@ def test_spm_dx_uses_the_pseudo_inverse_only_above_e16():
     np.testing.assert_allclose(_spm_dx(J, g, 16.5), [1.0, 0.0], rtol=1e-12, atol=0)
 
 
+def test_spm_dx_pseudo_inverse_step_inverts_each_kept_curvature():
+    """Above τ = e^16 the step is −J⁺g (spm_dx), worked by hand on diagonal J (t = 20, so τ > e^16 in
+    every case): J = diag(−2, −0.25, 0), g = (1, 2, 3) gives (1/2, 8, 0); the same J rotated by an
+    orthogonal Q, with gradient Q·g, gives Q·(1/2, 8, 0). The cut of the module's docstring, a
+    curvature kept when its magnitude exceeds 1e-12 × the largest: with the largest 0.5, −7e-13 is
+    inverted (−g/λ), −5e-13 (exactly at the cut) and −3e-13 are not."""
+    g = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(_spm_dx(np.diag([-2.0, -0.25, 0.0]), g, 20.0), [0.5, 8.0, 0.0], rtol=1e-12, atol=0)
+    Q, _ = np.linalg.qr(np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [2.0, 0.1, -1.0]]))
+    J = Q @ np.diag([-2.0, -0.25, 0.0]) @ Q.T
+    np.testing.assert_allclose(_spm_dx(J, Q @ g, 20.0), Q @ np.array([0.5, 8.0, 0.0]), rtol=1e-9, atol=1e-9)
+    g2 = np.array([1.0, 1.0])
+    np.testing.assert_allclose(_spm_dx(np.diag([-0.5, -7e-13]), g2, 20.0), [2.0, 1 / 7e-13], rtol=1e-12)
+    for small in (-1e-12 * 0.5, -3e-13):
+        np.testing.assert_allclose(_spm_dx(np.diag([-0.5, small]), g2, 20.0), [2.0, 0.0], rtol=1e-12, atol=0)
+
+
 # ------------------------------------------------------------------ _variational_laplace
 def _scripted(F_values, n_b=1):
     """An objective whose F on the k-th call is F_values[k] (zero gradient, unit curvature)."""
