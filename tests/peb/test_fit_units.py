@@ -11,7 +11,7 @@ import pytest
 
 from ptsd_bidsapp.peb import fit as fit_module
 from ptsd_bidsapp.peb import fit_peb, posterior_probability_nonzero, select_parameters
-from ptsd_bidsapp.peb.fit import _spm_dx, _variational_laplace, principal_basis
+from ptsd_bidsapp.peb.fit import _precision_components, _spm_dx, _variational_laplace, principal_basis
 from tests.peb.peb_fixtures import (COVARIATES, GROUP_MEAN, PARAM_NAMES, PRIOR_VAR, RANDOM_EFFECT_SD,
                                     exact_posteriors, simulate_group)
 
@@ -105,6 +105,23 @@ def test_spm_dx_pseudo_inverse_step_inverts_each_kept_curvature():
     np.testing.assert_allclose(_spm_dx(np.diag([-0.5, -7e-13]), g2, 20.0), [2.0, 1 / 7e-13], rtol=1e-12)
     for small in (-1e-12 * 0.5, -3e-13):
         np.testing.assert_allclose(_spm_dx(np.diag([-0.5, small]), g2, 20.0), [2.0, 0.0], rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------------------ _precision_components
+def test_manual_precision_components_are_the_prior_precision_on_each_masks_parameters():
+    """spm_dcm_peb with M.Q given as masks: each component is the prior precision restricted to the
+    parameters the mask selects (a 0/1 vector, or a matrix whose diagonal is that vector), then
+    projected on U (U'·Q·U); a mask that selects nothing adds no component. Worked by hand on a
+    3-parameter precision with off-diagonal terms."""
+    pq = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+    fields = ["A", "A", "B"]
+    masks = [np.array([1, 0, 1]), np.diag([0.0, 1.0, 0.0]), np.zeros(3)]
+    first, second = _precision_components(pq, fields, masks, np.eye(3))
+    np.testing.assert_array_equal(first, [[4.0, 0.0, 0.5], [0.0, 0.0, 0.0], [0.5, 0.0, 2.0]])
+    np.testing.assert_array_equal(second, [[0.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0]])
+    U = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])   # keeps the first two parameters
+    (projected,) = _precision_components(pq, fields, [np.array([1, 1, 0])], U)
+    np.testing.assert_array_equal(projected, [[4.0, 1.0], [1.0, 3.0]])
 
 
 # ------------------------------------------------------------------ _variational_laplace
