@@ -108,3 +108,74 @@ def test_min_p_family_wise_p_worked_by_hand():
     observed = np.array([2.0, 3.0])
     p = np.array([0.8, 0.6])
     np.testing.assert_allclose(_min_p_fwe(null, observed, p), [1.0, 0.8], rtol=1e-12)
+
+
+def _natural(qE, qC, pE):
+    """L_i = qC_i⁻¹ − I and b_i = qC_i⁻¹·qE_i − pE (prior N(pE, I)), written out."""
+    iqC = [np.linalg.inv(c) for c in qC]
+    return np.stack([ic - np.eye(len(pE)) for ic in iqC]), np.stack([ic @ e - pE for ic, e in zip(iqC, qE)])
+
+
+def _exact_p(null_abs_z, observed_abs_z):
+    """Share of all re-randomisations whose |z| reaches the observed (the identity included)."""
+    return (null_abs_z >= observed_abs_z[None, :] - 1e-10 * np.maximum(observed_abs_z, 1.0)).mean(axis=0)
+
+
+def test_permutation_p_is_the_exact_p_of_all_permutations():
+    """With 1999 random permutations of 4 subjects the p of each effect is, within 3 binomial SDs
+    (0.034), the share of the 24 permutations, enumerated here with gls_effects, whose |z| reaches the
+    observed one; the identity permutation (a tie with the observed |z|) counts."""
+    import itertools
+
+    qE, qC, pE, pC, X = _group(seed=5, n=4, slope=(0.8, 0.0))
+    Sigma = np.eye(2) * 0.16
+    result = rerandomisation_test(qE, qC, pE, pC, X, ["a", "b"], ["mean", "x"], {"x": Sigma}, permute=["x"],
+                                  n_permutations=1999, seed=2)
+    L, b = _natural(qE, qC, pE)
+    observed = np.abs(gls_effects(L, b, X, Sigma)[1][:, 1])
+    null = np.array([np.abs(gls_effects(L, b, np.column_stack([X[:, 0], X[list(order), 1]]), Sigma)[1][:, 1])
+                     for order in itertools.permutations(range(4))])
+    np.testing.assert_allclose(result.p[:, 1], _exact_p(null, observed), atol=0.034)
+
+
+def test_sign_flip_p_is_the_exact_p_of_all_sign_patterns():
+    """The same for sign flips of 5 subjects' information about the prior mean (b_i → L_i·pE +
+    s_i·(b_i − L_i·pE)): 1999 random patterns against all 32, enumerated with gls_effects; the
+    all-plus and all-minus patterns tie with the observed |z|."""
+    import itertools
+
+    qE, qC, pE, pC, X = _group(seed=6, n=5, mean=(0.25, 0.1), prior_mean=(0.1, -0.2))
+    Sigma = np.eye(2) * 0.16
+    ones = X[:, :1]
+    result = rerandomisation_test(qE, qC, pE, pC, ones, ["a", "b"], ["mean"], {"mean": Sigma}, permute=[],
+                                  sign_flip=["mean"], n_permutations=1999, seed=3)
+    L, b = _natural(qE, qC, pE)
+    b_centre = np.einsum("ipq,q->ip", L, pE)
+    observed = np.abs(gls_effects(L, b, ones, Sigma)[1][:, 0])
+    null = np.array([np.abs(gls_effects(L, b_centre + np.array(s)[:, None] * (b - b_centre), ones, Sigma)[1][:, 0])
+                     for s in itertools.product((-1.0, 1.0), repeat=5)])
+    np.testing.assert_allclose(result.p[:, 0], _exact_p(null, observed), atol=0.034)
+
+
+def test_result_records_its_settings_and_reports_progress(caplog):
+    import logging
+
+    qE, qC, pE, pC, X = _group()
+    Sigma = np.eye(2) * 0.16
+    with caplog.at_level(logging.INFO, logger="ptsd_bidsapp.progress"):
+        result = rerandomisation_test(qE, qC, pE, pC, X, ["a", "b"], ["mean", "x"], {"x": Sigma}, permute=["x"],
+                                      n_permutations=9, seed=7, family="model")
+    assert (result.n_permutations, result.seed, result.family) == (9, 7, "model")
+    assert result.method == {"mean": None, "x": "permutation"}
+    assert any(r.getMessage().startswith("re-randomisation test (x, permutation): 9/9 done") for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
+
+
+def test_an_effect_without_information_has_z_zero():
+    """A design column of zeros: its effects are not estimable (zero precision, zero pseudo-inverse
+    variance): z = 0, not a division by zero."""
+    qE, qC, pE, pC, X = _group()
+    L, b = _natural(qE, qC, pE)
+    _, z = gls_effects(L, b, np.column_stack([X, np.zeros(len(X))]), np.eye(2) * 0.16)
+    np.testing.assert_array_equal(z[:, 2], 0.0)
+    assert np.all(np.abs(z[:, 0]) > 0)
