@@ -11,8 +11,9 @@
 # no accounting, DependencyParameters=kill_invalid_depend (a failed job's dependants are cancelled
 # instead of pending forever), SchedulerParameters=batch_sched_delay=0,sched_min_interval=0 (a submitted or
 # newly eligible job starts at once instead of after the default 3 s batch delay: five `sbatch --wrap true`
-# jobs chained with -d afterok took 12.7 s to end with the defaults and 4.6 s with these). The config goes to /etc/slurm/slurm.conf (where every client looks)
-# only if that file is absent or was written by this script.
+# jobs chained with -d afterok took 12.7 s to end with the defaults and 4.6 s with these). The config goes
+# to /etc/slurm/slurm.conf (where every client looks) only if that file is absent or was written by this
+# script.
 set -euo pipefail
 STATE=${PTSD_SLURM_STATE:-/var/tmp/ptsd_bidsapp-slurm}
 CONF=/etc/slurm/slurm.conf

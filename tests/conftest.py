@@ -115,10 +115,11 @@ def _longest_files_first(items) -> None:
 #: BLAS/OpenMP threads of each pytest process. ``make test`` runs two xdist workers on two cores; with
 #: OpenBLAS's default of one thread per core, two workers multiplying matrices at once run four busy
 #: threads on two cores. Measured on an idle 2-core machine (``pytest -n 2 --dist loadfile tests/dcm
-#: tests/peb tests/group tests/glmnet tests/measures``, twice each, alternating): 43.8/47.2 s wall and
-#: 84.6/86.5 CPU s with the default, 37.0/37.5 s and 70.9/71.3 CPU s with one thread. Only this process
-#: is limited (threadpoolctl, at run time): the app's own processes (subprocesses, nipype workers) keep
-#: their defaults and the limits the app sets (``--omp-nthreads``), which tests check.
+#: tests/peb tests/group tests/glmnet tests/measures``, twice each): 43.8/47.2 s wall and 84.6/86.5 CPU s
+#: with the default, 40.2/39.6 s and 75.9/75.7 CPU s with this limit (37.0/37.5 s, 70.9/71.3 CPU s with
+#: OPENBLAS_NUM_THREADS=1 for every process, subprocesses included). Only this process is limited
+#: (threadpoolctl, at run time): the app's own processes (subprocesses, nipype workers) keep their
+#: defaults and the limits the app sets (``--omp-nthreads``), which tests check.
 TEST_PROCESS_THREADS = 1
 _thread_limit = None
 
