@@ -71,8 +71,8 @@ MUTATIONS = [
              "OCCAM_WINDOW = 8.0", "OCCAM_WINDOW = 1.0",
              ("tests/peb/test_conventions.py::test_bma_averages_the_models_within_8_nats_of_the_best",)),
     Mutation("enet-bootstrap-lambda", "Elastic net: bootstrap selection read 5 λs before λ_min",
-             "ptsd_bidsapp/glmnet/inference.py", 'selected = fits["beta"][:, index_min, :] != 0',
-             'selected = fits["beta"][:, max(index_min - 5, 0), :] != 0',
+             "ptsd_bidsapp/glmnet/inference.py", 'at_min = fits["beta"][:, index_min, :]',
+             'at_min = fits["beta"][:, max(index_min - 5, 0), :]',
              ("tests/glmnet/test_bootstrap_truth.py",)),
     Mutation("gppi-slice-time", "Measures: gPPI ignores the slice-time reference", "ptsd_bidsapp/measures/gppi.py",
              "ppi = interaction_regressors(neural, events, conditions, t_r, slice_time_ref, **options)",
@@ -102,7 +102,7 @@ MUTATIONS = [
              ("tests/test_documented_defaults.py",)),
     Mutation("config-enet-permutations", "Config: elastic_net.n_permutations 1000 -> 100",
              "ptsd_bidsapp/data/default_config.yml",
-             "  n_permutations: 1000\n  n_bootstrap: 500", "  n_permutations: 100\n  n_bootstrap: 500",
+             "  n_permutations: 1000\n  sequential_h: null", "  n_permutations: 100\n  sequential_h: null",
              ("tests/test_documented_defaults.py",)),
 ]
 
