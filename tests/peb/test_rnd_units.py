@@ -41,6 +41,12 @@ def _group(seed=3, n=12, p=2, mean=(0.0, 0.0), slope=(0.0, 0.0), prior_mean=(0.0
     return qE, qC, pE, np.eye(p), X
 
 
+def _natural(qE, qC, pE):
+    """L_i = qC_i⁻¹ − I and b_i = qC_i⁻¹·qE_i − pE (prior N(pE, I)), written out."""
+    iqC = [np.linalg.inv(c) for c in qC]
+    return np.stack([ic - np.eye(len(pE)) for ic in iqC]), np.stack([ic @ e - pE for ic, e in zip(iqC, qE)])
+
+
 def test_observed_z_is_the_gls_z_of_the_likelihoods_under_a_nonzero_prior_mean():
     """The reported z of each effect is the GLS z (gls_effects, itself checked against OLS in
     test_rnd.py) on the likelihoods written out here from the posteriors and a prior mean ≠ 0."""
@@ -48,10 +54,7 @@ def test_observed_z_is_the_gls_z_of_the_likelihoods_under_a_nonzero_prior_mean()
     Sigma = np.eye(2) * 0.16
     result = rerandomisation_test(qE, qC, pE, pC, X, ["a", "b"], ["mean", "x"], {"mean": Sigma, "x": Sigma},
                                   permute=["x"], sign_flip=["mean"], n_permutations=19, seed=1)
-    iqC = [np.linalg.inv(c) for c in qC]
-    L = np.stack([ic - np.eye(2) for ic in iqC])
-    b = np.stack([ic @ e - pE for ic, e in zip(iqC, qE)])
-    _, z = gls_effects(L, b, X, Sigma)
+    _, z = gls_effects(*_natural(qE, qC, pE), X, Sigma)
     np.testing.assert_allclose(result.z, z, rtol=1e-10)
 
 
@@ -108,12 +111,6 @@ def test_min_p_family_wise_p_worked_by_hand():
     observed = np.array([2.0, 3.0])
     p = np.array([0.8, 0.6])
     np.testing.assert_allclose(_min_p_fwe(null, observed, p), [1.0, 0.8], rtol=1e-12)
-
-
-def _natural(qE, qC, pE):
-    """L_i = qC_i⁻¹ − I and b_i = qC_i⁻¹·qE_i − pE (prior N(pE, I)), written out."""
-    iqC = [np.linalg.inv(c) for c in qC]
-    return np.stack([ic - np.eye(len(pE)) for ic in iqC]), np.stack([ic @ e - pE for ic, e in zip(iqC, qE)])
 
 
 def _exact_p(null_abs_z, observed_abs_z):

@@ -159,14 +159,14 @@ def test_readme_sbatch_array_script_runs_one_job_per_subject(small_trial, tmp_pa
     for subject in ("01", "02"):
         assert logs.count("1/1 subject(s) succeeded") == 2
         assert not (tmp_path / "out" / f"sub-{subject}" / "ses-post").exists()  # --session-label pre reached the job
-        for session in ("pre",):
-            tables = list((tmp_path / "out" / f"sub-{subject}" / f"ses-{session}").glob("*_desc-measures_features.tsv"))
-            assert len(tables) == 1, tables
-            # the job's content, not only its file: every task's measures, DCM off (--no-dcm), numbers
-            table = pd.read_csv(tables[0], sep="\t", keep_default_na=False)
-            assert list(table.columns) == ["measure", "value", "task", "kind", "qc_pass", "note"]
-            assert set(table["task"]) == {"faces", "conflict", "rest"} and "dcm" not in set(table["kind"])
-            assert table["measure"].is_unique and table["measure"].str.startswith(("activation_", "gppi_", "gppidir_", "fc_")).all()
-            values = pd.to_numeric(table["value"], errors="coerce")
-            assert values.notna().groupby(table["kind"]).any().all(), table.groupby("kind")["value"].first()
+        session = "pre"
+        tables = list((tmp_path / "out" / f"sub-{subject}" / f"ses-{session}").glob("*_desc-measures_features.tsv"))
+        assert len(tables) == 1, tables
+        # the job's content, not only its file: every task's measures, DCM off (--no-dcm), numbers
+        table = pd.read_csv(tables[0], sep="\t", keep_default_na=False)
+        assert list(table.columns) == ["measure", "value", "task", "kind", "qc_pass", "note"]
+        assert set(table["task"]) == {"faces", "conflict", "rest"} and "dcm" not in set(table["kind"])
+        assert table["measure"].is_unique and table["measure"].str.startswith(("activation_", "gppi_", "gppidir_", "fc_")).all()
+        values = pd.to_numeric(table["value"], errors="coerce")
+        assert values.notna().groupby(table["kind"]).any().all(), table.groupby("kind")["value"].first()
         assert (tmp_path / "work" / f"sub-{subject}").is_dir()
